@@ -1,0 +1,229 @@
+//! What the store holds for one cluster: versioned snapshots with their
+//! manifests, the `snapshot.db` copy, and objects that are not backups (orphans).
+//! Backs `snapshots list | verify | prune` and the choice of what to restore.
+
+use crate::ports::{ObjectInfo, SnapshotStore, StoreError};
+use crate::verify::{self, Fetched, VerifyError};
+use lifeboat::retention::{self, RetentionPlan};
+use lifeboat::{Compression, Manifest, Retention, SnapshotMeta, SnapshotName, StoreLayout};
+use std::collections::BTreeMap;
+
+/// Orphans (objects without a manifest) younger than this may be a save in
+/// progress; prune leaves them alone.
+pub const ORPHAN_GRACE_MS: u64 = 3_600_000;
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Entry {
+    pub name: SnapshotName,
+    pub key: String,
+    pub object: Option<ObjectInfo>,
+    pub manifest: Option<Manifest>,
+    /// Why this entry is not a usable backup, if it is not.
+    pub problem: Option<String>,
+}
+
+impl Entry {
+    /// A complete object with a consistent manifest that matches it.
+    pub fn is_backup(&self) -> bool {
+        self.problem.is_none() && self.manifest.is_some() && self.object.is_some()
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Catalog {
+    /// Newest first.
+    pub snapshots: Vec<Entry>,
+    pub latest: Option<ObjectInfo>,
+    /// Keys under the snapshot prefix that are neither snapshots, manifests nor `snapshot.db`.
+    pub unknown: Vec<String>,
+}
+
+impl Catalog {
+    pub fn metas(&self) -> Vec<SnapshotMeta> {
+        self.snapshots
+            .iter()
+            .filter(|entry| entry.manifest.is_some())
+            .map(|entry| SnapshotMeta {
+                name: entry.name.clone(),
+                verified: entry.is_backup(),
+            })
+            .collect()
+    }
+
+    pub fn find(&self, name: &SnapshotName) -> Option<&Entry> {
+        self.snapshots.iter().find(|entry| &entry.name == name)
+    }
+}
+
+pub async fn load<S: SnapshotStore>(
+    store: &S,
+    layout: &StoreLayout,
+) -> Result<Catalog, StoreError> {
+    let prefix = layout.snapshots_prefix();
+    let objects = store.list(&prefix).await?;
+    let mut snapshots: BTreeMap<SnapshotName, (Option<ObjectInfo>, Option<String>)> =
+        BTreeMap::new();
+    let mut latest = None;
+    let mut unknown = Vec::new();
+    for object in objects {
+        let relative = object.key[prefix.len()..].to_owned();
+        if relative == StoreLayout::LATEST {
+            latest = Some(object);
+        } else if let Some(snapshot) = relative.strip_suffix(".manifest.json") {
+            match snapshot.parse::<SnapshotName>() {
+                Ok(name) => snapshots.entry(name).or_default().1 = Some(object.key),
+                Err(_) => unknown.push(object.key),
+            }
+        } else {
+            match relative.parse::<SnapshotName>() {
+                Ok(name) => snapshots.entry(name).or_default().0 = Some(object),
+                Err(_) => unknown.push(object.key),
+            }
+        }
+    }
+
+    let mut entries = Vec::new();
+    for (name, (object, manifest_key)) in snapshots.into_iter().rev() {
+        let mut manifest = None;
+        let mut problem = None;
+        match &manifest_key {
+            None => problem = Some("no manifest: an interrupted save, not a backup".to_owned()),
+            Some(manifest_key) => match store.get_small(manifest_key).await {
+                Ok(body) => match serde_json::from_slice::<Manifest>(&body) {
+                    Ok(parsed) => {
+                        if parsed.name != name || !parsed.is_consistent() {
+                            problem = Some("manifest does not match its snapshot".to_owned());
+                        } else if let Some(object) = &object {
+                            if object.size_bytes != parsed.stored_size_bytes {
+                                problem = Some(format!(
+                                    "object has {} bytes, manifest says {}",
+                                    object.size_bytes, parsed.stored_size_bytes
+                                ));
+                            }
+                        }
+                        manifest = Some(parsed);
+                    }
+                    Err(error) => problem = Some(format!("manifest is not valid JSON: {error}")),
+                },
+                Err(StoreError::NotFound { .. }) => {
+                    problem = Some("manifest vanished while listing".to_owned())
+                }
+                Err(error) => return Err(error),
+            },
+        }
+        if object.is_none() && problem.is_none() {
+            problem = Some("manifest without its snapshot object".to_owned());
+        }
+        entries.push(Entry {
+            key: layout.snapshot_key(&name),
+            name,
+            object,
+            manifest,
+            problem,
+        });
+    }
+    Ok(Catalog {
+        snapshots: entries,
+        latest,
+        unknown,
+    })
+}
+
+/// Downloads one entry through and checks it against its manifest and etcd's trailer.
+pub async fn verify_entry<S: SnapshotStore>(
+    store: &S,
+    entry: &Entry,
+) -> Result<Fetched, VerifyError> {
+    let location = store.location(&entry.key);
+    let Some(manifest) = &entry.manifest else {
+        return Err(VerifyError::BadManifest {
+            location,
+            detail: entry
+                .problem
+                .clone()
+                .unwrap_or_else(|| "no manifest".into()),
+        });
+    };
+    if let Some(problem) = &entry.problem {
+        return Err(VerifyError::BadManifest {
+            location,
+            detail: problem.clone(),
+        });
+    }
+    let fetched = verify::fetch(store, &entry.key, manifest.compression, None).await?;
+    fetched.check(&location, Some(manifest))?;
+    Ok(fetched)
+}
+
+/// Verifies `snapshot.db`: etcd's trailer must hold, and when a manifest names
+/// the same bytes, so must its hash.
+pub async fn verify_latest<S: SnapshotStore>(
+    store: &S,
+    layout: &StoreLayout,
+    catalog: &Catalog,
+) -> Result<(Fetched, Option<SnapshotName>), VerifyError> {
+    let key = layout.latest_key();
+    let fetched = verify::fetch(store, &key, Compression::None, None).await?;
+    fetched.check(&store.location(&key), None)?;
+    let matching = catalog
+        .snapshots
+        .iter()
+        .find(|entry| {
+            entry
+                .manifest
+                .as_ref()
+                .is_some_and(|manifest| manifest.sha256 == fetched.plain.sha256)
+        })
+        .map(|entry| entry.name.clone());
+    Ok((fetched, matching))
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PruneReport {
+    pub kept: Vec<SnapshotName>,
+    pub deleted: Vec<SnapshotName>,
+    pub orphans_deleted: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// Applies the retention plan. The manifest goes first, so an interrupted prune
+/// leaves at worst an orphan object, never a manifest pointing at nothing.
+pub async fn prune<S: SnapshotStore>(
+    store: &S,
+    layout: &StoreLayout,
+    catalog: &Catalog,
+    retention: &Retention,
+    now_ms: u64,
+    dry_run: bool,
+) -> Result<PruneReport, StoreError> {
+    let RetentionPlan { keep, delete } = retention::plan(&catalog.metas(), retention);
+    let orphans: Vec<String> = catalog
+        .snapshots
+        .iter()
+        .filter(|entry| entry.manifest.is_none())
+        .filter_map(|entry| entry.object.as_ref())
+        .filter(|object| {
+            object
+                .modified_ms
+                .is_some_and(|modified| now_ms.saturating_sub(modified) > ORPHAN_GRACE_MS)
+        })
+        .map(|object| object.key.clone())
+        .collect();
+    if !dry_run {
+        for name in &delete {
+            store.delete(&layout.manifest_key(name)).await?;
+            store.delete(&layout.snapshot_key(name)).await?;
+            tracing::info!(snapshot = %name, "pruned");
+        }
+        for key in &orphans {
+            store.delete(key).await?;
+            tracing::info!(key = %key, "pruned orphan object");
+        }
+    }
+    Ok(PruneReport {
+        kept: keep,
+        deleted: delete,
+        orphans_deleted: orphans,
+        dry_run,
+    })
+}

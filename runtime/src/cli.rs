@@ -1,0 +1,208 @@
+//! The command line, as clap parses it. Raw values only: `main` validates them
+//! into settings (see `config`), merging the config file underneath.
+
+use crate::exit::Exit;
+use crate::output::Format;
+use clap::{Args, Parser, Subcommand};
+use lifeboat::Compression;
+use std::path::PathBuf;
+
+const ABOUT: &str = "etcd backup and disaster recovery: snapshots to S3 (or a directory), verified restores, health checks";
+
+const LONG_ABOUT: &str = "\
+lifeboat takes etcd snapshots and exports them to S3 (any S3-compatible endpoint) or a local
+directory, verifies them, and restores member data dirs from them.
+
+Store layout (kube-aws compatible):
+  <store>/<cluster>/exported/etcd-snapshots/snapshot.db                latest snapshot, plain etcd format
+  <store>/<cluster>/exported/etcd-snapshots/<UTC time>-r<rev>.db[.zst]  versioned snapshots
+  <store>/<cluster>/exported/etcd-snapshots/<name>.manifest.json        sha256, size, revision, members…
+
+Every option can come from a flag, an environment variable (LIFEBOAT_*), or the TOML file
+given by --config (keys named like the flags, e.g. `s3-endpoint = \"http://…\"`); flags win.
+AWS credentials come from the standard chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY,
+profiles, instance roles).
+
+Examples:
+  lifeboat save     --endpoints http://10.0.0.1:2379 --store s3://backups/prod --cluster kube
+  lifeboat check    --endpoints http://10.0.0.1:2379,http://10.0.0.2:2379,http://10.0.0.3:2379
+  lifeboat snapshots list --store file:///var/backups/etcd --cluster kube
+  lifeboat restore  --store s3://backups/prod --cluster kube --data-dir /var/lib/etcd \\
+                    --name etcd0 --initial-cluster etcd0=http://10.0.0.1:2380,… \\
+                    --initial-advertise-peer-urls http://10.0.0.1:2380 --initial-cluster-token kube-2";
+
+#[derive(Debug, Parser)]
+#[command(name = "lifeboat", version, about = ABOUT, long_about = LONG_ABOUT, after_help = Exit::HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// TOML config file; its values sit under flags and environment variables
+    #[arg(long, global = true, env = "LIFEBOAT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// etcd client URLs, comma-separated
+    #[arg(
+        long,
+        global = true,
+        env = "LIFEBOAT_ENDPOINTS",
+        value_name = "URL,URL…",
+        value_delimiter = ','
+    )]
+    pub endpoints: Vec<String>,
+
+    /// Where snapshots live: s3://BUCKET/PREFIX or file:///DIR
+    #[arg(long, global = true, env = "LIFEBOAT_STORE", value_name = "URL")]
+    pub store: Option<String>,
+
+    /// Logical cluster name; part of every key (<store>/<cluster>/exported/…)
+    #[arg(long, global = true, env = "LIFEBOAT_CLUSTER", value_name = "NAME")]
+    pub cluster: Option<String>,
+
+    /// Custom S3 endpoint (MinIO, SeaweedFS, …); enables path-style addressing
+    #[arg(long, global = true, env = "LIFEBOAT_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region [default: AWS_REGION, else us-east-1]
+    #[arg(long, global = true, env = "LIFEBOAT_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+
+    /// Deadline for each etcd request and each store request attempt, in milliseconds [default: 10000]
+    #[arg(long, global = true, env = "LIFEBOAT_TIMEOUT_MS", value_name = "MS")]
+    pub timeout_ms: Option<u64>,
+
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+
+    /// Log filter (tracing syntax), logs go to stderr
+    #[arg(
+        long,
+        global = true,
+        env = "LIFEBOAT_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    pub log: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Take a snapshot from the leader and export it to the store
+    ///
+    /// Streams the snapshot straight into a multipart upload (memory stays flat as the
+    /// database grows), checks etcd's own hash, writes the versioned object and its
+    /// manifest, then replaces snapshot.db. A failure at any point leaves no partial
+    /// object under a final name and snapshot.db as it was. Saves only from a cluster
+    /// with a leader, like kube-aws' etcdadm.
+    Save(SaveArgs),
+    /// Health of the cluster and of each member (like `etcdctl endpoint health`)
+    ///
+    /// Exit code 0 when every member is healthy, 3 when one is not, 4 when none answers.
+    Check,
+    /// Build a member data dir from a verified snapshot (uses `etcdutl snapshot restore`)
+    ///
+    /// Fetches the snapshot, checks its sha256 against the manifest and etcd's own
+    /// trailing hash, then runs etcdutl into a staging dir beside --data-dir and renames
+    /// it into place. Refuses a non-empty --data-dir. With --snapshot latest, a corrupt
+    /// newest snapshot is skipped for the previous good one. Run it once per member with
+    /// the same --initial-cluster and a new --initial-cluster-token.
+    Restore(RestoreArgs),
+    /// List, verify and prune versioned snapshots
+    #[command(subcommand)]
+    Snapshots(SnapshotsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Compression of the versioned object (snapshot.db always stays plain)
+    #[arg(long, env = "LIFEBOAT_COMPRESSION", value_parser = parse_compression, value_name = "none|zstd")]
+    pub compression: Option<Compression>,
+    /// Multipart part size in MiB (S3 needs at least 5)
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(5..=512), value_name = "MIB")]
+    pub part_size_mib: u64,
+    /// Parts uploaded at once
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=32), value_name = "N")]
+    pub upload_concurrency: u64,
+    /// zstd level when --compression zstd
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19), value_name = "LEVEL")]
+    pub zstd_level: i32,
+}
+
+fn parse_compression(text: &str) -> Result<Compression, String> {
+    text.parse()
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Which snapshot: `latest` (newest that verifies), a versioned name, or `snapshot.db`
+    #[arg(long, default_value = "latest", value_name = "latest|NAME")]
+    pub snapshot: String,
+    /// The member data dir to create; must not exist or be empty
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// This member's name (etcd --name)
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Every member as NAME=PEER_URL, comma-separated (etcd --initial-cluster)
+    #[arg(long, value_name = "NAME=URL,…")]
+    pub initial_cluster: String,
+    /// This member's peer URLs (etcd --initial-advertise-peer-urls)
+    #[arg(long, value_name = "URL")]
+    pub initial_advertise_peer_urls: String,
+    /// A token no earlier incarnation of the cluster used (etcd --initial-cluster-token)
+    #[arg(long, value_name = "TOKEN")]
+    pub initial_cluster_token: String,
+    /// Path of the etcdutl binary
+    #[arg(long, env = "LIFEBOAT_ETCDUTL", value_name = "PATH")]
+    pub etcdutl: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotsCommand {
+    /// List versioned snapshots (newest first) and snapshot.db
+    List,
+    /// Download snapshots and check them against their manifests and etcd's own hash
+    ///
+    /// Exit code 0 when all checked snapshots verify, 6 when one does not.
+    Verify {
+        /// Snapshot names, `latest` (the newest versioned one) or `snapshot.db` [default: latest and snapshot.db]
+        names: Vec<String>,
+        /// Verify every snapshot in the store
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+    },
+    /// Delete versioned snapshots the retention policy does not keep
+    ///
+    /// Keeps the newest --keep-last, the newest of each of the newest --keep-hourly hours
+    /// and --keep-daily days, and always the newest verified snapshot. Also removes objects
+    /// without a manifest (interrupted saves) older than an hour.
+    Prune {
+        #[arg(long, value_name = "N")]
+        keep_last: Option<u32>,
+        #[arg(long, value_name = "N")]
+        keep_hourly: Option<u32>,
+        #[arg(long, value_name = "N")]
+        keep_daily: Option<u32>,
+        /// Show what would be deleted, delete nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

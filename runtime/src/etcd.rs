@@ -1,0 +1,250 @@
+//! The etcd adapter, through etcd-client. Every request has a deadline: an
+//! unreachable member must turn into an observation, not a hung agent.
+
+use crate::ports::{BoxError, ByteSource, EndpointHealth, EndpointStatus, EtcdCluster, EtcdError};
+use bytes::Bytes;
+use etcd_client::{AlarmAction, AlarmType, Client, ConnectOptions};
+use lifeboat::{Member, MemberId, Revision};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Clients for one cluster, created per request so one dead member never blocks another.
+#[derive(Clone, Debug)]
+pub struct EtcdClient {
+    endpoints: Vec<String>,
+    timeout: Duration,
+}
+
+fn request_error(operation: &'static str, endpoint: &str, error: etcd_client::Error) -> EtcdError {
+    EtcdError::Request {
+        operation,
+        endpoint: endpoint.to_owned(),
+        detail: describe(&error),
+    }
+}
+
+/// etcd-client wraps gRPC statuses; the status message is what an operator needs.
+fn describe(error: &etcd_client::Error) -> String {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            let message = status.message();
+            if message.is_empty() {
+                format!("{:?}", status.code())
+            } else {
+                message.to_owned()
+            }
+        }
+        other => {
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
+impl EtcdClient {
+    pub fn new(endpoints: Vec<String>, timeout: Duration) -> EtcdClient {
+        EtcdClient { endpoints, timeout }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    async fn connect(
+        &self,
+        endpoints: &[String],
+        request_timeout: bool,
+    ) -> Result<Client, EtcdError> {
+        let mut options = ConnectOptions::new().with_connect_timeout(self.timeout);
+        if request_timeout {
+            options = options.with_timeout(self.timeout);
+        }
+        let connect = Client::connect(endpoints, Some(options));
+        self.deadline("connect", &endpoints.join(","), connect)
+            .await?
+            .map_err(|error| EtcdError::Unreachable {
+                endpoints: endpoints.join(","),
+                detail: describe(&error),
+            })
+    }
+
+    async fn deadline<T>(
+        &self,
+        operation: &'static str,
+        endpoint: &str,
+        work: impl Future<Output = T>,
+    ) -> Result<T, EtcdError> {
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| EtcdError::Timeout {
+                operation,
+                endpoint: endpoint.to_owned(),
+                timeout_ms: self.timeout.as_millis() as u64,
+            })
+    }
+
+    async fn try_health(&self, endpoint: &str) -> Result<(), String> {
+        let mut client = self
+            .connect(&[endpoint.to_owned()], true)
+            .await
+            .map_err(|error| error.to_string())?;
+        // What `etcdctl endpoint health` does: a linearizable read (it needs quorum),
+        // where "permission denied" still proves the member serves requests.
+        match self
+            .deadline("health", endpoint, client.get("health", None))
+            .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(etcd_client::Error::GRpcStatus(status)))
+                if i32::from(status.code()) == GRPC_PERMISSION_DENIED => {}
+            Ok(Err(error)) => return Err(describe(&error)),
+            Err(error) => return Err(error.to_string()),
+        }
+        let alarms = self
+            .deadline(
+                "alarm list",
+                endpoint,
+                client.alarm(AlarmAction::Get, AlarmType::None, None),
+            )
+            .await
+            .map_err(|error| error.to_string())?
+            .map_err(|error| describe(&error))?;
+        if let Some(alarm) = alarms.alarms().first() {
+            return Err(format!(
+                "active alarm {:?} on member {:x}",
+                alarm.alarm(),
+                alarm.member_id()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// gRPC status code 7, fixed by the gRPC specification.
+const GRPC_PERMISSION_DENIED: i32 = 7;
+
+pub fn member_from(member: &etcd_client::Member) -> Member {
+    Member {
+        id: MemberId(member.id()),
+        name: member.name().to_owned(),
+        peer_urls: member.peer_urls().to_vec(),
+        client_urls: member.client_urls().to_vec(),
+        is_learner: member.is_learner(),
+    }
+}
+
+/// A snapshot as it streams from one member.
+pub struct EtcdSnapshot {
+    stream: etcd_client::SnapshotStreaming,
+    first: Option<Bytes>,
+    /// Idle limit between two messages; the whole stream has no deadline.
+    idle_timeout: Duration,
+    _client: Client,
+}
+
+impl ByteSource for EtcdSnapshot {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, BoxError> {
+        if let Some(first) = self.first.take() {
+            return Ok(Some(first));
+        }
+        loop {
+            let message = tokio::time::timeout(self.idle_timeout, self.stream.message())
+                .await
+                .map_err(|_| {
+                    format!(
+                        "snapshot stream stalled for {} ms",
+                        self.idle_timeout.as_millis()
+                    )
+                })?
+                .map_err(|error| describe(&error))?;
+            match message {
+                Some(response) if response.blob().is_empty() => continue,
+                Some(response) => return Ok(Some(Bytes::copy_from_slice(response.blob()))),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+impl EtcdCluster for EtcdClient {
+    type Snapshot = EtcdSnapshot;
+
+    fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    async fn member_list(&self) -> Result<Vec<Member>, EtcdError> {
+        let mut client = self.connect(&self.endpoints, true).await?;
+        let joined = self.endpoints.join(",");
+        let response = self
+            .deadline("member list", &joined, client.member_list())
+            .await?
+            .map_err(|error| request_error("member list", &joined, error))?;
+        let mut members: Vec<Member> = response.members().iter().map(member_from).collect();
+        members.sort_by_key(|member| member.id);
+        Ok(members)
+    }
+
+    async fn endpoint_status(&self, endpoint: &str) -> Result<EndpointStatus, EtcdError> {
+        let mut client = self.connect(&[endpoint.to_owned()], true).await?;
+        let status = self
+            .deadline("status", endpoint, client.status())
+            .await?
+            .map_err(|error| request_error("status", endpoint, error))?;
+        let header = status.header().ok_or_else(|| EtcdError::Request {
+            operation: "status",
+            endpoint: endpoint.to_owned(),
+            detail: "response has no header".into(),
+        })?;
+        Ok(EndpointStatus {
+            endpoint: endpoint.to_owned(),
+            member_id: MemberId(header.member_id()),
+            cluster_id: header.cluster_id(),
+            leader: MemberId(status.leader()),
+            revision: Revision(header.revision()),
+            raft_index: status.raft_index(),
+            raft_term: status.raft_term(),
+            db_size_bytes: status.db_size(),
+            version: status.version().to_owned(),
+            is_learner: status.is_learner(),
+            errors: status.errors().to_vec(),
+        })
+    }
+
+    async fn endpoint_health(&self, endpoint: &str) -> EndpointHealth {
+        let started = Instant::now();
+        let result = self.try_health(endpoint).await;
+        EndpointHealth {
+            endpoint: endpoint.to_owned(),
+            healthy: result.is_ok(),
+            took_ms: started.elapsed().as_millis() as u64,
+            error: result.err(),
+        }
+    }
+
+    async fn snapshot(&self, endpoint: &str) -> Result<EtcdSnapshot, EtcdError> {
+        // No request timeout: a large database streams for minutes. Stalls are caught per message.
+        let mut client = self.connect(&[endpoint.to_owned()], false).await?;
+        let mut stream = self
+            .deadline("snapshot", endpoint, client.snapshot())
+            .await?
+            .map_err(|error| request_error("snapshot", endpoint, error))?;
+        let first = self
+            .deadline("snapshot", endpoint, stream.message())
+            .await?
+            .map_err(|error| request_error("snapshot", endpoint, error))?
+            .map(|response| Bytes::copy_from_slice(response.blob()));
+        Ok(EtcdSnapshot {
+            stream,
+            first,
+            idle_timeout: self.timeout.max(Duration::from_secs(30)),
+            _client: client,
+        })
+    }
+}

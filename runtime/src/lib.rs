@@ -1,0 +1,22 @@
+//! The production runtime of lifeboat: adapters for real etcd and real object
+//! stores behind small traits (ports), the save / restore / check machinery,
+//! and the `lifeboat` command line.
+//!
+//! Only this crate knows etcd-client and aws-sdk-s3 types; they are converted to
+//! the core's plain types at the edge.
+#![allow(async_fn_in_trait)] // The ports are used generically, never as trait objects.
+
+pub mod catalog;
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod etcd;
+pub mod exit;
+pub mod output;
+pub mod pipeline;
+pub mod ports;
+pub mod restore;
+pub mod save;
+pub mod store;
+pub mod testkit;
+pub mod verify;

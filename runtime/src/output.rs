@@ -1,0 +1,76 @@
+//! Printing for people (aligned tables) and for scripts (`--output json`).
+
+use clap::ValueEnum;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+/// Left-aligned columns separated by two spaces; the header in upper case.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|title| title.len()).collect();
+    for row in rows {
+        for (index, cell) in row.iter().enumerate() {
+            if index < widths.len() {
+                widths[index] = widths[index].max(cell.chars().count());
+            }
+        }
+    }
+    let mut text = String::new();
+    let mut line = |cells: Vec<String>| {
+        let mut rendered = String::new();
+        for (index, cell) in cells.iter().enumerate() {
+            if index + 1 == cells.len() {
+                rendered.push_str(cell);
+            } else {
+                rendered.push_str(&format!("{cell:<width$}  ", width = widths[index]));
+            }
+        }
+        text.push_str(rendered.trim_end());
+        text.push('\n');
+    };
+    line(header.iter().map(|title| title.to_uppercase()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+    text
+}
+
+/// Bytes in binary units, one decimal: `1.5 MiB`.
+pub fn bytes(count: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = count as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{count} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+pub fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).expect("report types always serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tables_align() {
+        let text = super::table(
+            &["name", "size"],
+            &[
+                vec!["a".into(), "1 B".into()],
+                vec!["long".into(), "2 B".into()],
+            ],
+        );
+        assert_eq!(text, "NAME  SIZE\na     1 B\nlong  2 B\n");
+        assert_eq!(super::bytes(1536 * 1024), "1.5 MiB");
+    }
+}

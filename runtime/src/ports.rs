@@ -1,0 +1,180 @@
+//! The ports: the only ways the runtime's logic touches the outside world. Real
+//! adapters live in `etcd` and `store`; the simulator provides its own.
+
+use crate::exit::{Classify, Exit};
+use bytes::Bytes;
+use lifeboat::{Member, MemberId, Revision};
+
+/// A boxed error for byte streams, which may fail in either adapter.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A stream of byte chunks, pulled one at a time so memory stays bounded.
+pub trait ByteSource {
+    /// The next chunk; `Ok(None)` at the end of the stream.
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, BoxError>;
+}
+
+/// What `endpoint status` says of one member.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EndpointStatus {
+    pub endpoint: String,
+    pub member_id: MemberId,
+    pub cluster_id: u64,
+    pub leader: MemberId,
+    pub revision: Revision,
+    pub raft_index: u64,
+    pub raft_term: u64,
+    pub db_size_bytes: i64,
+    pub version: String,
+    pub is_learner: bool,
+    pub errors: Vec<String>,
+}
+
+/// What `endpoint health` says of one member.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EndpointHealth {
+    pub endpoint: String,
+    pub healthy: bool,
+    pub took_ms: u64,
+    /// Why it is unhealthy.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("no etcd endpoint answered ({endpoints}): {detail}; check --endpoints and that etcd is running")]
+    Unreachable { endpoints: String, detail: String },
+    #[error("etcd {operation} failed on {endpoint}: {detail}")]
+    Request {
+        operation: &'static str,
+        endpoint: String,
+        detail: String,
+    },
+    #[error("etcd {operation} timed out after {timeout_ms} ms on {endpoint}")]
+    Timeout {
+        operation: &'static str,
+        endpoint: String,
+        timeout_ms: u64,
+    },
+    #[error("the cluster has no leader (no quorum): {detail}")]
+    NoQuorum { detail: String },
+}
+
+impl Classify for EtcdError {
+    fn exit(&self) -> Exit {
+        Exit::Etcd
+    }
+}
+
+/// The etcd cluster, as lifeboat needs it.
+pub trait EtcdCluster {
+    type Snapshot: ByteSource;
+    fn endpoints(&self) -> &[String];
+    async fn member_list(&self) -> Result<Vec<Member>, EtcdError>;
+    async fn endpoint_status(&self, endpoint: &str) -> Result<EndpointStatus, EtcdError>;
+    async fn endpoint_health(&self, endpoint: &str) -> EndpointHealth;
+    /// Streams a snapshot from one member, exactly as `etcdctl snapshot save` receives it
+    /// (the database followed by its sha256).
+    async fn snapshot(&self, endpoint: &str) -> Result<Self::Snapshot, EtcdError>;
+}
+
+/// An object as the store lists it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size_bytes: u64,
+    /// Milliseconds since the Unix epoch, when the store reports it.
+    pub modified_ms: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{location}: not found")]
+    NotFound { location: String },
+    #[error("bucket {bucket:?} does not exist at {endpoint}: create it, or fix --store")]
+    NoSuchBucket { bucket: String, endpoint: String },
+    #[error("{location} already exists (a conditional write lost to another writer)")]
+    AlreadyExists { location: String },
+    #[error("access to {location} denied ({detail}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy")]
+    AccessDenied { location: String, detail: String },
+    #[error("store at {endpoint} is unreachable ({detail}): check --s3-endpoint, the network, or that the S3 server is up")]
+    Unreachable { endpoint: String, detail: String },
+    #[error("{operation} {location} failed: {detail}")]
+    Request {
+        operation: &'static str,
+        location: String,
+        detail: String,
+    },
+    #[error("{operation} {path} failed: {source}")]
+    Io {
+        operation: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl Classify for StoreError {
+    fn exit(&self) -> Exit {
+        match self {
+            StoreError::NotFound { .. } | StoreError::NoSuchBucket { .. } => Exit::NotFound,
+            _ => Exit::Store,
+        }
+    }
+}
+
+/// One part of a multipart upload. Parts have a fixed size except the last, so
+/// `offset` is what a local file needs and S3 ignores.
+#[derive(Clone, Debug)]
+pub struct Part {
+    /// 1-based, as S3 numbers them.
+    pub number: i32,
+    pub offset: u64,
+    pub bytes: Bytes,
+}
+
+/// An object being written. Nothing is visible under its key until `complete`.
+pub trait Upload {
+    async fn put_part(&self, part: Part) -> Result<(), StoreError>;
+    /// Makes the object visible under its key, atomically.
+    async fn complete(self) -> Result<ObjectInfo, StoreError>;
+    /// Drops every uploaded part; the key is left as it was.
+    async fn abort(self);
+}
+
+/// Where snapshots and coordination records live (S3, a directory, or simulated).
+pub trait SnapshotStore {
+    type Upload: Upload;
+    type Reader: ByteSource;
+    /// A human-readable location of `key`, e.g. `s3://bucket/key`.
+    fn location(&self, key: &str) -> String;
+    async fn begin_upload(&self, key: &str) -> Result<Self::Upload, StoreError>;
+    /// Writes a small object. With `if_absent`, fails with `AlreadyExists` instead of
+    /// overwriting (S3 `If-None-Match: *`), so concurrent writers cannot clobber each other.
+    async fn put_small(&self, key: &str, body: Bytes, if_absent: bool) -> Result<(), StoreError>;
+    async fn get(&self, key: &str) -> Result<Self::Reader, StoreError>;
+    /// Reads a small object whole.
+    async fn get_small(&self, key: &str) -> Result<Bytes, StoreError> {
+        let mut reader = self.get(key).await?;
+        let mut body = Vec::new();
+        loop {
+            match reader.next_chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => return Ok(Bytes::from(body)),
+                Err(error) => {
+                    return Err(StoreError::Request {
+                        operation: "read",
+                        location: self.location(key),
+                        detail: error.to_string(),
+                    })
+                }
+            }
+        }
+    }
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
+    /// Every object whose key starts with `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
+    /// Copies within the store; the destination appears whole or not at all.
+    async fn copy(&self, from: &str, to: &str) -> Result<(), StoreError>;
+    /// Deleting a missing key is not an error: deletes are idempotent.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+}

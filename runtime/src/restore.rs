@@ -1,0 +1,337 @@
+//! `lifeboat restore`: fetch a snapshot, prove it whole, and build a member data
+//! dir from it with `etcdutl snapshot restore`.
+//!
+//! The data dir is touched only at the very end, by one rename of a fully built
+//! directory; lifeboat never deletes or overwrites an existing data dir.
+
+use crate::catalog::{self, Catalog, Entry};
+use crate::exit::{Classify, Exit};
+use crate::ports::{SnapshotStore, StoreError};
+use crate::verify::{self, VerifyError};
+use lifeboat::{Compression, SnapshotName, StoreLayout};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotChoice {
+    /// The newest versioned snapshot that verifies, else the plain `snapshot.db`.
+    Latest,
+    Named(SnapshotName),
+    /// The kube-aws key `snapshot.db` itself.
+    LatestKey,
+}
+
+impl std::str::FromStr for SnapshotChoice {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "latest" => Ok(SnapshotChoice::Latest),
+            "snapshot.db" => Ok(SnapshotChoice::LatestKey),
+            name => name.parse().map(SnapshotChoice::Named),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RestoreSettings {
+    pub data_dir: PathBuf,
+    pub name: String,
+    pub initial_cluster: String,
+    pub initial_advertise_peer_urls: String,
+    pub initial_cluster_token: String,
+    pub snapshot: SnapshotChoice,
+    pub etcdutl: PathBuf,
+    pub cluster: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("data dir {path} is not empty: lifeboat never overwrites a data dir; move it away or choose another --data-dir")]
+    DataDirNotEmpty { path: PathBuf },
+    #[error("cannot prepare {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot run {etcdutl}: {source}; install etcd's etcdutl or pass --etcdutl PATH")]
+    EtcdutlMissing {
+        etcdutl: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("etcdutl snapshot restore failed ({status}): {stderr}")]
+    Etcdutl { status: String, stderr: String },
+    #[error("no snapshot to restore in {location}: run `lifeboat save` first")]
+    NothingToRestore { location: String },
+    #[error(
+        "snapshot {name} not found in the store; `lifeboat snapshots list` shows what there is"
+    )]
+    NotFound { name: String },
+    #[error("no snapshot passed verification; tried: {tried}")]
+    AllCorrupt { tried: String },
+    #[error("snapshot {name} belongs to cluster {found:?}, not {expected:?}")]
+    ForeignCluster {
+        name: String,
+        found: String,
+        expected: String,
+    },
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Classify for RestoreError {
+    fn exit(&self) -> Exit {
+        match self {
+            RestoreError::DataDirNotEmpty { .. } => Exit::Refused,
+            RestoreError::Io { .. } | RestoreError::Etcdutl { .. } => Exit::Failure,
+            RestoreError::EtcdutlMissing { .. } => Exit::Usage,
+            RestoreError::NothingToRestore { .. } | RestoreError::NotFound { .. } => Exit::NotFound,
+            RestoreError::AllCorrupt { .. } | RestoreError::ForeignCluster { .. } => Exit::Corrupt,
+            RestoreError::Verify(error) => error.exit(),
+            RestoreError::Store(error) => error.exit(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RestoreReport {
+    /// A versioned snapshot name, or `snapshot.db`.
+    pub snapshot: String,
+    pub revision: Option<i64>,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub data_dir: PathBuf,
+    /// Snapshots that were newer but failed verification, with the reason.
+    pub skipped: Vec<(String, String)>,
+    pub elapsed_ms: u64,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + '_ {
+    move |source| RestoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Refuses early, before any download, when the data dir holds anything.
+fn check_data_dir(data_dir: &Path) -> Result<(), RestoreError> {
+    match std::fs::read_dir(data_dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(RestoreError::DataDirNotEmpty {
+                    path: data_dir.to_owned(),
+                });
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotADirectory => {
+            Err(RestoreError::DataDirNotEmpty {
+                path: data_dir.to_owned(),
+            })
+        }
+        Err(error) => Err(io_error(data_dir)(error)),
+    }
+}
+
+fn check_etcdutl(etcdutl: &Path) -> Result<(), RestoreError> {
+    std::process::Command::new(etcdutl)
+        .arg("version")
+        .output()
+        .map(|_| ())
+        .map_err(|source| RestoreError::EtcdutlMissing {
+            etcdutl: etcdutl.to_owned(),
+            source,
+        })
+}
+
+/// What to try, in order.
+fn candidates(
+    catalog: &Catalog,
+    choice: &SnapshotChoice,
+) -> Result<Vec<Option<Entry>>, RestoreError> {
+    match choice {
+        SnapshotChoice::Named(name) => match catalog.find(name) {
+            Some(entry) => Ok(vec![Some(entry.clone())]),
+            None => Err(RestoreError::NotFound {
+                name: name.to_string(),
+            }),
+        },
+        SnapshotChoice::LatestKey => Ok(vec![None]),
+        SnapshotChoice::Latest => {
+            let mut list: Vec<Option<Entry>> = catalog
+                .snapshots
+                .iter()
+                .filter(|entry| entry.manifest.is_some())
+                .cloned()
+                .map(Some)
+                .collect();
+            if catalog.latest.is_some() {
+                // Last resort, and the only choice for a store written by kube-aws' etcdadm.
+                list.push(None);
+            }
+            Ok(list)
+        }
+    }
+}
+
+pub async fn restore<S: SnapshotStore>(
+    store: &S,
+    layout: &StoreLayout,
+    settings: &RestoreSettings,
+) -> Result<RestoreReport, RestoreError> {
+    let started = Instant::now();
+    check_data_dir(&settings.data_dir)?;
+    check_etcdutl(&settings.etcdutl)?;
+    let parent = match settings.data_dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(io_error(&parent))?;
+    // Staging beside the data dir keeps the final rename on one filesystem (atomic).
+    let staging = tempfile::Builder::new()
+        .prefix(".lifeboat-restore-")
+        .tempdir_in(&parent)
+        .map_err(io_error(&parent))?;
+    let snapshot_path = staging.path().join("snapshot.db");
+
+    let catalog = catalog::load(store, layout).await?;
+    let candidates = candidates(&catalog, &settings.snapshot)?;
+    if candidates.is_empty() {
+        return Err(RestoreError::NothingToRestore {
+            location: store.location(&layout.snapshots_prefix()),
+        });
+    }
+    let may_fall_back = settings.snapshot == SnapshotChoice::Latest;
+    let mut skipped: Vec<(String, String)> = Vec::new();
+    let mut chosen = None;
+    for candidate in candidates {
+        let (label, key, compression, manifest) = match &candidate {
+            Some(entry) => (
+                entry.name.to_string(),
+                entry.key.clone(),
+                entry.name.compression(),
+                entry.manifest.as_ref(),
+            ),
+            None => (
+                StoreLayout::LATEST.to_owned(),
+                layout.latest_key(),
+                Compression::None,
+                None,
+            ),
+        };
+        if let Some(manifest) = manifest {
+            if manifest.cluster != settings.cluster {
+                let error = RestoreError::ForeignCluster {
+                    name: label.clone(),
+                    found: manifest.cluster.clone(),
+                    expected: settings.cluster.clone(),
+                };
+                if !may_fall_back {
+                    return Err(error);
+                }
+                skipped.push((label, error.to_string()));
+                continue;
+            }
+        }
+        let location = store.location(&key);
+        let attempt = async {
+            if let Some(problem) = candidate.as_ref().and_then(|entry| entry.problem.clone()) {
+                return Err(VerifyError::BadManifest {
+                    location: location.clone(),
+                    detail: problem,
+                });
+            }
+            let mut file =
+                std::fs::File::create(&snapshot_path).map_err(|source| VerifyError::Write {
+                    path: snapshot_path.display().to_string(),
+                    source,
+                })?;
+            let path_text = snapshot_path.display().to_string();
+            let fetched =
+                verify::fetch(store, &key, compression, Some((&mut file, &path_text))).await?;
+            file.sync_all().map_err(|source| VerifyError::Write {
+                path: path_text.clone(),
+                source,
+            })?;
+            fetched.check(&location, manifest)?;
+            Ok(fetched)
+        };
+        match attempt.await {
+            Ok(fetched) => {
+                chosen = Some((label, manifest.map(|manifest| manifest.revision.0), fetched));
+                break;
+            }
+            Err(VerifyError::Store(error)) if !matches!(error, StoreError::NotFound { .. }) => {
+                return Err(error.into())
+            }
+            Err(error) if may_fall_back => {
+                tracing::warn!(snapshot = %label, error = %error, "snapshot failed verification; trying the previous one");
+                skipped.push((label, error.to_string()));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let Some((label, revision, fetched)) = chosen else {
+        let tried = skipped
+            .iter()
+            .map(|(name, reason)| format!("{name} ({reason})"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(RestoreError::AllCorrupt { tried });
+    };
+
+    let built = staging.path().join("data");
+    let output = tokio::process::Command::new(&settings.etcdutl)
+        .arg("snapshot")
+        .arg("restore")
+        .arg(&snapshot_path)
+        .arg("--data-dir")
+        .arg(&built)
+        .arg("--name")
+        .arg(&settings.name)
+        .arg("--initial-cluster")
+        .arg(&settings.initial_cluster)
+        .arg("--initial-advertise-peer-urls")
+        .arg(&settings.initial_advertise_peer_urls)
+        .arg("--initial-cluster-token")
+        .arg(&settings.initial_cluster_token)
+        .output()
+        .await
+        .map_err(|source| RestoreError::EtcdutlMissing {
+            etcdutl: settings.etcdutl.clone(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(RestoreError::Etcdutl {
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr)
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("")
+                .to_owned(),
+        });
+    }
+
+    // The data dir may have appeared meanwhile; check again right before the rename.
+    check_data_dir(&settings.data_dir)?;
+    if settings.data_dir.is_dir() {
+        std::fs::remove_dir(&settings.data_dir).map_err(io_error(&settings.data_dir))?;
+    }
+    std::fs::rename(&built, &settings.data_dir).map_err(io_error(&settings.data_dir))?;
+    std::fs::File::open(&parent)
+        .and_then(|directory| directory.sync_all())
+        .map_err(io_error(&parent))?;
+
+    Ok(RestoreReport {
+        snapshot: label,
+        revision,
+        sha256: fetched.plain.sha256,
+        size_bytes: fetched.plain.size_bytes,
+        data_dir: settings.data_dir.clone(),
+        skipped,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
+}

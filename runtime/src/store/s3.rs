@@ -1,0 +1,425 @@
+//! S3 as the store, through aws-sdk-s3: AWS itself or any S3-compatible server
+//! (MinIO, SeaweedFS, Ceph) with a custom endpoint and path-style addressing.
+//!
+//! Every upload is multipart, so nothing appears under a key before
+//! `CompleteMultipartUpload`; each part carries a SHA-256 checksum that the server
+//! verifies. Options (timeouts, retries, checksums) are set explicitly rather than
+//! left to SDK defaults, which change between releases.
+
+use crate::config::StoreSettings;
+use crate::ports::{BoxError, ByteSource, ObjectInfo, Part, SnapshotStore, StoreError, Upload};
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use std::sync::Mutex;
+use std::time::Duration;
+
+const DEFAULT_REGION: &str = "us-east-1";
+
+#[derive(Clone, Debug)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    /// For messages: the custom endpoint or "AWS S3 (region)".
+    endpoint: String,
+}
+
+impl S3Store {
+    pub async fn connect(settings: &StoreSettings, bucket: &str) -> S3Store {
+        let region = settings
+            .s3
+            .region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .unwrap_or_else(|| DEFAULT_REGION.to_owned());
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+            .operation_attempt_timeout(settings.timeout)
+            .build();
+        let shared = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(region.clone()))
+            .timeout_config(timeouts)
+            .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .load()
+            .await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            // We send our own SHA-256 part checksums; the SDK's automatic CRCs confuse some
+            // S3-compatible servers, so only send what an operation requires.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        let endpoint = match &settings.s3.endpoint {
+            Some(endpoint) => {
+                builder = builder.endpoint_url(endpoint).force_path_style(true);
+                endpoint.clone()
+            }
+            None => format!("AWS S3 ({region})"),
+        };
+        S3Store {
+            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            bucket: bucket.to_owned(),
+            endpoint,
+        }
+    }
+
+    fn classify<E>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        error: SdkError<E, HttpResponse>,
+    ) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let location = self.location(key);
+        let status = error
+            .raw_response()
+            .map(|response| response.status().as_u16());
+        match &error {
+            SdkError::DispatchFailure(failure) => {
+                return StoreError::Unreachable {
+                    endpoint: self.endpoint.clone(),
+                    detail: failure
+                        .as_connector_error()
+                        .map(|connector| error_chain(connector))
+                        .unwrap_or_else(|| "dispatch failure".into()),
+                }
+            }
+            SdkError::TimeoutError(_) => {
+                return StoreError::Unreachable {
+                    endpoint: self.endpoint.clone(),
+                    detail: format!("{operation} timed out"),
+                }
+            }
+            SdkError::ConstructionFailure(_) => {
+                return StoreError::Request {
+                    operation,
+                    location,
+                    detail: error_chain(&error),
+                }
+            }
+            _ => {}
+        }
+        let code = error.code().unwrap_or_default().to_owned();
+        let message = error.message().unwrap_or_default().to_owned();
+        let detail = if code.is_empty() && message.is_empty() {
+            format!("HTTP {}", status.unwrap_or(0))
+        } else {
+            format!("{code}: {message}")
+                .trim_end_matches([':', ' '])
+                .to_owned()
+        };
+        match (code.as_str(), status) {
+            ("NoSuchBucket", _) => StoreError::NoSuchBucket {
+                bucket: self.bucket.clone(),
+                endpoint: self.endpoint.clone(),
+            },
+            ("NoSuchKey" | "NotFound", _) | (_, Some(404)) => StoreError::NotFound { location },
+            ("PreconditionFailed" | "ConditionalRequestConflict", _) | (_, Some(412)) => {
+                StoreError::AlreadyExists { location }
+            }
+            (
+                "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken",
+                _,
+            )
+            | (_, Some(401 | 403)) => StoreError::AccessDenied { location, detail },
+            _ if error_chain(&error).contains("no credentials")
+                || error_chain(&error).contains("credentials") =>
+            {
+                StoreError::AccessDenied {
+                    location,
+                    detail: error_chain(&error),
+                }
+            }
+            _ => StoreError::Request {
+                operation,
+                location,
+                detail,
+            },
+        }
+    }
+}
+
+/// The error and its sources on one line: the SDK's top-level messages alone
+/// ("dispatch failure") do not say what went wrong.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn sha256_base64(bytes: &[u8]) -> String {
+    aws_smithy_types::base64::encode(Sha256::digest(bytes))
+}
+
+pub struct S3Upload {
+    store: S3Store,
+    key: String,
+    upload_id: String,
+    parts: Mutex<Vec<CompletedPart>>,
+}
+
+impl Upload for S3Upload {
+    async fn put_part(&self, part: Part) -> Result<(), StoreError> {
+        let checksum = sha256_base64(&part.bytes);
+        let output = self
+            .store
+            .client
+            .upload_part()
+            .bucket(&self.store.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .part_number(part.number)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(&checksum)
+            .body(ByteStream::from(part.bytes))
+            .send()
+            .await
+            .map_err(|error| self.store.classify("upload part of", &self.key, error))?;
+        let completed = CompletedPart::builder()
+            .part_number(part.number)
+            .set_e_tag(output.e_tag)
+            .checksum_sha256(checksum)
+            .build();
+        self.parts
+            .lock()
+            .map_err(|_| StoreError::Request {
+                operation: "upload",
+                location: self.store.location(&self.key),
+                detail: "part list poisoned by a panic".into(),
+            })?
+            .push(completed);
+        Ok(())
+    }
+
+    async fn complete(self) -> Result<ObjectInfo, StoreError> {
+        let mut parts =
+            std::mem::take(&mut *self.parts.lock().map_err(|_| StoreError::Request {
+                operation: "complete upload",
+                location: self.store.location(&self.key),
+                detail: "part list poisoned by a panic".into(),
+            })?);
+        parts.sort_by_key(|part| part.part_number);
+        let result = self
+            .store
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.store.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await;
+        if let Err(error) = result {
+            let error = self.store.classify("complete upload of", &self.key, error);
+            self.abort().await;
+            return Err(error);
+        }
+        self.store
+            .head(&self.key)
+            .await?
+            .ok_or_else(|| StoreError::Request {
+                operation: "complete upload",
+                location: self.store.location(&self.key),
+                detail: "object missing right after CompleteMultipartUpload".into(),
+            })
+    }
+
+    async fn abort(self) {
+        let result = self
+            .store
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.store.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .send()
+            .await;
+        if let Err(error) = result {
+            // Not fatal: nothing is visible under the key. A bucket lifecycle rule
+            // (AbortIncompleteMultipartUpload) reclaims the parts.
+            tracing::warn!(key = %self.key, error = %error_chain(&error), "could not abort multipart upload");
+        }
+    }
+}
+
+pub struct S3Reader {
+    body: ByteStream,
+}
+
+impl ByteSource for S3Reader {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, BoxError> {
+        match self.body.next().await {
+            Some(Ok(chunk)) => Ok(Some(chunk)),
+            Some(Err(error)) => Err(Box::new(error)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl SnapshotStore for S3Store {
+    type Upload = S3Upload;
+    type Reader = S3Reader;
+
+    fn location(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    async fn begin_upload(&self, key: &str) -> Result<S3Upload, StoreError> {
+        let output = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .send()
+            .await
+            .map_err(|error| self.classify("start upload of", key, error))?;
+        let upload_id = output.upload_id.ok_or_else(|| StoreError::Request {
+            operation: "start upload of",
+            location: self.location(key),
+            detail: "the server returned no upload id".into(),
+        })?;
+        Ok(S3Upload {
+            store: self.clone(),
+            key: key.to_owned(),
+            upload_id,
+            parts: Mutex::new(Vec::new()),
+        })
+    }
+
+    async fn put_small(&self, key: &str, body: Bytes, if_absent: bool) -> Result<(), StoreError> {
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_sha256(sha256_base64(&body))
+            .body(ByteStream::from(body));
+        if if_absent {
+            request = request.if_none_match("*");
+        }
+        request
+            .send()
+            .await
+            .map_err(|error| self.classify("write", key, error))?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<S3Reader, StoreError> {
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|error| self.classify("read", key, error))?;
+        Ok(S3Reader { body: output.body })
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(output) => Ok(Some(ObjectInfo {
+                key: key.to_owned(),
+                size_bytes: output.content_length.unwrap_or(0).max(0) as u64,
+                modified_ms: output
+                    .last_modified
+                    .and_then(|time| time.to_millis().ok())
+                    .map(|ms| ms.max(0) as u64),
+            })),
+            Err(error) => match self.classify("stat", key, error) {
+                StoreError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let mut objects = Vec::new();
+        let mut continuation: Option<String> = None;
+        loop {
+            let output = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(continuation.take())
+                .send()
+                .await
+                .map_err(|error| self.classify("list", prefix, error))?;
+            for object in output.contents.unwrap_or_default() {
+                let Some(key) = object.key else { continue };
+                objects.push(ObjectInfo {
+                    key,
+                    size_bytes: object.size.unwrap_or(0).max(0) as u64,
+                    modified_ms: object
+                        .last_modified
+                        .and_then(|time| time.to_millis().ok())
+                        .map(|ms| ms.max(0) as u64),
+                });
+            }
+            match output.next_continuation_token {
+                Some(token) if output.is_truncated == Some(true) => continuation = Some(token),
+                _ => break,
+            }
+        }
+        objects.sort_by(|left, right| left.key.cmp(&right.key));
+        Ok(objects)
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(to)
+            .copy_source(format!("{}/{from}", self.bucket))
+            .send()
+            .await
+            .map_err(|error| self.classify("copy to", to, error))?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) => match self.classify("delete", key, error) {
+                StoreError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! A real etcd cluster of N members on loopback.
+
+use super::{binary, free_port, http_get, terminate, wait_until};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct EtcdMember {
+    pub name: String,
+    pub client_url: String,
+    pub peer_url: String,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl EtcdMember {
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    fn client_address(&self) -> String {
+        self.client_url.trim_start_matches("http://").to_owned()
+    }
+
+    /// `/health` answers `"health":"true"` only while the member is in a cluster with quorum.
+    pub fn is_healthy(&self) -> bool {
+        http_get(&self.client_address(), "/health")
+            .is_some_and(|(status, body)| status == 200 && body.contains("\"true\""))
+    }
+}
+
+pub struct LocalEtcdCluster {
+    pub members: Vec<EtcdMember>,
+    pub token: String,
+    directory: tempfile::TempDir,
+}
+
+impl LocalEtcdCluster {
+    /// Starts `size` members and waits (at most 30 s) until all are healthy.
+    pub fn start(size: usize) -> LocalEtcdCluster {
+        let directory = tempfile::Builder::new()
+            .prefix("lifeboat-etcd-")
+            .tempdir()
+            .expect("create a temp dir");
+        let token = format!("lifeboat-test-{}", std::process::id());
+        let members: Vec<EtcdMember> = (0..size)
+            .map(|index| EtcdMember {
+                name: format!("etcd{index}"),
+                client_url: format!("http://127.0.0.1:{}", free_port(&[])),
+                peer_url: format!("http://127.0.0.1:{}", free_port(&[])),
+                data_dir: directory.path().join(format!("etcd{index}.data")),
+                child: None,
+            })
+            .collect();
+        let mut cluster = LocalEtcdCluster {
+            members,
+            token,
+            directory,
+        };
+        let initial_cluster = cluster.initial_cluster();
+        for index in 0..size {
+            let token = cluster.token.clone();
+            cluster.spawn(index, &initial_cluster, "new", &token);
+        }
+        cluster.wait_healthy(Duration::from_secs(30));
+        cluster
+    }
+
+    pub fn directory(&self) -> &Path {
+        self.directory.path()
+    }
+
+    /// `etcd0=http://…,etcd1=http://…`, as `--initial-cluster` takes it.
+    pub fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|member| format!("{}={}", member.name, member.peer_url))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|member| member.client_url.clone())
+            .collect()
+    }
+
+    pub fn endpoints_joined(&self) -> String {
+        self.endpoints().join(",")
+    }
+
+    /// Starts member `index` on its data dir; `state` is `new` or `existing`.
+    pub fn spawn(&mut self, index: usize, initial_cluster: &str, state: &str, token: &str) {
+        let member = &self.members[index];
+        let log = std::fs::File::create(self.directory.path().join(format!("{}.log", member.name)))
+            .expect("create a log file");
+        let child = Command::new(binary("etcd"))
+            .arg("--name")
+            .arg(&member.name)
+            .arg("--data-dir")
+            .arg(&member.data_dir)
+            .arg("--listen-client-urls")
+            .arg(&member.client_url)
+            .arg("--advertise-client-urls")
+            .arg(&member.client_url)
+            .arg("--listen-peer-urls")
+            .arg(&member.peer_url)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&member.peer_url)
+            .arg("--initial-cluster")
+            .arg(initial_cluster)
+            .arg("--initial-cluster-state")
+            .arg(state)
+            .arg("--initial-cluster-token")
+            .arg(token)
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--quota-backend-bytes", "8589934592"])
+            .arg("--log-level=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone a log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start etcd (run scripts/install-deps)");
+        self.members[index].child = Some(child);
+    }
+
+    /// Restarts a stopped member on its existing data dir.
+    pub fn restart(&mut self, index: usize) {
+        let initial_cluster = self.initial_cluster();
+        let token = self.token.clone();
+        self.spawn(index, &initial_cluster, "existing", &token);
+    }
+
+    /// Waits until every running member reports healthy; panics with the logs' tail otherwise.
+    pub fn wait_healthy(&self, timeout: Duration) {
+        let healthy = wait_until(timeout, || self.members.iter().all(EtcdMember::is_healthy));
+        if !healthy {
+            panic!(
+                "etcd cluster not healthy after {timeout:?}: {}",
+                self.log_tail()
+            );
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        self.members
+            .iter()
+            .map(|member| {
+                let log = std::fs::read_to_string(
+                    self.directory.path().join(format!("{}.log", member.name)),
+                )
+                .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                format!(
+                    "\n--- {} ---\n{}",
+                    member.name,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect()
+    }
+
+    /// SIGTERM and wait (a leader can take over a second to step down).
+    pub fn stop(&mut self, index: usize) {
+        if let Some(mut child) = self.members[index].child.take() {
+            terminate(&mut child, Duration::from_secs(10));
+        }
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.members[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn stop_all(&mut self) {
+        for index in 0..self.members.len() {
+            self.stop(index);
+        }
+    }
+
+    /// Writes `count` keys `prefix{i:06}` with values of `value_bytes`, in
+    /// transactions of ~100 puts through etcd's JSON gateway (fast, no client needed).
+    pub fn put_many(&self, prefix: &str, count: usize, value_bytes: usize) {
+        put_many(&self.members[0].client_url, prefix, count, value_bytes);
+    }
+}
+
+impl Drop for LocalEtcdCluster {
+    fn drop(&mut self) {
+        for member in &mut self.members {
+            if let Some(mut child) = member.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    aws_smithy_types::base64::encode(bytes)
+}
+
+/// Puts keys through `POST /v3/kv/txn`, ~100 per request (under etcd's 1.5 MiB limit).
+pub fn put_many(client_url: &str, prefix: &str, count: usize, value_bytes: usize) {
+    use std::io::{Read, Write};
+    let address = client_url.trim_start_matches("http://");
+    let per_request = (1_000_000 / value_bytes.max(1)).clamp(1, 100);
+    let mut index = 0;
+    while index < count {
+        let end = (index + per_request).min(count);
+        let puts: Vec<String> = (index..end)
+            .map(|key_index| {
+                let key = format!("{prefix}{key_index:06}");
+                let mut value = format!("value-{key_index}-").into_bytes();
+                value.resize(value_bytes, b'x');
+                format!(
+                    "{{\"requestPut\":{{\"key\":\"{}\",\"value\":\"{}\"}}}}",
+                    base64(key.as_bytes()),
+                    base64(&value)
+                )
+            })
+            .collect();
+        let body = format!("{{\"success\":[{}]}}", puts.join(","));
+        let mut stream = std::net::TcpStream::connect(address).expect("connect to etcd's gateway");
+        write!(
+            stream,
+            "POST /v3/kv/txn HTTP/1.0\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("send a txn");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("read the txn answer");
+        assert!(
+            response.contains("\"succeeded\":true"),
+            "txn failed: {}",
+            &response[..response.len().min(300)]
+        );
+        index = end;
+    }
+}

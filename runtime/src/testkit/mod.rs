@@ -1,0 +1,123 @@
+//! Real components for tests, the demo and benches: an N-member etcd cluster and
+//! an S3 server (SeaweedFS), each on free loopback ports in a temp dir, torn down
+//! on drop. No mocks: these are the binaries `scripts/install-deps` installs.
+//!
+//! Components are found in `LIFEBOAT_BIN_DIR`, else `<workspace>/.deps/bin`.
+//! [`require`] skips a test outside CI when one is missing, and fails it under
+//! `CI=true`.
+
+mod etcd;
+mod s3;
+
+pub use etcd::{EtcdMember, LocalEtcdCluster};
+pub use s3::S3Server;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The directory holding `etcd`, `etcdctl`, `etcdutl` and `weed`.
+pub fn bin_dir() -> PathBuf {
+    if let Some(directory) = std::env::var_os("LIFEBOAT_BIN_DIR") {
+        return PathBuf::from(directory);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../.deps/bin")
+}
+
+pub fn binary(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// Whether the named binaries are installed. Outside CI a missing one skips the
+/// caller (returns `false` with a message); under `CI=true` it panics, because a
+/// CI run that silently tests nothing is worse than a red one.
+pub fn require(names: &[&str]) -> bool {
+    let missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|name| !binary(name).is_file())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let message = format!(
+        "missing {} in {}: run scripts/install-deps (or set LIFEBOAT_BIN_DIR)",
+        missing.join(", "),
+        bin_dir().display()
+    );
+    if std::env::var("CI").is_ok_and(|value| value == "true" || value == "1") {
+        panic!("{message}");
+    }
+    eprintln!("SKIPPED: {message}");
+    false
+}
+
+/// A loopback port that was free a moment ago, with `port + offset` free too for
+/// each offset (SeaweedFS opens gRPC at port + 10000).
+pub fn free_port(offsets: &[u16]) -> u16 {
+    for _ in 0..200 {
+        let Ok(listener) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(address) = listener.local_addr() else {
+            continue;
+        };
+        let port = address.port();
+        let extra_free = offsets.iter().all(|offset| {
+            port.checked_add(*offset)
+                .is_some_and(|other| TcpListener::bind(("127.0.0.1", other)).is_ok())
+        });
+        if extra_free {
+            return port;
+        }
+    }
+    panic!("no free loopback port found after 200 tries");
+}
+
+/// Waits until `probe` returns true or `timeout` passes; returns whether it did.
+pub fn wait_until(timeout: Duration, mut probe: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if probe() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A minimal HTTP/1.0 GET over loopback: status code and body, or `None` when
+/// nothing answers. Enough for readiness probes, with no HTTP client dependency.
+pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream =
+        TcpStream::connect_timeout(&address.parse().ok()?, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Stops a child: SIGTERM, wait up to `grace`, then SIGKILL.
+pub fn terminate(child: &mut std::process::Child, grace: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    // SAFETY: plain signal delivery to a child we own; a stale pid is excluded by try_wait above.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let exited = wait_until(grace, || matches!(child.try_wait(), Ok(Some(_))));
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

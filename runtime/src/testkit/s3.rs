@@ -1,0 +1,172 @@
+//! A real S3 server (SeaweedFS `weed mini`) on loopback, with credentials enforced.
+
+use super::{binary, free_port, http_get, terminate, wait_until};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct S3Server {
+    pub port: u16,
+    pub access_key: String,
+    pub secret_key: String,
+    child: Option<Child>,
+    ports: [u16; 3],
+    directory: tempfile::TempDir,
+}
+
+impl S3Server {
+    /// Starts SeaweedFS and waits (at most 30 s) for its S3 API.
+    pub fn start() -> S3Server {
+        let directory = tempfile::Builder::new()
+            .prefix("lifeboat-s3-")
+            .tempdir()
+            .expect("create a temp dir");
+        let mut server = S3Server {
+            port: free_port(&[10000]),
+            access_key: "lifeboat-test".into(),
+            secret_key: "lifeboat-test-secret".into(),
+            child: None,
+            ports: [
+                free_port(&[10000]),
+                free_port(&[10000]),
+                free_port(&[10000]),
+            ],
+            directory,
+        };
+        let config = format!(
+            "{{\"identities\":[{{\"name\":\"test\",\"credentials\":[{{\"accessKey\":\"{}\",\"secretKey\":\"{}\"}}],\"actions\":[\"Admin\",\"Read\",\"List\",\"Tagging\",\"Write\"]}}]}}",
+            server.access_key, server.secret_key
+        );
+        std::fs::write(server.directory.path().join("s3.json"), config).expect("write s3.json");
+        std::fs::create_dir_all(server.directory.path().join("data")).expect("create the data dir");
+        server.spawn();
+        server
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let path = self.directory.path();
+        let log = std::fs::File::create(path.join("weed.log")).expect("create the log");
+        let [master, volume, filer] = self.ports;
+        let child = Command::new(binary("weed"))
+            .arg("-logtostderr")
+            .arg("mini")
+            .arg(format!("-dir={}", path.join("data").display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            .arg(format!("-s3.port={}", self.port))
+            .arg(format!("-master.port={master}"))
+            .arg(format!("-volume.port={volume}"))
+            .arg(format!("-filer.port={filer}"))
+            .args([
+                "-admin.ui=false",
+                "-webdav=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-master.telemetry=false",
+            ])
+            .arg(format!("-s3.config={}", path.join("s3.json").display()))
+            .env("TMPDIR", path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone a log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start weed (run scripts/install-deps)");
+        self.child = Some(child);
+        let address = format!("127.0.0.1:{}", self.port);
+        let up = wait_until(Duration::from_secs(30), || {
+            http_get(&address, "/").is_some()
+        });
+        assert!(
+            up,
+            "S3 server did not answer within 30 s: {}",
+            self.log_tail()
+        );
+    }
+
+    pub fn log_tail(&self) -> String {
+        let log =
+            std::fs::read_to_string(self.directory.path().join("weed.log")).unwrap_or_default();
+        log.lines()
+            .rev()
+            .take(10)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Stops the server (an outage); `resume` brings it back with its data.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, Duration::from_secs(10));
+        }
+    }
+
+    pub fn resume(&mut self) {
+        self.spawn();
+    }
+
+    /// Environment for a `lifeboat` process talking to this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), self.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY".into(), self.secret_key.clone()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+            ("LIFEBOAT_S3_ENDPOINT".into(), self.endpoint()),
+            ("LIFEBOAT_S3_REGION".into(), "us-east-1".into()),
+        ]
+    }
+
+    /// An S3 client with this server's endpoint and credentials.
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let credentials = aws_sdk_s3::config::Credentials::new(
+            &self.access_key,
+            &self.secret_key,
+            None,
+            None,
+            "lifeboat-testkit",
+        );
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .force_path_style(true)
+            .credentials_provider(credentials)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// Creates a bucket (idempotent), retrying while the server finishes starting.
+    pub async fn create_bucket(&self, bucket: &str) {
+        let client = self.client();
+        let mut last_error = String::new();
+        for _ in 0..100 {
+            match client.create_bucket().bucket(bucket).send().await {
+                Ok(_) => return,
+                Err(error) => {
+                    let text = format!("{}", aws_sdk_s3::error::DisplayErrorContext(&error));
+                    if text.contains("BucketAlreadyOwnedByYou")
+                        || text.contains("BucketAlreadyExists")
+                    {
+                        return;
+                    }
+                    last_error = text;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("cannot create bucket {bucket}: {last_error}");
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The command-line contract: configuration sources, errors, check's exit codes.
+
+use crate::support::*;
+use std::process::Command;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command: Command = lifeboat_command();
+    command.args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn bad_configuration_is_a_usage_error() {
+    let output = run(&["snapshots", "list"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--store"), "{}", stderr(&output));
+
+    let output = run(
+        &[
+            "snapshots",
+            "list",
+            "--store",
+            "gs://bucket",
+            "--cluster",
+            "c",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("expected s3://BUCKET/PREFIX or file:///DIR"),
+        "{}",
+        stderr(&output)
+    );
+
+    let directory = tempfile::tempdir().unwrap();
+    let config = directory.path().join("lifeboat.toml");
+    std::fs::write(&config, "store = \"file:///tmp/x\"\nclustr = \"typo\"\n").unwrap();
+    let output = run(
+        &["snapshots", "list", "--config", config.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("unknown field `clustr`"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = run(&["save", "--compression", "lz4"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+/// Config file, environment and flags layer in that order.
+#[test]
+fn config_file_environment_and_flags_layer() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = directory.path().join("store");
+    let config = directory.path().join("lifeboat.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"file://{}\"\ncluster = \"from-file\"\n",
+            store.display()
+        ),
+    )
+    .unwrap();
+    let listing = |env: &[(&str, &str)], extra: &[&str]| {
+        let mut args = vec!["snapshots", "list", "--config", config.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let output = run(&args, env);
+        assert!(output.status.success(), "{}", stderr(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert!(listing(&[], &[]).contains("from-file/exported/etcd-snapshots/snapshot.db"));
+    assert!(listing(&[("LIFEBOAT_CLUSTER", "from-env")], &[]).contains("from-env/exported"));
+    assert!(listing(
+        &[("LIFEBOAT_CLUSTER", "from-env")],
+        &["--cluster", "from-flag"]
+    )
+    .contains("from-flag/exported"));
+}
+
+#[test]
+fn help_teaches_every_subcommand() {
+    for args in [
+        vec!["--help"],
+        vec!["save", "--help"],
+        vec!["check", "--help"],
+        vec!["restore", "--help"],
+        vec!["snapshots", "list", "--help"],
+        vec!["snapshots", "verify", "--help"],
+        vec!["snapshots", "prune", "--help"],
+    ] {
+        let output = run(&args, &[]);
+        assert!(output.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains("Usage: lifeboat"), "{args:?}: {text}");
+    }
+    let text = String::from_utf8_lossy(&run(&["--help"], &[]).stdout).into_owned();
+    assert!(text.contains("Exit codes"), "{text}");
+    let text = String::from_utf8_lossy(&run(&["restore", "--help"], &[]).stdout).into_owned();
+    for flag in [
+        "--data-dir",
+        "--name",
+        "--initial-cluster",
+        "--initial-advertise-peer-urls",
+        "--initial-cluster-token",
+        "--snapshot",
+    ] {
+        assert!(text.contains(flag), "restore --help lacks {flag}");
+    }
+}
+
+/// `check`: 0 on a healthy cluster; 3 with a dead member; 4 when nothing answers.
+#[test]
+fn check_reports_health_with_exit_codes() {
+    let Some(mut fixture) = fixture(StoreKind::File, 3) else {
+        return;
+    };
+    let output = fixture.lifeboat(&["check", "--output", "json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["healthy_members"], 3);
+    assert_eq!(report["quorum"], true);
+    assert!(
+        report["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|member| member["is_leader"] == true)
+            .count()
+            == 1
+    );
+
+    fixture.etcd.kill(2);
+    let output = fixture.lifeboat(&["check", "--output", "json", "--timeout-ms", "1500"]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["healthy_members"], 2);
+    assert_eq!(report["quorum"], true);
+    let dead = &report["members"][2];
+    assert_eq!(dead["healthy"], false);
+    assert!(dead["error"]
+        .as_str()
+        .is_some_and(|error| !error.is_empty()));
+
+    let output = run(
+        &[
+            "check",
+            "--endpoints",
+            "http://127.0.0.1:1",
+            "--timeout-ms",
+            "500",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    let output = run(
+        &[
+            "save",
+            "--endpoints",
+            "http://127.0.0.1:1",
+            "--store",
+            "file:///tmp/lifeboat-never",
+            "--cluster",
+            "c",
+            "--timeout-ms",
+            "500",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no etcd endpoint answered"),
+        "{}",
+        stderr(&output)
+    );
+}

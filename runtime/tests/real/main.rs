@@ -1,0 +1,9 @@
+//! Integration tests against real components: etcd clusters, a real S3 server
+//! (SeaweedFS), `etcdutl`, and the `lifeboat` binary as users run it. One test
+//! binary, so the dependency tree links once.
+
+mod support;
+
+mod cli;
+mod failures;
+mod save_restore;

@@ -1,0 +1,237 @@
+//! The main path, on S3 and on file://: save → objects where the layout says,
+//! readable by etcd's own tools → restore → every key back.
+
+use crate::support::*;
+use sha2::{Digest, Sha256};
+
+const KEYS: usize = 2_000;
+
+/// `snapshot.db` sits at the exact kube-aws key and etcdutl reads it: the revision
+/// is the cluster's at save time and every key is in it.
+#[test]
+fn save_writes_the_exact_key_readable_by_etcdutl() {
+    for kind in STORE_KINDS {
+        let Some(fixture) = fixture(kind, 3) else {
+            return;
+        };
+        fixture.etcd.put_many("app/", KEYS, 200);
+        let revision = current_revision(&fixture.etcd.members[0].client_url);
+        let report = fixture.save_json(&[]);
+        assert_eq!(
+            report["revision"].as_i64(),
+            Some(revision),
+            "{kind:?}: {report}"
+        );
+
+        let latest_key = format!("{}snapshot.db", fixture.snapshots_prefix());
+        assert_eq!(report["latest_key"].as_str(), Some(latest_key.as_str()));
+        let bytes = fixture.read_object(&latest_key);
+        let path = fixture.path("downloaded.db");
+        std::fs::write(&path, &bytes).unwrap();
+        let (snapshot_revision, total_keys) = snapshot_status(&path);
+        assert_eq!(snapshot_revision, revision, "{kind:?}");
+        assert_eq!(
+            total_keys, KEYS as i64,
+            "{kind:?}: one revision per key written"
+        );
+    }
+}
+
+/// The versioned object and its manifest agree: sha256 and size, plain and zstd;
+/// `snapshots list` and `verify` see both.
+#[test]
+fn versioned_snapshots_match_their_manifests() {
+    for kind in STORE_KINDS {
+        let Some(fixture) = fixture(kind, 3) else {
+            return;
+        };
+        fixture.etcd.put_many("app/", 500, 1_000);
+        let plain = fixture.save_json(&[]);
+        let compressed = fixture.save_json(&["--compression", "zstd"]);
+        for report in [&plain, &compressed] {
+            let key = report["key"].as_str().unwrap();
+            let manifest_key = report["manifest_key"].as_str().unwrap();
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&fixture.read_object(manifest_key)).unwrap();
+            let stored = fixture.read_object(key);
+            assert_eq!(
+                manifest["stored_sha256"].as_str().unwrap(),
+                hex::encode(Sha256::digest(&stored)),
+                "{kind:?}"
+            );
+            assert_eq!(
+                manifest["stored_size_bytes"].as_u64().unwrap(),
+                stored.len() as u64
+            );
+            let decoded = if key.ends_with(".zst") {
+                zstd::decode_all(&stored[..]).unwrap()
+            } else {
+                stored.clone()
+            };
+            assert_eq!(
+                manifest["sha256"].as_str().unwrap(),
+                hex::encode(Sha256::digest(&decoded))
+            );
+            assert_eq!(
+                manifest["size_bytes"].as_u64().unwrap(),
+                decoded.len() as u64
+            );
+            assert_eq!(manifest["cluster"].as_str(), Some(CLUSTER));
+            assert_eq!(manifest["members"].as_array().unwrap().len(), 3);
+        }
+        assert!(compressed["key"].as_str().unwrap().ends_with(".db.zst"));
+        assert!(
+            compressed["stored_size_bytes"].as_u64() < compressed["size_bytes"].as_u64(),
+            "zstd shrinks etcd data"
+        );
+        // snapshot.db stays plain even when the versioned object is compressed.
+        let latest = fixture.read_object(compressed["latest_key"].as_str().unwrap());
+        assert_eq!(
+            hex::encode(Sha256::digest(&latest)),
+            compressed["sha256"].as_str().unwrap()
+        );
+
+        let listing: serde_json::Value =
+            serde_json::from_str(&fixture.lifeboat_ok(&["snapshots", "list", "--output", "json"]))
+                .unwrap();
+        let snapshots = listing["snapshots"].as_array().unwrap();
+        assert_eq!(snapshots.len(), 2);
+        assert!(
+            snapshots.iter().all(|entry| entry["problem"].is_null()),
+            "{listing}"
+        );
+        let verify: serde_json::Value = serde_json::from_str(&fixture.lifeboat_ok(&[
+            "snapshots",
+            "verify",
+            "--all",
+            "--output",
+            "json",
+        ]))
+        .unwrap();
+        assert_eq!(
+            verify.as_array().unwrap().len(),
+            3,
+            "two versioned snapshots and snapshot.db: {verify}"
+        );
+        assert!(
+            verify
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|row| row["ok"] == true),
+            "{verify}"
+        );
+    }
+}
+
+/// A member restored from the latest snapshot serves every key written before the save.
+#[test]
+fn restore_brings_back_every_key() {
+    for kind in STORE_KINDS {
+        let Some(fixture) = fixture(kind, 3) else {
+            return;
+        };
+        fixture.etcd.put_many("app/", KEYS, 100);
+        fixture.save_json(&["--compression", "zstd"]);
+        // Written after the save: must not be in the restore.
+        fixture.etcd.put_many("late/", 10, 10);
+
+        let data_dir = fixture.path("restored.data");
+        let peer_url = format!(
+            "http://127.0.0.1:{}",
+            lifeboat_runtime::testkit::free_port(&[])
+        );
+        let output = fixture.lifeboat_ok(&[
+            "restore",
+            "--output",
+            "json",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--name",
+            "restored",
+            "--initial-cluster",
+            &format!("restored={peer_url}"),
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster-token",
+            "it-restored",
+        ]);
+        let report: serde_json::Value = serde_json::from_str(&output).unwrap();
+        assert!(
+            report["snapshot"].as_str().unwrap().ends_with(".db.zst"),
+            "{report}"
+        );
+        assert!(data_dir.join("member").is_dir());
+
+        let restored = start_restored(&fixture, &data_dir, "restored", &peer_url, "it-restored");
+        assert_eq!(
+            count_keys(&restored.client_url, "app/"),
+            KEYS as i64,
+            "{kind:?}"
+        );
+        assert_eq!(count_keys(&restored.client_url, "late/"), 0, "{kind:?}");
+        let value = etcdctl(
+            &restored.client_url,
+            &["get", "app/001234", "--print-value-only"],
+        );
+        assert!(value.starts_with("value-1234-"), "{value}");
+    }
+}
+
+/// Prune keeps the newest N and never the newest verified one, deleting the rest
+/// with their manifests.
+#[test]
+fn prune_applies_retention() {
+    let Some(fixture) = fixture(StoreKind::File, 1) else {
+        return;
+    };
+    fixture.etcd.put_many("app/", 10, 10);
+    let mut names = Vec::new();
+    for _ in 0..4 {
+        names.push(fixture.save_json(&[])["name"].as_str().unwrap().to_owned());
+    }
+    let dry: serde_json::Value = serde_json::from_str(&fixture.lifeboat_ok(&[
+        "snapshots",
+        "prune",
+        "--keep-last",
+        "2",
+        "--keep-hourly",
+        "0",
+        "--keep-daily",
+        "0",
+        "--dry-run",
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(dry["deleted"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        fixture.list_keys().len(),
+        4 * 2 + 1,
+        "dry run deletes nothing"
+    );
+    fixture.lifeboat_ok(&[
+        "snapshots",
+        "prune",
+        "--keep-last",
+        "2",
+        "--keep-hourly",
+        "0",
+        "--keep-daily",
+        "0",
+    ]);
+    let keys = fixture.list_keys();
+    assert_eq!(keys.len(), 2 * 2 + 1, "{keys:?}");
+    for name in &names[2..] {
+        assert!(
+            keys.iter().any(|key| key.ends_with(name.as_str())),
+            "{name} kept"
+        );
+    }
+    for name in &names[..2] {
+        assert!(
+            !keys.iter().any(|key| key.contains(name.as_str())),
+            "{name} and its manifest deleted"
+        );
+    }
+}

@@ -1,0 +1,443 @@
+//! Properties of the decision step, checked against a model that recomputes each
+//! rule from the raw history of observations.
+
+use super::*;
+use crate::membership::quorum;
+use crate::snapshot::Compression;
+use crate::types::Revision;
+use proptest::prelude::*;
+
+const K: u32 = 3;
+
+fn member(id: u64) -> Member {
+    Member {
+        id: MemberId(id),
+        name: format!("etcd{id}"),
+        peer_urls: vec![format!("http://127.0.0.1:{}", 2380 + id)],
+        client_urls: vec![format!("http://127.0.0.1:{}", 2379 + id)],
+        is_learner: false,
+    }
+}
+
+fn policy() -> Policy {
+    Policy {
+        check_interval_ms: 1_000,
+        failures_max: K,
+        snapshot_interval_ms: 5_000,
+        ..Policy::default()
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Observe {
+        healthy: Vec<bool>,
+        leader: Option<usize>,
+        store_reachable: bool,
+        snapshots: Vec<(u64, bool)>,
+        peers_healthy: bool,
+    },
+    /// Completes the oldest outstanding action; `success` picks the outcome.
+    Complete {
+        success: bool,
+    },
+    Tick {
+        elapsed_ms: u64,
+    },
+}
+
+fn step(members: usize) -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (
+            proptest::collection::vec(prop::bool::weighted(0.6), members),
+            proptest::option::of(0..members),
+            prop::bool::weighted(0.8),
+            proptest::collection::vec((0u64..1_000_000, any::<bool>()), 0..4),
+            prop::bool::weighted(0.2),
+        )
+            .prop_map(|(healthy, leader, store_reachable, snapshots, peers_healthy)| Step::Observe {
+                healthy,
+                leader,
+                store_reachable,
+                snapshots,
+                peers_healthy,
+            }),
+        2 => any::<bool>().prop_map(|success| Step::Complete { success }),
+        2 => (0u64..6_000).prop_map(|elapsed_ms| Step::Tick { elapsed_ms }),
+    ]
+}
+
+fn scenario() -> impl Strategy<Value = (usize, Vec<Step>)> {
+    prop_oneof![Just(1usize), Just(3), Just(5), Just(7)].prop_flat_map(|members| {
+        (
+            Just(members),
+            proptest::collection::vec(step(members), 0..120),
+        )
+    })
+}
+
+fn snapshot_metas(snapshots: &[(u64, bool)]) -> Vec<SnapshotMeta> {
+    snapshots
+        .iter()
+        .map(|(created, verified)| SnapshotMeta {
+            name: SnapshotName::new(
+                Millis(*created),
+                Revision(*created as i64),
+                Compression::None,
+            ),
+            verified: *verified,
+        })
+        .collect()
+}
+
+/// What the test remembers, independently of the agent.
+struct Model {
+    members: Vec<Member>,
+    /// Per observation: which members were healthy.
+    history: Vec<Vec<bool>>,
+    /// Observations since each member's failure count was last reset by a replacement.
+    counted_from: Vec<usize>,
+    last: Option<Step>,
+    last_observation: Option<Step>,
+    outstanding: VecDeque<Action>,
+}
+
+impl Model {
+    fn healthy_in_last(&self) -> usize {
+        self.history
+            .last()
+            .map_or(0, |healthy| healthy.iter().filter(|ok| **ok).count())
+    }
+
+    fn check(&mut self, action: &Action) -> Result<(), TestCaseError> {
+        let voters = self.members.len();
+        match action {
+            Action::Replace { member } => {
+                let index = self
+                    .members
+                    .iter()
+                    .position(|known| known.id == member.id)
+                    .expect("known member");
+                let counted = &self.history[self.counted_from[index]..];
+                prop_assert!(counted.len() >= K as usize, "replaced before K checks");
+                prop_assert!(
+                    counted
+                        .iter()
+                        .rev()
+                        .take(K as usize)
+                        .all(|healthy| !healthy[index]),
+                    "replaced {} without K successive failures",
+                    member.id
+                );
+                let healthy_left = self.healthy_in_last();
+                prop_assert!(
+                    healthy_left >= quorum(voters),
+                    "replacement with {healthy_left} healthy of {voters} would lose quorum"
+                );
+                prop_assert!(
+                    !self.outstanding.iter().any(|pending| matches!(
+                        pending,
+                        Action::Replace { .. } | Action::DisasterRecovery { .. }
+                    )),
+                    "two membership changes in flight"
+                );
+            }
+            Action::DisasterRecovery { snapshot, .. } => {
+                prop_assert!(self.history.len() >= K as usize);
+                prop_assert!(
+                    self.history
+                        .iter()
+                        .rev()
+                        .take(K as usize)
+                        .all(|healthy| healthy.iter().filter(|ok| **ok).count() < quorum(voters)),
+                    "disaster recovery without K checks of lost quorum"
+                );
+                let Some(Step::Observe {
+                    store_reachable,
+                    snapshots,
+                    peers_healthy,
+                    ..
+                }) = &self.last
+                else {
+                    return Err(TestCaseError::fail(
+                        "disaster recovery outside an observation",
+                    ));
+                };
+                prop_assert!(
+                    *store_reachable,
+                    "disaster recovery with the store unreachable"
+                );
+                prop_assert!(
+                    !*peers_healthy,
+                    "disaster recovery while peers report a healthy cluster"
+                );
+                let metas = snapshot_metas(snapshots);
+                prop_assert_eq!(
+                    Some(snapshot),
+                    newest_verified(&metas).map(|meta| &meta.name)
+                );
+                prop_assert!(
+                    !self.outstanding.iter().any(|pending| matches!(
+                        pending,
+                        Action::Replace { .. } | Action::DisasterRecovery { .. }
+                    )),
+                    "recovery while another change is in flight"
+                );
+            }
+            Action::Save { source } => {
+                prop_assert!(
+                    self.healthy_in_last() >= quorum(voters),
+                    "save without quorum"
+                );
+                let Some(Step::Observe {
+                    leader, healthy, ..
+                }) = self.history_observation()
+                else {
+                    return Err(TestCaseError::fail("save before any observation"));
+                };
+                let leader = leader.expect("save names the leader");
+                prop_assert_eq!(self.members[leader].id, *source);
+                prop_assert!(healthy[leader], "save from an unhealthy leader");
+                prop_assert!(
+                    !self
+                        .outstanding
+                        .iter()
+                        .any(|pending| matches!(pending, Action::Save { .. })),
+                    "two saves in flight"
+                );
+            }
+            Action::CheckHealth | Action::Prune | Action::Warn(_) => {}
+        }
+        Ok(())
+    }
+
+    fn history_observation(&self) -> Option<Step> {
+        self.last_observation.clone()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Every action the agent emits is allowed by the rules, recomputed from history:
+    /// replacement only after K failures and never losing quorum, one change at a
+    /// time, disaster recovery only after K checks without quorum with the store
+    /// reachable and no healthy peer, naming the newest verified snapshot, and
+    /// saves only from a healthy leader of a cluster with quorum.
+    #[test]
+    fn every_action_is_allowed((members, steps) in scenario()) {
+        check_steps(members, steps)?;
+    }
+
+    /// Failure runs shorter than K (blips) never cause a replacement or a recovery.
+    #[test]
+    fn blips_do_nothing(
+        runs in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 3), 0..80),
+    ) {
+        let members: Vec<Member> = (1..=3).map(member).collect();
+        let mut agent = Agent::new(policy(), members.clone(), Millis(0));
+        let mut run_lengths = [0u32; 3];
+        for (round, healthy) in runs.into_iter().enumerate() {
+            let mut checks = Vec::new();
+            for (index, ok) in healthy.into_iter().enumerate() {
+                let ok = ok || run_lengths[index] + 1 >= K;
+                run_lengths[index] = if ok { 0 } else { run_lengths[index] + 1 };
+                checks.push(MemberHealth { id: members[index].id, healthy: ok });
+            }
+            agent.handle_observation(Millis(round as u64 * 1_000), Observation {
+                members: Some(members.clone()),
+                health: checks,
+                leader: Some(members[0].id),
+                store: StoreObservation { reachable: true, ..StoreObservation::default() },
+            });
+            while let Some(action) = agent.poll_action() {
+                prop_assert!(
+                    !matches!(action, Action::Replace { .. } | Action::DisasterRecovery { .. }),
+                    "blip caused {action:?}"
+                );
+            }
+        }
+    }
+}
+
+fn check_steps(members_count: usize, steps: Vec<Step>) -> Result<(), TestCaseError> {
+    let members: Vec<Member> = (1..=members_count as u64).map(member).collect();
+    let mut agent = Agent::new(policy(), members.clone(), Millis(0));
+    let mut model = Model {
+        members: members.clone(),
+        history: Vec::new(),
+        counted_from: vec![0; members_count],
+        last: None,
+        last_observation: None,
+        outstanding: VecDeque::new(),
+    };
+    let mut now = Millis(0);
+    for step in steps {
+        match &step {
+            Step::Observe {
+                healthy,
+                leader,
+                store_reachable,
+                snapshots,
+                peers_healthy,
+            } => {
+                model.history.push(healthy.clone());
+                model.last_observation = Some(step.clone());
+                agent.handle_observation(
+                    now,
+                    Observation {
+                        members: Some(members.clone()),
+                        health: members
+                            .iter()
+                            .zip(healthy)
+                            .map(|(member, ok)| MemberHealth {
+                                id: member.id,
+                                healthy: *ok,
+                            })
+                            .collect(),
+                        leader: leader.map(|index| members[index].id),
+                        store: StoreObservation {
+                            reachable: *store_reachable,
+                            snapshots: snapshot_metas(snapshots),
+                            healthy_peer_heartbeats: if *peers_healthy {
+                                vec![MemberId(99)]
+                            } else {
+                                Vec::new()
+                            },
+                        },
+                    },
+                );
+            }
+            Step::Complete { success } => {
+                if let Some(action) = model.outstanding.pop_front() {
+                    let outcome = match (&action, success) {
+                        (Action::Save { source }, true) => Outcome::Saved {
+                            snapshot: SnapshotMeta {
+                                name: SnapshotName::new(
+                                    now,
+                                    Revision(source.0 as i64),
+                                    Compression::None,
+                                ),
+                                verified: true,
+                            },
+                        },
+                        (Action::Save { .. }, false) => Outcome::SaveFailed,
+                        (Action::Replace { member }, true) => {
+                            Outcome::Replaced { member: member.id }
+                        }
+                        (Action::Replace { member }, false) => {
+                            Outcome::ReplaceFailed { member: member.id }
+                        }
+                        (Action::DisasterRecovery { .. }, true) => Outcome::Recovered,
+                        (Action::DisasterRecovery { .. }, false) => Outcome::RecoveryFailed,
+                        _ => unreachable!("only actions with outcomes are outstanding"),
+                    };
+                    if let Action::Replace { member } = &action {
+                        let index = members
+                            .iter()
+                            .position(|known| known.id == member.id)
+                            .expect("known");
+                        model.counted_from[index] = model.history.len();
+                    }
+                    if matches!(action, Action::DisasterRecovery { .. }) {
+                        model.counted_from = vec![model.history.len(); members_count];
+                    }
+                    agent.handle_outcome(now, outcome);
+                }
+            }
+            Step::Tick { elapsed_ms } => {
+                now = now.saturating_add(*elapsed_ms);
+                agent.handle_timeout(now);
+            }
+        }
+        model.last = Some(step.clone());
+        while let Some(action) = agent.poll_action() {
+            model.check(&action)?;
+            if matches!(
+                action,
+                Action::Save { .. } | Action::Replace { .. } | Action::DisasterRecovery { .. }
+            ) {
+                model.outstanding.push_back(action);
+            }
+        }
+        if let Some(deadline) = agent.poll_timeout() {
+            prop_assert!(deadline >= Millis(0));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_dead_member_of_three_is_replaced_after_k_checks() {
+    let members: Vec<Member> = (1..=3).map(member).collect();
+    let mut agent = Agent::new(policy(), members.clone(), Millis(0));
+    let mut replaced_at = None;
+    for round in 0..10u64 {
+        agent.handle_observation(
+            Millis(round * 1_000),
+            Observation {
+                members: Some(members.clone()),
+                health: members
+                    .iter()
+                    .map(|member| MemberHealth {
+                        id: member.id,
+                        healthy: member.id != MemberId(3),
+                    })
+                    .collect(),
+                leader: Some(MemberId(1)),
+                store: StoreObservation {
+                    reachable: true,
+                    ..StoreObservation::default()
+                },
+            },
+        );
+        while let Some(action) = agent.poll_action() {
+            if let Action::Replace { member } = action {
+                assert_eq!(member.id, MemberId(3));
+                assert!(replaced_at.is_none(), "replaced twice without an outcome");
+                replaced_at = Some(round);
+            }
+        }
+    }
+    assert_eq!(
+        replaced_at,
+        Some(u64::from(K) - 1),
+        "replaced on the K-th failed check"
+    );
+    assert_eq!(agent.change_in_flight(), Some(MemberId(3)));
+}
+
+#[test]
+fn lost_quorum_restores_the_newest_verified_snapshot() {
+    let members: Vec<Member> = (1..=3).map(member).collect();
+    let mut agent = Agent::new(policy(), members.clone(), Millis(0));
+    let snapshots = snapshot_metas(&[(10, true), (30, false), (20, true)]);
+    let mut recoveries = Vec::new();
+    for round in 0..5u64 {
+        agent.handle_observation(
+            Millis(round * 1_000),
+            Observation {
+                members: None,
+                health: members
+                    .iter()
+                    .map(|member| MemberHealth {
+                        id: member.id,
+                        healthy: member.id == MemberId(1),
+                    })
+                    .collect(),
+                leader: None,
+                store: StoreObservation {
+                    reachable: true,
+                    snapshots: snapshots.clone(),
+                    ..StoreObservation::default()
+                },
+            },
+        );
+        while let Some(action) = agent.poll_action() {
+            if let Action::DisasterRecovery { snapshot, members } = action {
+                recoveries.push((round, snapshot, members.len()));
+            }
+        }
+    }
+    assert_eq!(recoveries, vec![(2, snapshots[2].name.clone(), 3)]);
+}

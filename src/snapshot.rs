@@ -1,0 +1,250 @@
+//! Snapshot names and manifests: what a versioned snapshot is called in the store
+//! and the record that proves it whole.
+
+use crate::time::Millis;
+use crate::types::{Member, Revision};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// How a versioned snapshot object is encoded. `snapshot.db` is always `None`,
+/// so kube-aws tooling can restore it as is.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    Zstd,
+}
+
+impl Compression {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::None => ".db",
+            Compression::Zstd => ".db.zst",
+        }
+    }
+}
+
+impl FromStr for Compression {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "none" => Ok(Compression::None),
+            "zstd" => Ok(Compression::Zstd),
+            other => Err(format!("unknown compression {other:?}: use none or zstd")),
+        }
+    }
+}
+
+/// `<UTC time>-r<revision>.db[.zst]`, e.g. `20261125T233200.123Z-r4711.db.zst`.
+/// Names sort by time because the time part has a fixed width.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SnapshotName {
+    created: Millis,
+    revision: Revision,
+    compression: Compression,
+}
+
+impl SnapshotName {
+    pub fn new(created: Millis, revision: Revision, compression: Compression) -> SnapshotName {
+        SnapshotName {
+            created,
+            revision,
+            compression,
+        }
+    }
+    pub fn created(&self) -> Millis {
+        self.created
+    }
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+    /// The manifest object that sits beside the snapshot object.
+    pub fn manifest_name(&self) -> String {
+        format!("{self}.manifest.json")
+    }
+}
+
+impl fmt::Display for SnapshotName {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (year, month, day, hour, minute, second, millisecond) = self.created.to_utc();
+        write!(
+            formatter,
+            "{year:04}{month:02}{day:02}T{hour:02}{minute:02}{second:02}.{millisecond:03}Z-r{}{}",
+            self.revision.0,
+            self.compression.extension()
+        )
+    }
+}
+
+impl FromStr for SnapshotName {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = || {
+            format!("{text:?} is not a snapshot name (expected like 20261125T233200.123Z-r4711.db[.zst])")
+        };
+        let (stem, compression) = if let Some(stem) = text.strip_suffix(".db.zst") {
+            (stem, Compression::Zstd)
+        } else if let Some(stem) = text.strip_suffix(".db") {
+            (stem, Compression::None)
+        } else {
+            return Err(invalid());
+        };
+        let (time, revision) = stem.split_once("Z-r").ok_or_else(invalid)?;
+        let bytes = time.as_bytes();
+        if bytes.len() != 19 || bytes[8] != b'T' || bytes[15] != b'.' {
+            return Err(invalid());
+        }
+        let field = |range: std::ops::Range<usize>| -> Result<u32, String> {
+            let digits = &time[range];
+            if !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+                return Err(invalid());
+            }
+            digits.parse::<u32>().map_err(|_| invalid())
+        };
+        let created = Millis::from_utc(
+            i64::from(field(0..4)?),
+            field(4..6)?,
+            field(6..8)?,
+            field(9..11)?,
+            field(11..13)?,
+            field(13..15)?,
+            field(16..19)?,
+        )
+        .ok_or_else(invalid)?;
+        if revision.is_empty() || !revision.bytes().all(|byte| byte.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        let revision = Revision(revision.parse::<i64>().map_err(|_| invalid())?);
+        Ok(SnapshotName::new(created, revision, compression))
+    }
+}
+
+impl TryFrom<String> for SnapshotName {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<SnapshotName> for String {
+    fn from(name: SnapshotName) -> String {
+        name.to_string()
+    }
+}
+
+/// The JSON record written beside each versioned snapshot, only after the
+/// snapshot object is complete. A snapshot without a manifest is not a backup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version of this record.
+    pub format: u32,
+    pub name: SnapshotName,
+    /// sha256 (hex) of the plain etcd snapshot, as `etcdctl snapshot save` would write it.
+    pub sha256: String,
+    pub size_bytes: u64,
+    /// sha256 (hex) and size of the object as stored (differs from the above when compressed).
+    pub stored_sha256: String,
+    pub stored_size_bytes: u64,
+    pub compression: Compression,
+    pub revision: Revision,
+    /// etcd's cluster ID, in hex; a restore refuses a snapshot of another cluster when asked to check.
+    pub cluster_id: String,
+    /// The logical cluster name the store layout uses.
+    pub cluster: String,
+    pub members: Vec<Member>,
+    /// The member the snapshot was streamed from.
+    pub source_member: String,
+    pub etcd_version: String,
+    pub created_at: String,
+    pub created_ms: Millis,
+    /// The lifeboat version that wrote it.
+    pub writer: String,
+}
+
+impl Manifest {
+    pub const FORMAT: u32 = 1;
+
+    /// Whether the fields agree with each other and with the name; a manifest
+    /// that does not is treated like a missing one.
+    pub fn is_consistent(&self) -> bool {
+        let is_sha256 =
+            |text: &str| text.len() == 64 && text.bytes().all(|byte| byte.is_ascii_hexdigit());
+        self.format == Self::FORMAT
+            && is_sha256(&self.sha256)
+            && is_sha256(&self.stored_sha256)
+            && self.name.revision() == self.revision
+            && self.name.compression() == self.compression
+            && self.name.created() == self.created_ms
+            && (self.compression != Compression::None
+                || (self.sha256 == self.stored_sha256 && self.size_bytes == self.stored_size_bytes))
+    }
+}
+
+/// What the core knows of one versioned snapshot from the store listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    pub name: SnapshotName,
+    /// A consistent manifest exists and no download has contradicted it.
+    pub verified: bool,
+}
+
+/// The newest verified snapshot: the one a disaster recovery restores.
+pub fn newest_verified(snapshots: &[SnapshotMeta]) -> Option<&SnapshotMeta> {
+    snapshots
+        .iter()
+        .filter(|snapshot| snapshot.verified)
+        .max_by(|left, right| left.name.cmp(&right.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn formats_like_the_design() {
+        let name = SnapshotName::new(Millis(1_795_649_520_123), Revision(4711), Compression::Zstd);
+        assert_eq!(name.to_string(), "20261125T233200.123Z-r4711.db.zst");
+        assert_eq!(
+            name.manifest_name(),
+            "20261125T233200.123Z-r4711.db.zst.manifest.json"
+        );
+    }
+
+    #[test]
+    fn rejects_foreign_names() {
+        for text in [
+            "snapshot.db",
+            "20261125T233200.123Z-r.db",
+            "20261125T233200.123Z-r12x.db",
+            "20261325T233200.123Z-r1.db",
+            "20261125T233200Z-r1.db",
+            "x0261125T233200.123Z-r1.db",
+            "20261125T233200.123Z-r1.db.manifest.json",
+        ] {
+            assert!(text.parse::<SnapshotName>().is_err(), "{text} parsed");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn names_round_trip_and_sort_by_time(
+            first in 0u64..253_402_300_799_999, second in 0u64..253_402_300_799_999,
+            revision in 0i64..i64::MAX, zstd in any::<bool>(),
+        ) {
+            let compression = if zstd { Compression::Zstd } else { Compression::None };
+            let name = SnapshotName::new(Millis(first), Revision(revision), compression);
+            prop_assert_eq!(name.to_string().parse::<SnapshotName>(), Ok(name.clone()));
+            let other = SnapshotName::new(Millis(second), Revision(revision), compression);
+            prop_assert_eq!(name.to_string().cmp(&other.to_string()), first.cmp(&second));
+        }
+    }
+}
