@@ -53,10 +53,7 @@ pub enum Action {
     /// Remove `member`, wipe its data dir, add it back, start it.
     Replace { member: Member },
     /// Restore every member from `snapshot` under a new cluster token.
-    DisasterRecovery {
-        snapshot: SnapshotName,
-        members: Vec<Member>,
-    },
+    DisasterRecovery { snapshot: SnapshotName, members: Vec<Member> },
     /// Something needs a human; the agent does nothing about it on its own.
     Warn(Warning),
 }
@@ -161,28 +158,17 @@ impl Agent {
             self.set_members(members);
         }
         let voters: Vec<MemberId> = self.voters().collect();
-        let checks: Vec<MemberHealth> = observation
-            .health
-            .iter()
-            .filter(|check| voters.contains(&check.id))
-            .copied()
-            .collect();
+        let checks: Vec<MemberHealth> =
+            observation.health.iter().filter(|check| voters.contains(&check.id)).copied().collect();
         self.tracker.record(&checks);
         self.leader = observation.leader;
         if observation.store.reachable {
             self.snapshots = observation.store.snapshots.clone();
         }
 
-        let healthy_voters = voters
-            .iter()
-            .filter(|id| self.tracker.is_healthy(**id))
-            .count();
+        let healthy_voters = voters.iter().filter(|id| self.tracker.is_healthy(**id)).count();
         self.quorum_holds = !voters.is_empty() && healthy_voters >= quorum(voters.len());
-        self.quorum_lost_checks = if self.quorum_holds {
-            0
-        } else {
-            self.quorum_lost_checks.saturating_add(1)
-        };
+        self.quorum_lost_checks = if self.quorum_holds { 0 } else { self.quorum_lost_checks.saturating_add(1) };
 
         if self.change_in_flight.is_none() && !self.recovery_in_flight {
             if self.quorum_holds {
@@ -205,11 +191,8 @@ impl Agent {
             Outcome::SaveFailed => {
                 // Retry at the next check rather than a whole snapshot interval later.
                 self.save_in_flight = false;
-                self.save_next = now.saturating_add(
-                    self.policy
-                        .check_interval_ms
-                        .min(self.policy.snapshot_interval_ms),
-                );
+                self.save_next =
+                    now.saturating_add(self.policy.check_interval_ms.min(self.policy.snapshot_interval_ms));
             }
             Outcome::Pruned => {}
             Outcome::Replaced { member } | Outcome::ReplaceFailed { member } => {
@@ -244,16 +227,12 @@ impl Agent {
 
     fn set_members(&mut self, mut members: Vec<Member>) {
         members.sort_by_key(|member| member.id);
-        self.tracker
-            .retain(|id| members.iter().any(|member| member.id == id));
+        self.tracker.retain(|id| members.iter().any(|member| member.id == id));
         self.members = members;
     }
 
     fn voters(&self) -> impl Iterator<Item = MemberId> + '_ {
-        self.members
-            .iter()
-            .filter(|member| member.is_voter())
-            .map(|member| member.id)
+        self.members.iter().filter(|member| member.is_voter()).map(|member| member.id)
     }
 
     /// Saves only while the cluster has quorum and a leader, like etcdadm: a
@@ -262,10 +241,7 @@ impl Agent {
         if self.save_in_flight || !self.quorum_holds || now < self.save_next {
             return;
         }
-        let Some(source) = self
-            .leader
-            .filter(|leader| self.tracker.is_healthy(*leader))
-        else {
+        let Some(source) = self.leader.filter(|leader| self.tracker.is_healthy(*leader)) else {
             return;
         };
         self.save_in_flight = true;
@@ -292,12 +268,7 @@ impl Agent {
             self.warn(Warning::ReplacementWouldLoseQuorum { member: target });
             return;
         }
-        let Some(member) = self
-            .members
-            .iter()
-            .find(|member| member.id == target)
-            .cloned()
-        else {
+        let Some(member) = self.members.iter().find(|member| member.id == target).cloned() else {
             return;
         };
         self.change_in_flight = Some(target);
@@ -326,10 +297,8 @@ impl Agent {
         };
         self.recovery_in_flight = true;
         self.last_warning = None;
-        self.actions.push_back(Action::DisasterRecovery {
-            snapshot: snapshot.name.clone(),
-            members: self.members.clone(),
-        });
+        self.actions
+            .push_back(Action::DisasterRecovery { snapshot: snapshot.name.clone(), members: self.members.clone() });
     }
 
     /// Emits a warning once per change of situation, not on every check.

@@ -18,11 +18,7 @@ impl FailureTracker {
     pub fn record(&mut self, checks: &[MemberHealth]) {
         for check in checks {
             let count = self.successive_failures.entry(check.id).or_insert(0);
-            *count = if check.healthy {
-                0
-            } else {
-                count.saturating_add(1)
-            };
+            *count = if check.healthy { 0 } else { count.saturating_add(1) };
         }
     }
 
@@ -37,11 +33,7 @@ impl FailureTracker {
 
     /// Members that failed at least `failures_max` checks in a row, in ID order.
     pub fn failed(&self, failures_max: u32) -> Vec<MemberId> {
-        self.successive_failures
-            .iter()
-            .filter(|(_, count)| **count >= failures_max.max(1))
-            .map(|(id, _)| *id)
-            .collect()
+        self.successive_failures.iter().filter(|(_, count)| **count >= failures_max.max(1)).map(|(id, _)| *id).collect()
     }
 
     /// Forgets members that left the cluster, so a re-added member starts clean.

@@ -19,14 +19,8 @@ impl StoreLayout {
     pub const LATEST: &'static str = "snapshot.db";
 
     pub fn new(prefix: &str, cluster: &str) -> StoreLayout {
-        let parts: Vec<&str> = prefix
-            .split('/')
-            .chain(cluster.split('/'))
-            .filter(|part| !part.is_empty())
-            .collect();
-        StoreLayout {
-            root: parts.join("/"),
-        }
+        let parts: Vec<&str> = prefix.split('/').chain(cluster.split('/')).filter(|part| !part.is_empty()).collect();
+        StoreLayout { root: parts.join("/") }
     }
 
     /// Directory (key prefix, ending in `/`) of every snapshot object and manifest.
@@ -55,13 +49,7 @@ mod tests {
     #[test]
     fn keeps_the_kube_aws_key() {
         let layout = StoreLayout::new("/backups/prod/", "kube");
-        assert_eq!(
-            layout.latest_key(),
-            "backups/prod/kube/exported/etcd-snapshots/snapshot.db"
-        );
-        assert_eq!(
-            StoreLayout::new("", "c").latest_key(),
-            "c/exported/etcd-snapshots/snapshot.db"
-        );
+        assert_eq!(layout.latest_key(), "backups/prod/kube/exported/etcd-snapshots/snapshot.db");
+        assert_eq!(StoreLayout::new("", "c").latest_key(), "c/exported/etcd-snapshots/snapshot.db");
     }
 }

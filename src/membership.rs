@@ -19,10 +19,7 @@ pub fn fault_tolerance(voters: usize) -> usize {
 /// `quorum(voters)` healthy voters. The second bound is the larger one, so it is
 /// the one that decides.
 pub fn replacement_keeps_quorum(voters: usize, healthy_voters: usize) -> bool {
-    voters >= 1
-        && healthy_voters < voters
-        && healthy_voters >= quorum(voters)
-        && healthy_voters >= quorum(voters - 1)
+    voters >= 1 && healthy_voters < voters && healthy_voters >= quorum(voters) && healthy_voters >= quorum(voters - 1)
 }
 
 #[cfg(test)]
@@ -32,17 +29,11 @@ mod tests {
     #[test]
     fn small_clusters() {
         assert_eq!((quorum(1), quorum(3), quorum(4), quorum(5)), (1, 2, 3, 3));
-        assert_eq!(
-            (fault_tolerance(1), fault_tolerance(3), fault_tolerance(5)),
-            (0, 1, 2)
-        );
+        assert_eq!((fault_tolerance(1), fault_tolerance(3), fault_tolerance(5)), (0, 1, 2));
         assert!(replacement_keeps_quorum(3, 2));
         assert!(!replacement_keeps_quorum(3, 1));
         assert!(replacement_keeps_quorum(5, 3));
         assert!(!replacement_keeps_quorum(1, 0));
-        assert!(
-            !replacement_keeps_quorum(3, 3),
-            "nothing to replace when all are healthy"
-        );
+        assert!(!replacement_keeps_quorum(3, 3), "nothing to replace when all are healthy");
     }
 }

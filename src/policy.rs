@@ -48,10 +48,6 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention {
-            keep_last: 10,
-            keep_hourly: 24,
-            keep_daily: 7,
-        }
+        Retention { keep_last: 10, keep_hourly: 24, keep_daily: 7 }
     }
 }

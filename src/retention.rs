@@ -24,16 +24,8 @@ pub fn plan(snapshots: &[SnapshotMeta], retention: &Retention) -> RetentionPlan 
     newest_first.dedup_by(|left, right| left.name == right.name);
 
     let mut keep: BTreeSet<&SnapshotName> = BTreeSet::new();
-    keep.extend(
-        newest_first
-            .iter()
-            .take(retention.keep_last as usize)
-            .map(|snapshot| &snapshot.name),
-    );
-    for (bucket_ms, buckets_max) in [
-        (HOUR_MS, retention.keep_hourly),
-        (DAY_MS, retention.keep_daily),
-    ] {
+    keep.extend(newest_first.iter().take(retention.keep_last as usize).map(|snapshot| &snapshot.name));
+    for (bucket_ms, buckets_max) in [(HOUR_MS, retention.keep_hourly), (DAY_MS, retention.keep_daily)] {
         let mut buckets_seen: Vec<u64> = Vec::new();
         for snapshot in &newest_first {
             let bucket = snapshot.name.created().0 / bucket_ms;
@@ -76,11 +68,7 @@ mod tests {
                 .into_iter()
                 .enumerate()
                 .map(|(index, (created, verified))| SnapshotMeta {
-                    name: SnapshotName::new(
-                        Millis(created),
-                        Revision(index as i64),
-                        Compression::None,
-                    ),
+                    name: SnapshotName::new(Millis(created), Revision(index as i64), Compression::None),
                     verified,
                 })
                 .collect()
@@ -139,20 +127,11 @@ mod tests {
             name: SnapshotName::new(Millis(created), Revision(created as i64), Compression::None),
             verified: true,
         };
-        let snapshots: Vec<SnapshotMeta> =
-            (0..6).map(|minute| make(minute * 20 * 60_000)).collect();
-        let retention = Retention {
-            keep_last: 1,
-            keep_hourly: 24,
-            keep_daily: 0,
-        };
+        let snapshots: Vec<SnapshotMeta> = (0..6).map(|minute| make(minute * 20 * 60_000)).collect();
+        let retention = Retention { keep_last: 1, keep_hourly: 24, keep_daily: 0 };
         let plan = plan(&snapshots, &retention);
         // Minutes 0, 20, 40 fall in hour 0 and 60, 80, 100 in hour 1: keep 100 and 40.
-        let kept: Vec<u64> = plan
-            .keep
-            .iter()
-            .map(|name| name.created().0 / 60_000)
-            .collect();
+        let kept: Vec<u64> = plan.keep.iter().map(|name| name.created().0 / 60_000).collect();
         assert_eq!(kept, vec![100, 40]);
     }
 }

@@ -9,9 +9,7 @@ use std::str::FromStr;
 
 /// How a versioned snapshot object is encoded. `snapshot.db` is always `None`,
 /// so kube-aws tooling can restore it as is.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     #[default]
@@ -51,11 +49,7 @@ pub struct SnapshotName {
 
 impl SnapshotName {
     pub fn new(created: Millis, revision: Revision, compression: Compression) -> SnapshotName {
-        SnapshotName {
-            created,
-            revision,
-            compression,
-        }
+        SnapshotName { created, revision, compression }
     }
     pub fn created(&self) -> Millis {
         self.created
@@ -87,9 +81,7 @@ impl fmt::Display for SnapshotName {
 impl FromStr for SnapshotName {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let invalid = || {
-            format!("{text:?} is not a snapshot name (expected like 20261125T233200.123Z-r4711.db[.zst])")
-        };
+        let invalid = || format!("{text:?} is not a snapshot name (expected like 20261125T233200.123Z-r4711.db[.zst])");
         let (stem, compression) = if let Some(stem) = text.strip_suffix(".db.zst") {
             (stem, Compression::Zstd)
         } else if let Some(stem) = text.strip_suffix(".db") {
@@ -175,8 +167,7 @@ impl Manifest {
     /// Whether the fields agree with each other and with the name; a manifest
     /// that does not is treated like a missing one.
     pub fn is_consistent(&self) -> bool {
-        let is_sha256 =
-            |text: &str| text.len() == 64 && text.bytes().all(|byte| byte.is_ascii_hexdigit());
+        let is_sha256 = |text: &str| text.len() == 64 && text.bytes().all(|byte| byte.is_ascii_hexdigit());
         self.format == Self::FORMAT
             && is_sha256(&self.sha256)
             && is_sha256(&self.stored_sha256)
@@ -198,10 +189,7 @@ pub struct SnapshotMeta {
 
 /// The newest verified snapshot: the one a disaster recovery restores.
 pub fn newest_verified(snapshots: &[SnapshotMeta]) -> Option<&SnapshotMeta> {
-    snapshots
-        .iter()
-        .filter(|snapshot| snapshot.verified)
-        .max_by(|left, right| left.name.cmp(&right.name))
+    snapshots.iter().filter(|snapshot| snapshot.verified).max_by(|left, right| left.name.cmp(&right.name))
 }
 
 #[cfg(test)]
@@ -213,10 +201,7 @@ mod tests {
     fn formats_like_the_design() {
         let name = SnapshotName::new(Millis(1_795_649_520_123), Revision(4711), Compression::Zstd);
         assert_eq!(name.to_string(), "20261125T233200.123Z-r4711.db.zst");
-        assert_eq!(
-            name.manifest_name(),
-            "20261125T233200.123Z-r4711.db.zst.manifest.json"
-        );
+        assert_eq!(name.manifest_name(), "20261125T233200.123Z-r4711.db.zst.manifest.json");
     }
 
     #[test]

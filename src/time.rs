@@ -4,9 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch (UTC). A plain integer keeps traces
 /// serialisable and lets the simulator run on virtual time.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Millis(pub u64);
 
@@ -26,15 +24,7 @@ impl Millis {
         let days = total_seconds.div_euclid(86_400);
         let second_of_day = total_seconds.rem_euclid(86_400) as u32;
         let (year, month, day) = civil_from_days(days);
-        (
-            year,
-            month,
-            day,
-            second_of_day / 3600,
-            (second_of_day / 60) % 60,
-            second_of_day % 60,
-            millisecond,
-        )
+        (year, month, day, second_of_day / 3600, (second_of_day / 60) % 60, second_of_day % 60, millisecond)
     }
 
     /// Inverse of [`Millis::to_utc`]; `None` for fields out of range or before 1970.
@@ -78,16 +68,11 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    } as u32;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 } as u32;
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -97,8 +82,7 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let era = year.div_euclid(400);
     let year_of_era = year.rem_euclid(400);
     let month = i64::from(month);
-    let day_of_year =
-        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
 }
@@ -111,14 +95,8 @@ mod tests {
     #[test]
     fn known_dates() {
         assert_eq!(Millis(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            Millis(1_795_649_520_123).to_rfc3339(),
-            "2026-11-25T23:32:00.123Z"
-        );
-        assert_eq!(
-            Millis(951_782_400_000).to_rfc3339(),
-            "2000-02-29T00:00:00.000Z"
-        );
+        assert_eq!(Millis(1_795_649_520_123).to_rfc3339(), "2026-11-25T23:32:00.123Z");
+        assert_eq!(Millis(951_782_400_000).to_rfc3339(), "2000-02-29T00:00:00.000Z");
     }
 
     proptest! {

@@ -43,10 +43,7 @@ impl Catalog {
         self.snapshots
             .iter()
             .filter(|entry| entry.manifest.is_some())
-            .map(|entry| SnapshotMeta {
-                name: entry.name.clone(),
-                verified: entry.is_backup(),
-            })
+            .map(|entry| SnapshotMeta { name: entry.name.clone(), verified: entry.is_backup() })
             .collect()
     }
 
@@ -55,14 +52,10 @@ impl Catalog {
     }
 }
 
-pub async fn load<S: SnapshotStore>(
-    store: &S,
-    layout: &StoreLayout,
-) -> Result<Catalog, StoreError> {
+pub async fn load<S: SnapshotStore>(store: &S, layout: &StoreLayout) -> Result<Catalog, StoreError> {
     let prefix = layout.snapshots_prefix();
     let objects = store.list(&prefix).await?;
-    let mut snapshots: BTreeMap<SnapshotName, (Option<ObjectInfo>, Option<String>)> =
-        BTreeMap::new();
+    let mut snapshots: BTreeMap<SnapshotName, (Option<ObjectInfo>, Option<String>)> = BTreeMap::new();
     let mut latest = None;
     let mut unknown = Vec::new();
     for object in objects {
@@ -105,50 +98,29 @@ pub async fn load<S: SnapshotStore>(
                     }
                     Err(error) => problem = Some(format!("manifest is not valid JSON: {error}")),
                 },
-                Err(StoreError::NotFound { .. }) => {
-                    problem = Some("manifest vanished while listing".to_owned())
-                }
+                Err(StoreError::NotFound { .. }) => problem = Some("manifest vanished while listing".to_owned()),
                 Err(error) => return Err(error),
             },
         }
         if object.is_none() && problem.is_none() {
             problem = Some("manifest without its snapshot object".to_owned());
         }
-        entries.push(Entry {
-            key: layout.snapshot_key(&name),
-            name,
-            object,
-            manifest,
-            problem,
-        });
+        entries.push(Entry { key: layout.snapshot_key(&name), name, object, manifest, problem });
     }
-    Ok(Catalog {
-        snapshots: entries,
-        latest,
-        unknown,
-    })
+    Ok(Catalog { snapshots: entries, latest, unknown })
 }
 
 /// Downloads one entry through and checks it against its manifest and etcd's trailer.
-pub async fn verify_entry<S: SnapshotStore>(
-    store: &S,
-    entry: &Entry,
-) -> Result<Fetched, VerifyError> {
+pub async fn verify_entry<S: SnapshotStore>(store: &S, entry: &Entry) -> Result<Fetched, VerifyError> {
     let location = store.location(&entry.key);
     let Some(manifest) = &entry.manifest else {
         return Err(VerifyError::BadManifest {
             location,
-            detail: entry
-                .problem
-                .clone()
-                .unwrap_or_else(|| "no manifest".into()),
+            detail: entry.problem.clone().unwrap_or_else(|| "no manifest".into()),
         });
     };
     if let Some(problem) = &entry.problem {
-        return Err(VerifyError::BadManifest {
-            location,
-            detail: problem.clone(),
-        });
+        return Err(VerifyError::BadManifest { location, detail: problem.clone() });
     }
     let fetched = verify::fetch(store, &entry.key, manifest.compression, None).await?;
     fetched.check(&location, Some(manifest))?;
@@ -168,12 +140,7 @@ pub async fn verify_latest<S: SnapshotStore>(
     let matching = catalog
         .snapshots
         .iter()
-        .find(|entry| {
-            entry
-                .manifest
-                .as_ref()
-                .is_some_and(|manifest| manifest.sha256 == fetched.plain.sha256)
-        })
+        .find(|entry| entry.manifest.as_ref().is_some_and(|manifest| manifest.sha256 == fetched.plain.sha256))
         .map(|entry| entry.name.clone());
     Ok((fetched, matching))
 }
@@ -202,11 +169,7 @@ pub async fn prune<S: SnapshotStore>(
         .iter()
         .filter(|entry| entry.manifest.is_none())
         .filter_map(|entry| entry.object.as_ref())
-        .filter(|object| {
-            object
-                .modified_ms
-                .is_some_and(|modified| now_ms.saturating_sub(modified) > ORPHAN_GRACE_MS)
-        })
+        .filter(|object| object.modified_ms.is_some_and(|modified| now_ms.saturating_sub(modified) > ORPHAN_GRACE_MS))
         .map(|object| object.key.clone())
         .collect();
     if !dry_run {
@@ -220,10 +183,5 @@ pub async fn prune<S: SnapshotStore>(
             tracing::info!(key = %key, "pruned orphan object");
         }
     }
-    Ok(PruneReport {
-        kept: keep,
-        deleted: delete,
-        orphans_deleted: orphans,
-        dry_run,
-    })
+    Ok(PruneReport { kept: keep, deleted: delete, orphans_deleted: orphans, dry_run })
 }

@@ -38,10 +38,7 @@ pub struct ClusterCheck {
 /// unhealthy members.
 pub async fn check<E: EtcdCluster>(etcd: &E) -> ClusterCheck {
     let probes = etcd.endpoints().iter().map(|endpoint| async move {
-        let (health, status) = futures::join!(
-            etcd.endpoint_health(endpoint),
-            etcd.endpoint_status(endpoint)
-        );
+        let (health, status) = futures::join!(etcd.endpoint_health(endpoint), etcd.endpoint_status(endpoint));
         (health, status)
     });
     let results = futures::future::join_all(probes).await;
@@ -60,10 +57,7 @@ pub async fn check<E: EtcdCluster>(etcd: &E) -> ClusterCheck {
             cluster_id = Some(format!("{:x}", status.cluster_id));
         }
         let name = status.as_ref().and_then(|status| {
-            members_known?
-                .iter()
-                .find(|member| member.id == status.member_id)
-                .map(|member| member.name.clone())
+            members_known?.iter().find(|member| member.id == status.member_id).map(|member| member.name.clone())
         });
         checks.push(MemberCheck {
             endpoint: health.endpoint,
@@ -71,9 +65,7 @@ pub async fn check<E: EtcdCluster>(etcd: &E) -> ClusterCheck {
             took_ms: health.took_ms,
             member_id: status.as_ref().map(|status| status.member_id.to_string()),
             name,
-            is_leader: status
-                .as_ref()
-                .is_some_and(|status| status.leader == status.member_id),
+            is_leader: status.as_ref().is_some_and(|status| status.leader == status.member_id),
             is_learner: status.as_ref().is_some_and(|status| status.is_learner),
             revision: status.as_ref().map(|status| status.revision.0),
             raft_index: status.as_ref().map(|status| status.raft_index),
@@ -86,20 +78,16 @@ pub async fn check<E: EtcdCluster>(etcd: &E) -> ClusterCheck {
         Some(members) => members.iter().filter(|member| member.is_voter()).count(),
         None => checks.iter().filter(|check| !check.is_learner).count(),
     };
-    let healthy_members = checks
-        .iter()
-        .filter(|check| check.healthy && !check.is_learner)
-        .count();
+    let healthy_members = checks.iter().filter(|check| check.healthy && !check.is_learner).count();
     let unchecked_members = members_known
         .map(|members| {
             members
                 .iter()
                 .filter(|member| {
-                    !member.client_urls.iter().any(|url| {
-                        etcd.endpoints()
-                            .iter()
-                            .any(|endpoint| endpoint == url.trim_end_matches('/'))
-                    })
+                    !member
+                        .client_urls
+                        .iter()
+                        .any(|url| etcd.endpoints().iter().any(|endpoint| endpoint == url.trim_end_matches('/')))
                 })
                 .cloned()
                 .collect()

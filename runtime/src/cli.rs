@@ -7,7 +7,8 @@ use clap::{Args, Parser, Subcommand};
 use lifeboat::Compression;
 use std::path::PathBuf;
 
-const ABOUT: &str = "etcd backup and disaster recovery: snapshots to S3 (or a directory), verified restores, health checks";
+const ABOUT: &str =
+    "etcd backup and disaster recovery: snapshots to S3 (or a directory), verified restores, health checks";
 
 const LONG_ABOUT: &str = "\
 lifeboat takes etcd snapshots and exports them to S3 (any S3-compatible endpoint) or a local
@@ -48,13 +49,7 @@ pub struct Common {
     pub config: Option<PathBuf>,
 
     /// etcd client URLs, comma-separated
-    #[arg(
-        long,
-        global = true,
-        env = "LIFEBOAT_ENDPOINTS",
-        value_name = "URL,URL…",
-        value_delimiter = ','
-    )]
+    #[arg(long, global = true, env = "LIFEBOAT_ENDPOINTS", value_name = "URL,URL…", value_delimiter = ',')]
     pub endpoints: Vec<String>,
 
     /// Where snapshots live: s3://BUCKET/PREFIX or file:///DIR
@@ -82,13 +77,7 @@ pub struct Common {
     pub output: Format,
 
     /// Log filter (tracing syntax), logs go to stderr
-    #[arg(
-        long,
-        global = true,
-        env = "LIFEBOAT_LOG",
-        default_value = "info",
-        value_name = "FILTER"
-    )]
+    #[arg(long, global = true, env = "LIFEBOAT_LOG", default_value = "info", value_name = "FILTER")]
     pub log: String,
 }
 

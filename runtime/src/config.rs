@@ -10,25 +10,13 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path} is not valid: {detail}")]
     Parse { path: PathBuf, detail: String },
     #[error("{what} is required: pass {flag}, set {env}, or put `{key}` in the config file")]
-    Missing {
-        what: &'static str,
-        flag: &'static str,
-        env: &'static str,
-        key: &'static str,
-    },
+    Missing { what: &'static str, flag: &'static str, env: &'static str, key: &'static str },
     #[error("invalid {what} {value:?}: {hint}")]
-    Invalid {
-        what: &'static str,
-        value: String,
-        hint: String,
-    },
+    Invalid { what: &'static str, value: String, hint: String },
 }
 
 impl Classify for ConfigError {
@@ -54,10 +42,8 @@ pub struct FileConfig {
 
 impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         toml::from_str(&text).map_err(|error| ConfigError::Parse {
             path: path.to_owned(),
             detail: error.to_string().trim_end().replace('\n', " "),
@@ -76,35 +62,26 @@ pub enum StoreUrl {
 
 impl StoreUrl {
     pub fn parse(text: &str) -> Result<StoreUrl, ConfigError> {
-        let invalid = |hint: &str| ConfigError::Invalid {
-            what: "store",
-            value: text.to_owned(),
-            hint: hint.to_owned(),
-        };
+        let invalid =
+            |hint: &str| ConfigError::Invalid { what: "store", value: text.to_owned(), hint: hint.to_owned() };
         if let Some(rest) = text.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             let valid_bucket = (3..=63).contains(&bucket.len())
-                && bucket.bytes().all(|byte| {
-                    byte.is_ascii_lowercase()
-                        || byte.is_ascii_digit()
-                        || byte == b'-'
-                        || byte == b'.'
-                });
+                && bucket
+                    .bytes()
+                    .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' || byte == b'.');
             if !valid_bucket {
-                return Err(invalid("expected s3://BUCKET/PREFIX with a bucket name of 3-63 lowercase letters, digits, '-' or '.'"));
+                return Err(invalid(
+                    "expected s3://BUCKET/PREFIX with a bucket name of 3-63 lowercase letters, digits, '-' or '.'",
+                ));
             }
-            return Ok(StoreUrl::S3 {
-                bucket: bucket.to_owned(),
-                prefix: prefix.trim_matches('/').to_owned(),
-            });
+            return Ok(StoreUrl::S3 { bucket: bucket.to_owned(), prefix: prefix.trim_matches('/').to_owned() });
         }
         if let Some(path) = text.strip_prefix("file://") {
             if !path.starts_with('/') {
                 return Err(invalid("expected file:///ABSOLUTE/DIR (three slashes)"));
             }
-            return Ok(StoreUrl::File {
-                root: PathBuf::from(path),
-            });
+            return Ok(StoreUrl::File { root: PathBuf::from(path) });
         }
         Err(invalid("expected s3://BUCKET/PREFIX or file:///DIR"))
     }
@@ -164,9 +141,7 @@ pub fn parse_endpoints(values: &[String]) -> Result<Vec<String>, ConfigError> {
 pub fn validate_cluster_name(name: &str) -> Result<String, ConfigError> {
     let valid = !name.is_empty()
         && name.len() <= 128
-        && name
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
+        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
         && !name.starts_with('.');
     if !valid {
         return Err(ConfigError::Invalid {
@@ -180,10 +155,7 @@ pub fn validate_cluster_name(name: &str) -> Result<String, ConfigError> {
 
 /// The retention that `prune` applies, from the config file's policy or defaults.
 pub fn retention(file: &FileConfig) -> Retention {
-    file.policy
-        .as_ref()
-        .map(|policy| policy.retention.clone())
-        .unwrap_or_default()
+    file.policy.as_ref().map(|policy| policy.retention.clone()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -194,24 +166,10 @@ mod tests {
     fn store_urls() {
         assert_eq!(
             StoreUrl::parse("s3://my-bucket/backups/prod/").unwrap(),
-            StoreUrl::S3 {
-                bucket: "my-bucket".into(),
-                prefix: "backups/prod".into()
-            }
+            StoreUrl::S3 { bucket: "my-bucket".into(), prefix: "backups/prod".into() }
         );
-        assert_eq!(
-            StoreUrl::parse("file:///var/lib/x").unwrap(),
-            StoreUrl::File {
-                root: "/var/lib/x".into()
-            }
-        );
-        for bad in [
-            "s3://",
-            "s3://UPPER/x",
-            "file://relative",
-            "gs://bucket",
-            "/tmp/x",
-        ] {
+        assert_eq!(StoreUrl::parse("file:///var/lib/x").unwrap(), StoreUrl::File { root: "/var/lib/x".into() });
+        for bad in ["s3://", "s3://UPPER/x", "file://relative", "gs://bucket", "/tmp/x"] {
             assert!(StoreUrl::parse(bad).is_err(), "{bad}");
         }
     }
@@ -227,18 +185,11 @@ mod tests {
     fn config_file_rejects_unknown_keys() {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("lifeboat.toml");
-        std::fs::write(
-            &path,
-            "store = \"file:///x\"\nendpoint = [\"http://a:2379\"]\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "store = \"file:///x\"\nendpoint = [\"http://a:2379\"]\n").unwrap();
         let error = FileConfig::load(&path).unwrap_err().to_string();
         assert!(error.contains("unknown field `endpoint`"), "{error}");
-        std::fs::write(
-            &path,
-            "endpoints = [\"http://a:2379\"]\ncompression = \"zstd\"\n[policy]\nfailures-max = 5\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "endpoints = [\"http://a:2379\"]\ncompression = \"zstd\"\n[policy]\nfailures-max = 5\n")
+            .unwrap();
         let config = FileConfig::load(&path).unwrap();
         assert_eq!(config.compression, Some(Compression::Zstd));
         assert_eq!(config.policy.unwrap().failures_max, 5);

@@ -16,11 +16,7 @@ pub struct EtcdClient {
 }
 
 fn request_error(operation: &'static str, endpoint: &str, error: etcd_client::Error) -> EtcdError {
-    EtcdError::Request {
-        operation,
-        endpoint: endpoint.to_owned(),
-        detail: describe(&error),
-    }
+    EtcdError::Request { operation, endpoint: endpoint.to_owned(), detail: describe(&error) }
 }
 
 /// etcd-client wraps gRPC statuses; the status message is what an operator needs.
@@ -56,11 +52,7 @@ impl EtcdClient {
         self.timeout
     }
 
-    async fn connect(
-        &self,
-        endpoints: &[String],
-        request_timeout: bool,
-    ) -> Result<Client, EtcdError> {
+    async fn connect(&self, endpoints: &[String], request_timeout: bool) -> Result<Client, EtcdError> {
         let mut options = ConnectOptions::new().with_connect_timeout(self.timeout);
         if request_timeout {
             options = options.with_timeout(self.timeout);
@@ -68,10 +60,7 @@ impl EtcdClient {
         let connect = Client::connect(endpoints, Some(options));
         self.deadline("connect", &endpoints.join(","), connect)
             .await?
-            .map_err(|error| EtcdError::Unreachable {
-                endpoints: endpoints.join(","),
-                detail: describe(&error),
-            })
+            .map_err(|error| EtcdError::Unreachable { endpoints: endpoints.join(","), detail: describe(&error) })
     }
 
     async fn deadline<T>(
@@ -80,47 +69,30 @@ impl EtcdClient {
         endpoint: &str,
         work: impl Future<Output = T>,
     ) -> Result<T, EtcdError> {
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .map_err(|_| EtcdError::Timeout {
-                operation,
-                endpoint: endpoint.to_owned(),
-                timeout_ms: self.timeout.as_millis() as u64,
-            })
+        tokio::time::timeout(self.timeout, work).await.map_err(|_| EtcdError::Timeout {
+            operation,
+            endpoint: endpoint.to_owned(),
+            timeout_ms: self.timeout.as_millis() as u64,
+        })
     }
 
     async fn try_health(&self, endpoint: &str) -> Result<(), String> {
-        let mut client = self
-            .connect(&[endpoint.to_owned()], true)
-            .await
-            .map_err(|error| error.to_string())?;
+        let mut client = self.connect(&[endpoint.to_owned()], true).await.map_err(|error| error.to_string())?;
         // What `etcdctl endpoint health` does: a linearizable read (it needs quorum),
         // where "permission denied" still proves the member serves requests.
-        match self
-            .deadline("health", endpoint, client.get("health", None))
-            .await
-        {
+        match self.deadline("health", endpoint, client.get("health", None)).await {
             Ok(Ok(_)) => {}
-            Ok(Err(etcd_client::Error::GRpcStatus(status)))
-                if i32::from(status.code()) == GRPC_PERMISSION_DENIED => {}
+            Ok(Err(etcd_client::Error::GRpcStatus(status))) if i32::from(status.code()) == GRPC_PERMISSION_DENIED => {}
             Ok(Err(error)) => return Err(describe(&error)),
             Err(error) => return Err(error.to_string()),
         }
         let alarms = self
-            .deadline(
-                "alarm list",
-                endpoint,
-                client.alarm(AlarmAction::Get, AlarmType::None, None),
-            )
+            .deadline("alarm list", endpoint, client.alarm(AlarmAction::Get, AlarmType::None, None))
             .await
             .map_err(|error| error.to_string())?
             .map_err(|error| describe(&error))?;
         if let Some(alarm) = alarms.alarms().first() {
-            return Err(format!(
-                "active alarm {:?} on member {:x}",
-                alarm.alarm(),
-                alarm.member_id()
-            ));
+            return Err(format!("active alarm {:?} on member {:x}", alarm.alarm(), alarm.member_id()));
         }
         Ok(())
     }
@@ -156,12 +128,7 @@ impl ByteSource for EtcdSnapshot {
         loop {
             let message = tokio::time::timeout(self.idle_timeout, self.stream.message())
                 .await
-                .map_err(|_| {
-                    format!(
-                        "snapshot stream stalled for {} ms",
-                        self.idle_timeout.as_millis()
-                    )
-                })?
+                .map_err(|_| format!("snapshot stream stalled for {} ms", self.idle_timeout.as_millis()))?
                 .map_err(|error| describe(&error))?;
             match message {
                 Some(response) if response.blob().is_empty() => continue,
@@ -240,11 +207,6 @@ impl EtcdCluster for EtcdClient {
             .await?
             .map_err(|error| request_error("snapshot", endpoint, error))?
             .map(|response| Bytes::copy_from_slice(response.blob()));
-        Ok(EtcdSnapshot {
-            stream,
-            first,
-            idle_timeout: self.timeout.max(Duration::from_secs(30)),
-            _client: client,
-        })
+        Ok(EtcdSnapshot { stream, first, idle_timeout: self.timeout.max(Duration::from_secs(30)), _client: client })
     }
 }

@@ -7,9 +7,7 @@ use lifeboat::{Compression, Millis, StoreLayout};
 use lifeboat_runtime::catalog::{self, Catalog};
 use lifeboat_runtime::check;
 use lifeboat_runtime::cli::{Cli, Command, Common, RestoreArgs, SaveArgs, SnapshotsCommand};
-use lifeboat_runtime::config::{
-    self, ConfigError, FileConfig, S3Settings, StoreSettings, StoreUrl,
-};
+use lifeboat_runtime::config::{self, ConfigError, FileConfig, S3Settings, StoreSettings, StoreUrl};
 use lifeboat_runtime::etcd::EtcdClient;
 use lifeboat_runtime::exit::{Classify, Exit};
 use lifeboat_runtime::output::{self, Format};
@@ -23,24 +21,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+const SAVE_FAILED: &str = "save failed; snapshot.db and earlier snapshots are unchanged";
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
-            return if error.use_stderr() {
-                Exit::Usage.into()
-            } else {
-                Exit::Success.into()
-            };
+            return if error.use_stderr() { Exit::Usage.into() } else { Exit::Success.into() };
         }
     };
     init_logging(&cli.common.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -57,13 +49,9 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
 /// The exit code of the first error in the chain that knows its own.
@@ -109,33 +97,20 @@ fn resolve(common: &Common) -> Result<Resolved, ConfigError> {
     } else {
         config::parse_endpoints(&common.endpoints)?
     };
-    let timeout = Duration::from_millis(
-        common
-            .timeout_ms
-            .or(file.timeout_ms)
-            .unwrap_or(DEFAULT_TIMEOUT_MS)
-            .max(100),
-    );
+    let timeout = Duration::from_millis(common.timeout_ms.or(file.timeout_ms).unwrap_or(DEFAULT_TIMEOUT_MS).max(100));
     let store = match common.store.clone().or_else(|| file.store.clone()) {
         None => None,
         Some(url) => {
-            let cluster = common
-                .cluster
-                .clone()
-                .or_else(|| file.cluster.clone())
-                .ok_or(ConfigError::Missing {
-                    what: "the cluster name",
-                    flag: "--cluster NAME",
-                    env: "LIFEBOAT_CLUSTER",
-                    key: "cluster",
-                })?;
+            let cluster = common.cluster.clone().or_else(|| file.cluster.clone()).ok_or(ConfigError::Missing {
+                what: "the cluster name",
+                flag: "--cluster NAME",
+                env: "LIFEBOAT_CLUSTER",
+                key: "cluster",
+            })?;
             Some(StoreSettings {
                 url: StoreUrl::parse(&url)?,
                 s3: S3Settings {
-                    endpoint: common
-                        .s3_endpoint
-                        .clone()
-                        .or_else(|| file.s3_endpoint.clone()),
+                    endpoint: common.s3_endpoint.clone().or_else(|| file.s3_endpoint.clone()),
                     region: common.s3_region.clone().or_else(|| file.s3_region.clone()),
                 },
                 cluster: config::validate_cluster_name(&cluster)?,
@@ -143,12 +118,7 @@ fn resolve(common: &Common) -> Result<Resolved, ConfigError> {
             })
         }
     };
-    Ok(Resolved {
-        file,
-        endpoints,
-        store,
-        timeout,
-    })
+    Ok(Resolved { file, endpoints, store, timeout })
 }
 
 impl Resolved {
@@ -188,15 +158,8 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Check => run_check(&resolved, format).await,
         Command::Restore(args) => run_restore(&resolved, &args, format).await,
         Command::Snapshots(SnapshotsCommand::List) => run_list(&resolved, format).await,
-        Command::Snapshots(SnapshotsCommand::Verify { names, all }) => {
-            run_verify(&resolved, &names, all, format).await
-        }
-        Command::Snapshots(SnapshotsCommand::Prune {
-            keep_last,
-            keep_hourly,
-            keep_daily,
-            dry_run,
-        }) => {
+        Command::Snapshots(SnapshotsCommand::Verify { names, all }) => run_verify(&resolved, &names, all, format).await,
+        Command::Snapshots(SnapshotsCommand::Prune { keep_last, keep_hourly, keep_daily, dry_run }) => {
             let mut retention = config::retention(&resolved.file);
             retention.keep_last = keep_last.unwrap_or(retention.keep_last);
             retention.keep_hourly = keep_hourly.unwrap_or(retention.keep_hourly);
@@ -208,13 +171,10 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
 
 async fn run_save(resolved: &Resolved, args: &SaveArgs, format: Format) -> anyhow::Result<Exit> {
     let etcd = resolved.etcd()?;
-    let (store, layout) = resolved.store().await?;
+    let (store, layout) = resolved.store().await.context(SAVE_FAILED)?;
     let settings = SaveSettings {
         cluster: resolved.store_settings()?.cluster.clone(),
-        compression: args
-            .compression
-            .or(resolved.file.compression)
-            .unwrap_or(Compression::None),
+        compression: args.compression.or(resolved.file.compression).unwrap_or(Compression::None),
         pipeline: PipelineSettings {
             part_size_bytes: (args.part_size_mib as usize) << 20,
             upload_concurrency: args.upload_concurrency as usize,
@@ -222,9 +182,7 @@ async fn run_save(resolved: &Resolved, args: &SaveArgs, format: Format) -> anyho
             ..PipelineSettings::default()
         },
     };
-    let report = save::save(&etcd, &store, &layout, &settings, wall_clock_now())
-        .await
-        .context("save failed; snapshot.db and earlier snapshots are unchanged")?;
+    let report = save::save(&etcd, &store, &layout, &settings, wall_clock_now()).await.context(SAVE_FAILED)?;
     match format {
         Format::Json => println!("{}", output::json(&report)),
         Format::Table => println!(
@@ -264,11 +222,7 @@ async fn run_check(resolved: &Resolved, format: Format) -> anyhow::Result<Exit> 
                 .map(|member| {
                     vec![
                         member.endpoint.clone(),
-                        if member.healthy {
-                            "healthy".into()
-                        } else {
-                            "UNHEALTHY".into()
-                        },
+                        if member.healthy { "healthy".into() } else { "UNHEALTHY".into() },
                         format!("{} ms", member.took_ms),
                         member.member_id.clone().unwrap_or_else(|| "-".into()),
                         member.name.clone().unwrap_or_else(|| "-".into()),
@@ -279,10 +233,7 @@ async fn run_check(resolved: &Resolved, format: Format) -> anyhow::Result<Exit> 
                         } else {
                             "".into()
                         },
-                        member
-                            .revision
-                            .map(|revision| revision.to_string())
-                            .unwrap_or_else(|| "-".into()),
+                        member.revision.map(|revision| revision.to_string()).unwrap_or_else(|| "-".into()),
                         member
                             .db_size_bytes
                             .map(|size| output::bytes(size.max(0) as u64))
@@ -294,10 +245,7 @@ async fn run_check(resolved: &Resolved, format: Format) -> anyhow::Result<Exit> 
             print!(
                 "{}",
                 output::table(
-                    &[
-                        "endpoint", "health", "took", "member", "name", "role", "revision",
-                        "db size", "error"
-                    ],
+                    &["endpoint", "health", "took", "member", "name", "role", "revision", "db size", "error"],
                     &rows
                 )
             );
@@ -310,31 +258,20 @@ async fn run_check(resolved: &Resolved, format: Format) -> anyhow::Result<Exit> 
                 report.leader.as_deref().unwrap_or("none"),
             );
             for member in &report.unchecked_members {
-                println!(
-                    "note: member {} ({}) is not among --endpoints and was not checked",
-                    member.id, member.name
-                );
+                println!("note: member {} ({}) is not among --endpoints and was not checked", member.id, member.name);
             }
         }
     }
     Ok(if report.healthy {
         Exit::Success
-    } else if report
-        .members
-        .iter()
-        .all(|member| member.member_id.is_none())
-    {
+    } else if report.members.iter().all(|member| member.member_id.is_none()) {
         Exit::Etcd
     } else {
         Exit::Unhealthy
     })
 }
 
-async fn run_restore(
-    resolved: &Resolved,
-    args: &RestoreArgs,
-    format: Format,
-) -> anyhow::Result<Exit> {
+async fn run_restore(resolved: &Resolved, args: &RestoreArgs, format: Format) -> anyhow::Result<Exit> {
     let snapshot: SnapshotChoice = args.snapshot.parse().map_err(|hint| ConfigError::Invalid {
         what: "--snapshot",
         value: args.snapshot.clone(),
@@ -348,19 +285,12 @@ async fn run_restore(
         initial_advertise_peer_urls: args.initial_advertise_peer_urls.clone(),
         initial_cluster_token: args.initial_cluster_token.clone(),
         snapshot,
-        etcdutl: args
-            .etcdutl
-            .clone()
-            .or_else(|| resolved.file.etcdutl.clone())
-            .unwrap_or_else(|| "etcdutl".into()),
+        etcdutl: args.etcdutl.clone().or_else(|| resolved.file.etcdutl.clone()).unwrap_or_else(|| "etcdutl".into()),
         cluster: resolved.store_settings()?.cluster.clone(),
     };
     let report = restore::restore(&store, &layout, &settings)
         .await
-        .context(format!(
-            "restore into {} failed; the data dir was not touched",
-            args.data_dir.display()
-        ))?;
+        .context(format!("restore into {} failed; the data dir was not touched", args.data_dir.display()))?;
     match format {
         Format::Json => println!("{}", output::json(&report)),
         Format::Table => {
@@ -372,10 +302,7 @@ async fn run_restore(
                 report.snapshot,
                 output::bytes(report.size_bytes),
                 &report.sha256[..16],
-                report
-                    .revision
-                    .map(|revision| format!(", revision {revision}"))
-                    .unwrap_or_default(),
+                report.revision.map(|revision| format!(", revision {revision}")).unwrap_or_default(),
                 report.data_dir.display(),
                 report.elapsed_ms as f64 / 1000.0
             );
@@ -393,23 +320,11 @@ fn catalog_rows(catalog: &Catalog) -> Vec<Vec<String>> {
             vec![
                 entry.name.to_string(),
                 entry.name.revision().to_string(),
-                manifest
-                    .map(|manifest| output::bytes(manifest.size_bytes))
-                    .unwrap_or_else(|| "-".into()),
-                entry
-                    .object
-                    .as_ref()
-                    .map(|object| output::bytes(object.size_bytes))
-                    .unwrap_or_else(|| "-".into()),
+                manifest.map(|manifest| output::bytes(manifest.size_bytes)).unwrap_or_else(|| "-".into()),
+                entry.object.as_ref().map(|object| output::bytes(object.size_bytes)).unwrap_or_else(|| "-".into()),
                 format!("{:?}", entry.name.compression()).to_lowercase(),
-                manifest
-                    .map(|manifest| manifest.sha256[..16].to_owned())
-                    .unwrap_or_else(|| "-".into()),
-                if entry.is_backup() {
-                    "ok".into()
-                } else {
-                    entry.problem.clone().unwrap_or_default()
-                },
+                manifest.map(|manifest| manifest.sha256[..16].to_owned()).unwrap_or_else(|| "-".into()),
+                if entry.is_backup() { "ok".into() } else { entry.problem.clone().unwrap_or_default() },
             ]
         })
         .collect()
@@ -424,15 +339,7 @@ async fn run_list(resolved: &Resolved, format: Format) -> anyhow::Result<Exit> {
             print!(
                 "{}",
                 output::table(
-                    &[
-                        "name",
-                        "revision",
-                        "size",
-                        "stored",
-                        "compression",
-                        "sha256",
-                        "status"
-                    ],
+                    &["name", "revision", "size", "stored", "compression", "sha256", "status"],
                     &catalog_rows(&catalog)
                 )
             );
@@ -442,10 +349,7 @@ async fn run_list(resolved: &Resolved, format: Format) -> anyhow::Result<Exit> {
                     store_location(&store, &layout.latest_key()),
                     output::bytes(latest.size_bytes)
                 ),
-                None => println!(
-                    "latest: none ({} does not exist)",
-                    store_location(&store, &layout.latest_key())
-                ),
+                None => println!("latest: none ({} does not exist)", store_location(&store, &layout.latest_key())),
             }
         }
     }
@@ -461,20 +365,11 @@ struct VerifyRow {
     detail: String,
 }
 
-async fn run_verify(
-    resolved: &Resolved,
-    names: &[String],
-    all: bool,
-    format: Format,
-) -> anyhow::Result<Exit> {
+async fn run_verify(resolved: &Resolved, names: &[String], all: bool, format: Format) -> anyhow::Result<Exit> {
     let (store, layout) = resolved.store().await?;
     let catalog = catalog::load(&store, &layout).await?;
     let mut wanted: Vec<String> = if all {
-        catalog
-            .snapshots
-            .iter()
-            .map(|entry| entry.name.to_string())
-            .collect()
+        catalog.snapshots.iter().map(|entry| entry.name.to_string()).collect()
     } else if names.is_empty() {
         vec!["latest".into(), StoreLayout::LATEST.into()]
     } else {
@@ -487,13 +382,7 @@ async fn run_verify(
     for wanted_name in wanted {
         let row = if wanted_name == StoreLayout::LATEST {
             if catalog.latest.is_none() {
-                VerifyRow {
-                    snapshot: wanted_name,
-                    ok: false,
-                    sha256: None,
-                    size_bytes: None,
-                    detail: "missing".into(),
-                }
+                VerifyRow { snapshot: wanted_name, ok: false, sha256: None, size_bytes: None, detail: "missing".into() }
             } else {
                 match catalog::verify_latest(&store, &layout, &catalog).await {
                     Ok((fetched, matching)) => VerifyRow {
@@ -517,10 +406,7 @@ async fn run_verify(
             }
         } else {
             let entry = if wanted_name == "latest" {
-                catalog
-                    .snapshots
-                    .iter()
-                    .find(|entry| entry.manifest.is_some())
+                catalog.snapshots.iter().find(|entry| entry.manifest.is_some())
             } else {
                 let name = wanted_name.parse().map_err(|hint| ConfigError::Invalid {
                     what: "snapshot name",
@@ -566,17 +452,12 @@ async fn run_verify(
                     vec![
                         row.snapshot.clone(),
                         if row.ok { "ok".into() } else { "FAILED".into() },
-                        row.size_bytes
-                            .map(output::bytes)
-                            .unwrap_or_else(|| "-".into()),
+                        row.size_bytes.map(output::bytes).unwrap_or_else(|| "-".into()),
                         row.detail.clone(),
                     ]
                 })
                 .collect();
-            print!(
-                "{}",
-                output::table(&["snapshot", "result", "size", "detail"], &table_rows)
-            );
+            print!("{}", output::table(&["snapshot", "result", "size", "detail"], &table_rows));
         }
     }
     if rows.is_empty() {
@@ -584,10 +465,7 @@ async fn run_verify(
     }
     Ok(if rows.iter().all(|row| row.ok) {
         Exit::Success
-    } else if rows
-        .iter()
-        .all(|row| row.detail == "not found" || row.detail == "missing")
-    {
+    } else if rows.iter().all(|row| row.detail == "not found" || row.detail == "missing") {
         Exit::NotFound
     } else {
         Exit::Corrupt

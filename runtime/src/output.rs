@@ -63,13 +63,8 @@ pub fn json<T: serde::Serialize>(value: &T) -> String {
 mod tests {
     #[test]
     fn tables_align() {
-        let text = super::table(
-            &["name", "size"],
-            &[
-                vec!["a".into(), "1 B".into()],
-                vec!["long".into(), "2 B".into()],
-            ],
-        );
+        let text =
+            super::table(&["name", "size"], &[vec!["a".into(), "1 B".into()], vec!["long".into(), "2 B".into()]]);
         assert_eq!(text, "NAME  SIZE\na     1 B\nlong  2 B\n");
         assert_eq!(super::bytes(1536 * 1024), "1.5 MiB");
     }

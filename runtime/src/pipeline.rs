@@ -107,31 +107,21 @@ impl PartWriter {
             let part = std::mem::take(&mut self.buffer).freeze();
             self.send(part).await?;
         }
-        Ok(Digest256 {
-            sha256: hex::encode(self.hasher.finalize()),
-            size_bytes: self.size_bytes,
-        })
+        Ok(Digest256 { sha256: hex::encode(self.hasher.finalize()), size_bytes: self.size_bytes })
     }
 
     async fn send(&mut self, bytes: Bytes) -> Result<(), PipelineError> {
         self.hasher.update(&bytes);
         self.size_bytes += bytes.len() as u64;
-        let part = Part {
-            number: self.next_number,
-            offset: self.offset,
-            bytes,
-        };
+        let part = Part { number: self.next_number, offset: self.offset, bytes };
         self.next_number += 1;
         self.offset += part.bytes.len() as u64;
         // A closed channel means the uploader stopped on an error; it reports that error.
-        self.sender
-            .send(part)
-            .await
-            .map_err(|_| StoreError::Request {
-                operation: "upload",
-                location: String::new(),
-                detail: "uploader stopped".into(),
-            })?;
+        self.sender.send(part).await.map_err(|_| StoreError::Request {
+            operation: "upload",
+            location: String::new(),
+            detail: "uploader stopped".into(),
+        })?;
         Ok(())
     }
 }
@@ -186,10 +176,7 @@ async fn produce<S: ByteSource>(
 }
 
 fn source_error(bytes: u64, error: BoxError) -> PipelineError {
-    PipelineError::Source {
-        bytes,
-        detail: error.to_string(),
-    }
+    PipelineError::Source { bytes, detail: error.to_string() }
 }
 
 /// Streams `source` into every target's upload. Does not complete or abort the
@@ -208,8 +195,7 @@ pub async fn run<S: ByteSource, U: Upload>(
         let encoder = match target.compression {
             Compression::None => None,
             Compression::Zstd => Some(
-                zstd::stream::write::Encoder::new(Vec::new(), settings.zstd_level)
-                    .map_err(PipelineError::Compress)?,
+                zstd::stream::write::Encoder::new(Vec::new(), settings.zstd_level).map_err(PipelineError::Compress)?,
             ),
         };
         writers.push(PartWriter {
@@ -224,10 +210,12 @@ pub async fn run<S: ByteSource, U: Upload>(
         });
         receivers.push(receiver);
     }
-    let uploads =
-        futures::future::join_all(targets.iter().zip(receivers).map(|(target, receiver)| {
-            upload_parts(&target.upload, receiver, settings.upload_concurrency)
-        }));
+    let uploads = futures::future::join_all(
+        targets
+            .iter()
+            .zip(receivers)
+            .map(|(target, receiver)| upload_parts(&target.upload, receiver, settings.upload_concurrency)),
+    );
     let (produced, uploaded) = futures::join!(produce(source, writers, settings), uploads);
     // An upload error explains a producer that stopped because its channel closed.
     for result in uploaded {
@@ -235,11 +223,5 @@ pub async fn run<S: ByteSource, U: Upload>(
     }
     let (digest, stored) = produced?;
     let (plain, trailer, is_bolt) = digest.finish();
-    Ok(PipelineReport {
-        plain,
-        trailer,
-        is_bolt,
-        stored,
-        elapsed: started.elapsed(),
-    })
+    Ok(PipelineReport { plain, trailer, is_bolt, stored, elapsed: started.elapsed() })
 }

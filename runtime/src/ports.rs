@@ -45,17 +45,9 @@ pub enum EtcdError {
     #[error("no etcd endpoint answered ({endpoints}): {detail}; check --endpoints and that etcd is running")]
     Unreachable { endpoints: String, detail: String },
     #[error("etcd {operation} failed on {endpoint}: {detail}")]
-    Request {
-        operation: &'static str,
-        endpoint: String,
-        detail: String,
-    },
+    Request { operation: &'static str, endpoint: String, detail: String },
     #[error("etcd {operation} timed out after {timeout_ms} ms on {endpoint}")]
-    Timeout {
-        operation: &'static str,
-        endpoint: String,
-        timeout_ms: u64,
-    },
+    Timeout { operation: &'static str, endpoint: String, timeout_ms: u64 },
     #[error("the cluster has no leader (no quorum): {detail}")]
     NoQuorum { detail: String },
 }
@@ -95,22 +87,18 @@ pub enum StoreError {
     NoSuchBucket { bucket: String, endpoint: String },
     #[error("{location} already exists (a conditional write lost to another writer)")]
     AlreadyExists { location: String },
-    #[error("access to {location} denied ({detail}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy")]
+    #[error(
+        "access to {location} denied ({detail}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy"
+    )]
     AccessDenied { location: String, detail: String },
-    #[error("store at {endpoint} is unreachable ({detail}): check --s3-endpoint, the network, or that the S3 server is up")]
+    #[error(
+        "store at {endpoint} is unreachable ({detail}): check --s3-endpoint, the network, or that the S3 server is up"
+    )]
     Unreachable { endpoint: String, detail: String },
     #[error("{operation} {location} failed: {detail}")]
-    Request {
-        operation: &'static str,
-        location: String,
-        detail: String,
-    },
+    Request { operation: &'static str, location: String, detail: String },
     #[error("{operation} {path} failed: {source}")]
-    Io {
-        operation: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
+    Io { operation: &'static str, path: String, source: std::io::Error },
 }
 
 impl Classify for StoreError {

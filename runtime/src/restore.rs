@@ -46,34 +46,24 @@ pub struct RestoreSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    #[error("data dir {path} is not empty: lifeboat never overwrites a data dir; move it away or choose another --data-dir")]
+    #[error(
+        "data dir {path} is not empty: lifeboat never overwrites a data dir; move it away or choose another --data-dir"
+    )]
     DataDirNotEmpty { path: PathBuf },
     #[error("cannot prepare {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("cannot run {etcdutl}: {source}; install etcd's etcdutl or pass --etcdutl PATH")]
-    EtcdutlMissing {
-        etcdutl: PathBuf,
-        source: std::io::Error,
-    },
+    EtcdutlMissing { etcdutl: PathBuf, source: std::io::Error },
     #[error("etcdutl snapshot restore failed ({status}): {stderr}")]
     Etcdutl { status: String, stderr: String },
     #[error("no snapshot to restore in {location}: run `lifeboat save` first")]
     NothingToRestore { location: String },
-    #[error(
-        "snapshot {name} not found in the store; `lifeboat snapshots list` shows what there is"
-    )]
+    #[error("snapshot {name} not found in the store; `lifeboat snapshots list` shows what there is")]
     NotFound { name: String },
     #[error("no snapshot passed verification; tried: {tried}")]
     AllCorrupt { tried: String },
     #[error("snapshot {name} belongs to cluster {found:?}, not {expected:?}")]
-    ForeignCluster {
-        name: String,
-        found: String,
-        expected: String,
-    },
+    ForeignCluster { name: String, found: String, expected: String },
     #[error(transparent)]
     Verify(#[from] VerifyError),
     #[error(transparent)]
@@ -108,10 +98,7 @@ pub struct RestoreReport {
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + '_ {
-    move |source| RestoreError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| RestoreError::Io { path: path.to_owned(), source }
 }
 
 /// Refuses early, before any download, when the data dir holds anything.
@@ -119,17 +106,13 @@ fn check_data_dir(data_dir: &Path) -> Result<(), RestoreError> {
     match std::fs::read_dir(data_dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
-                return Err(RestoreError::DataDirNotEmpty {
-                    path: data_dir.to_owned(),
-                });
+                return Err(RestoreError::DataDirNotEmpty { path: data_dir.to_owned() });
             }
             Ok(())
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::NotADirectory => {
-            Err(RestoreError::DataDirNotEmpty {
-                path: data_dir.to_owned(),
-            })
+            Err(RestoreError::DataDirNotEmpty { path: data_dir.to_owned() })
         }
         Err(error) => Err(io_error(data_dir)(error)),
     }
@@ -140,33 +123,20 @@ fn check_etcdutl(etcdutl: &Path) -> Result<(), RestoreError> {
         .arg("version")
         .output()
         .map(|_| ())
-        .map_err(|source| RestoreError::EtcdutlMissing {
-            etcdutl: etcdutl.to_owned(),
-            source,
-        })
+        .map_err(|source| RestoreError::EtcdutlMissing { etcdutl: etcdutl.to_owned(), source })
 }
 
 /// What to try, in order.
-fn candidates(
-    catalog: &Catalog,
-    choice: &SnapshotChoice,
-) -> Result<Vec<Option<Entry>>, RestoreError> {
+fn candidates(catalog: &Catalog, choice: &SnapshotChoice) -> Result<Vec<Option<Entry>>, RestoreError> {
     match choice {
         SnapshotChoice::Named(name) => match catalog.find(name) {
             Some(entry) => Ok(vec![Some(entry.clone())]),
-            None => Err(RestoreError::NotFound {
-                name: name.to_string(),
-            }),
+            None => Err(RestoreError::NotFound { name: name.to_string() }),
         },
         SnapshotChoice::LatestKey => Ok(vec![None]),
         SnapshotChoice::Latest => {
-            let mut list: Vec<Option<Entry>> = catalog
-                .snapshots
-                .iter()
-                .filter(|entry| entry.manifest.is_some())
-                .cloned()
-                .map(Some)
-                .collect();
+            let mut list: Vec<Option<Entry>> =
+                catalog.snapshots.iter().filter(|entry| entry.manifest.is_some()).cloned().map(Some).collect();
             if catalog.latest.is_some() {
                 // Last resort, and the only choice for a store written by kube-aws' etcdadm.
                 list.push(None);
@@ -190,36 +160,24 @@ pub async fn restore<S: SnapshotStore>(
     };
     std::fs::create_dir_all(&parent).map_err(io_error(&parent))?;
     // Staging beside the data dir keeps the final rename on one filesystem (atomic).
-    let staging = tempfile::Builder::new()
-        .prefix(".lifeboat-restore-")
-        .tempdir_in(&parent)
-        .map_err(io_error(&parent))?;
+    let staging =
+        tempfile::Builder::new().prefix(".lifeboat-restore-").tempdir_in(&parent).map_err(io_error(&parent))?;
     let snapshot_path = staging.path().join("snapshot.db");
 
     let catalog = catalog::load(store, layout).await?;
     let candidates = candidates(&catalog, &settings.snapshot)?;
     if candidates.is_empty() {
-        return Err(RestoreError::NothingToRestore {
-            location: store.location(&layout.snapshots_prefix()),
-        });
+        return Err(RestoreError::NothingToRestore { location: store.location(&layout.snapshots_prefix()) });
     }
     let may_fall_back = settings.snapshot == SnapshotChoice::Latest;
     let mut skipped: Vec<(String, String)> = Vec::new();
     let mut chosen = None;
     for candidate in candidates {
         let (label, key, compression, manifest) = match &candidate {
-            Some(entry) => (
-                entry.name.to_string(),
-                entry.key.clone(),
-                entry.name.compression(),
-                entry.manifest.as_ref(),
-            ),
-            None => (
-                StoreLayout::LATEST.to_owned(),
-                layout.latest_key(),
-                Compression::None,
-                None,
-            ),
+            Some(entry) => {
+                (entry.name.to_string(), entry.key.clone(), entry.name.compression(), entry.manifest.as_ref())
+            }
+            None => (StoreLayout::LATEST.to_owned(), layout.latest_key(), Compression::None, None),
         };
         if let Some(manifest) = manifest {
             if manifest.cluster != settings.cluster {
@@ -238,23 +196,13 @@ pub async fn restore<S: SnapshotStore>(
         let location = store.location(&key);
         let attempt = async {
             if let Some(problem) = candidate.as_ref().and_then(|entry| entry.problem.clone()) {
-                return Err(VerifyError::BadManifest {
-                    location: location.clone(),
-                    detail: problem,
-                });
+                return Err(VerifyError::BadManifest { location: location.clone(), detail: problem });
             }
-            let mut file =
-                std::fs::File::create(&snapshot_path).map_err(|source| VerifyError::Write {
-                    path: snapshot_path.display().to_string(),
-                    source,
-                })?;
+            let mut file = std::fs::File::create(&snapshot_path)
+                .map_err(|source| VerifyError::Write { path: snapshot_path.display().to_string(), source })?;
             let path_text = snapshot_path.display().to_string();
-            let fetched =
-                verify::fetch(store, &key, compression, Some((&mut file, &path_text))).await?;
-            file.sync_all().map_err(|source| VerifyError::Write {
-                path: path_text.clone(),
-                source,
-            })?;
+            let fetched = verify::fetch(store, &key, compression, Some((&mut file, &path_text))).await?;
+            file.sync_all().map_err(|source| VerifyError::Write { path: path_text.clone(), source })?;
             fetched.check(&location, manifest)?;
             Ok(fetched)
         };
@@ -263,9 +211,7 @@ pub async fn restore<S: SnapshotStore>(
                 chosen = Some((label, manifest.map(|manifest| manifest.revision.0), fetched));
                 break;
             }
-            Err(VerifyError::Store(error)) if !matches!(error, StoreError::NotFound { .. }) => {
-                return Err(error.into())
-            }
+            Err(VerifyError::Store(error)) if !matches!(error, StoreError::NotFound { .. }) => return Err(error.into()),
             Err(error) if may_fall_back => {
                 tracing::warn!(snapshot = %label, error = %error, "snapshot failed verification; trying the previous one");
                 skipped.push((label, error.to_string()));
@@ -274,11 +220,7 @@ pub async fn restore<S: SnapshotStore>(
         }
     }
     let Some((label, revision, fetched)) = chosen else {
-        let tried = skipped
-            .iter()
-            .map(|(name, reason)| format!("{name} ({reason})"))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let tried = skipped.iter().map(|(name, reason)| format!("{name} ({reason})")).collect::<Vec<_>>().join("; ");
         return Err(RestoreError::AllCorrupt { tried });
     };
 
@@ -299,19 +241,11 @@ pub async fn restore<S: SnapshotStore>(
         .arg(&settings.initial_cluster_token)
         .output()
         .await
-        .map_err(|source| RestoreError::EtcdutlMissing {
-            etcdutl: settings.etcdutl.clone(),
-            source,
-        })?;
+        .map_err(|source| RestoreError::EtcdutlMissing { etcdutl: settings.etcdutl.clone(), source })?;
     if !output.status.success() {
         return Err(RestoreError::Etcdutl {
             status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr)
-                .trim()
-                .lines()
-                .last()
-                .unwrap_or("")
-                .to_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().lines().last().unwrap_or("").to_owned(),
         });
     }
 
@@ -321,9 +255,7 @@ pub async fn restore<S: SnapshotStore>(
         std::fs::remove_dir(&settings.data_dir).map_err(io_error(&settings.data_dir))?;
     }
     std::fs::rename(&built, &settings.data_dir).map_err(io_error(&settings.data_dir))?;
-    std::fs::File::open(&parent)
-        .and_then(|directory| directory.sync_all())
-        .map_err(io_error(&parent))?;
+    std::fs::File::open(&parent).and_then(|directory| directory.sync_all()).map_err(io_error(&parent))?;
 
     Ok(RestoreReport {
         snapshot: label,

@@ -27,11 +27,7 @@ pub enum SaveError {
     #[error("the snapshot from {endpoint} failed etcd's integrity check ({detail}); nothing was published")]
     Corrupt { endpoint: String, detail: String },
     #[error("{location} has {actual} bytes after upload, expected {expected}; the store may have truncated it")]
-    SizeMismatch {
-        location: String,
-        expected: u64,
-        actual: u64,
-    },
+    SizeMismatch { location: String, expected: u64, actual: u64 },
 }
 
 impl Classify for SaveError {
@@ -75,12 +71,8 @@ pub struct SaveReport {
 /// Picks the member to stream from: the leader when it answers, else refuses,
 /// like etcdadm, which saved only while the cluster was healthy.
 pub async fn choose_source<E: EtcdCluster>(etcd: &E) -> Result<EndpointStatus, EtcdError> {
-    let statuses = futures::future::join_all(
-        etcd.endpoints()
-            .iter()
-            .map(|endpoint| etcd.endpoint_status(endpoint)),
-    )
-    .await;
+    let statuses =
+        futures::future::join_all(etcd.endpoints().iter().map(|endpoint| etcd.endpoint_status(endpoint))).await;
     let mut reachable = Vec::new();
     let mut errors = Vec::new();
     for status in statuses {
@@ -90,21 +82,14 @@ pub async fn choose_source<E: EtcdCluster>(etcd: &E) -> Result<EndpointStatus, E
         }
     }
     if reachable.is_empty() {
-        return Err(EtcdError::Unreachable {
-            endpoints: etcd.endpoints().join(","),
-            detail: errors.join("; "),
-        });
+        return Err(EtcdError::Unreachable { endpoints: etcd.endpoints().join(","), detail: errors.join("; ") });
     }
-    if let Some(leader) = reachable
-        .iter()
-        .find(|status| status.member_id == status.leader && !status.is_learner)
-    {
+    if let Some(leader) = reachable.iter().find(|status| status.member_id == status.leader && !status.is_learner) {
         return Ok(leader.clone());
     }
     if reachable.iter().all(|status| status.leader.0 == 0) {
         return Err(EtcdError::NoQuorum {
-            detail: "no member reports a leader; lifeboat saves only from a cluster with quorum"
-                .into(),
+            detail: "no member reports a leader; lifeboat saves only from a cluster with quorum".into(),
         });
     }
     // The leader's client URL is not among --endpoints: use the most up-to-date voter we can reach.
@@ -113,9 +98,7 @@ pub async fn choose_source<E: EtcdCluster>(etcd: &E) -> Result<EndpointStatus, E
     reachable
         .into_iter()
         .next()
-        .ok_or_else(|| EtcdError::NoQuorum {
-            detail: "no voting member with a leader answered".into(),
-        })
+        .ok_or_else(|| EtcdError::NoQuorum { detail: "no voting member with a leader answered".into() })
 }
 
 pub async fn save<E: EtcdCluster, S: SnapshotStore>(
@@ -134,18 +117,12 @@ pub async fn save<E: EtcdCluster, S: SnapshotStore>(
     let name = SnapshotName::new(now, source.revision, settings.compression);
     let key = layout.snapshot_key(&name);
     let latest_key = layout.latest_key();
-    let mut targets = vec![Target {
-        upload: store.begin_upload(&key).await?,
-        compression: settings.compression,
-    }];
+    let mut targets = vec![Target { upload: store.begin_upload(&key).await?, compression: settings.compression }];
     if settings.compression != Compression::None {
         // snapshot.db stays plain for kube-aws tooling: a second, uncompressed upload
         // straight to its key, completed only after the versioned one is published.
         match store.begin_upload(&latest_key).await {
-            Ok(upload) => targets.push(Target {
-                upload,
-                compression: Compression::None,
-            }),
+            Ok(upload) => targets.push(Target { upload, compression: Compression::None }),
             Err(error) => {
                 abort_all(targets).await;
                 return Err(error.into());
@@ -164,17 +141,12 @@ pub async fn save<E: EtcdCluster, S: SnapshotStore>(
         abort_all(targets).await;
         return Err(SaveError::Corrupt {
             endpoint: source.endpoint.clone(),
-            detail: format!(
-                "trailer {:?}, bolt header {}",
-                report.trailer, report.is_bolt
-            ),
+            detail: format!("trailer {:?}, bolt header {}", report.trailer, report.is_bolt),
         });
     }
 
     let mut targets = targets.into_iter();
-    let versioned = targets
-        .next()
-        .expect("the versioned target is always first");
+    let versioned = targets.next().expect("the versioned target is always first");
     let latest_upload = targets.next();
     let stored = &report.stored[0];
     let published = versioned.upload.complete().await;
@@ -220,10 +192,7 @@ pub async fn save<E: EtcdCluster, S: SnapshotStore>(
     };
     let manifest_key = layout.manifest_key(&name);
     let body = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
-    if let Err(error) = store
-        .put_small(&manifest_key, Bytes::from(body), true)
-        .await
-    {
+    if let Err(error) = store.put_small(&manifest_key, Bytes::from(body), true).await {
         if let Some(target) = latest_upload {
             target.upload.abort().await;
         }
@@ -236,11 +205,7 @@ pub async fn save<E: EtcdCluster, S: SnapshotStore>(
         }
         None => store.copy(&key, &latest_key).await?,
     }
-    let latest = store
-        .head(&latest_key)
-        .await?
-        .map(|info| info.size_bytes)
-        .unwrap_or(0);
+    let latest = store.head(&latest_key).await?.map(|info| info.size_bytes).unwrap_or(0);
     if latest != report.plain.size_bytes {
         return Err(SaveError::SizeMismatch {
             location: store.location(&latest_key),
@@ -263,9 +228,7 @@ pub async fn save<E: EtcdCluster, S: SnapshotStore>(
         sha256: report.plain.sha256,
         compression: settings.compression,
         elapsed_ms: report.elapsed.as_millis() as u64,
-        mib_per_second: (report.plain.size_bytes as f64 / (1 << 20) as f64 / seconds * 10.0)
-            .round()
-            / 10.0,
+        mib_per_second: (report.plain.size_bytes as f64 / (1 << 20) as f64 / seconds * 10.0).round() / 10.0,
     })
 }
 
@@ -278,9 +241,6 @@ async fn abort_all<U: Upload>(targets: Vec<Target<U>>) {
 /// Wall-clock now, for the edge only: the core takes time as a value.
 pub fn wall_clock_now() -> Millis {
     Millis(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_millis() as u64,
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as u64
     )
 }

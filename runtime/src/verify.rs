@@ -61,14 +61,12 @@ impl SnapshotDigest {
         self.whole.update(chunk);
         self.size_bytes += chunk.len() as u64;
         let head_missing = (BOLT_MAGIC_OFFSET + BOLT_MAGIC.len()).saturating_sub(self.head.len());
-        self.head
-            .extend_from_slice(&chunk[..head_missing.min(chunk.len())]);
+        self.head.extend_from_slice(&chunk[..head_missing.min(chunk.len())]);
         if chunk.len() >= TRAILER_BYTES {
             self.body.update(&self.tail);
             self.body.update(&chunk[..chunk.len() - TRAILER_BYTES]);
             self.tail.clear();
-            self.tail
-                .extend_from_slice(&chunk[chunk.len() - TRAILER_BYTES..]);
+            self.tail.extend_from_slice(&chunk[chunk.len() - TRAILER_BYTES..]);
         } else {
             self.tail.extend_from_slice(chunk);
             if self.tail.len() > TRAILER_BYTES {
@@ -80,23 +78,15 @@ impl SnapshotDigest {
     }
 
     pub fn finish(self) -> (Digest256, Trailer, bool) {
-        let is_bolt = self
-            .head
-            .get(BOLT_MAGIC_OFFSET..BOLT_MAGIC_OFFSET + BOLT_MAGIC.len())
-            == Some(&BOLT_MAGIC[..]);
-        let trailer = if self.size_bytes < (TRAILER_BYTES as u64)
-            || self.size_bytes % 512 != TRAILER_BYTES as u64
-        {
+        let is_bolt = self.head.get(BOLT_MAGIC_OFFSET..BOLT_MAGIC_OFFSET + BOLT_MAGIC.len()) == Some(&BOLT_MAGIC[..]);
+        let trailer = if self.size_bytes < (TRAILER_BYTES as u64) || self.size_bytes % 512 != TRAILER_BYTES as u64 {
             Trailer::Missing
         } else if self.body.finalize().as_slice() == self.tail.as_slice() {
             Trailer::Valid
         } else {
             Trailer::Mismatch
         };
-        let digest = Digest256 {
-            sha256: hex::encode(self.whole.finalize()),
-            size_bytes: self.size_bytes,
-        };
+        let digest = Digest256 { sha256: hex::encode(self.whole.finalize()), size_bytes: self.size_bytes };
         (digest, trailer, is_bolt)
     }
 }
@@ -106,27 +96,13 @@ pub enum VerifyError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("reading {location} failed after {bytes} bytes: {detail}")]
-    Read {
-        location: String,
-        bytes: u64,
-        detail: String,
-    },
+    Read { location: String, bytes: u64, detail: String },
     #[error("{location} is not valid zstd ({detail}): the object is corrupt or truncated")]
     Decompress { location: String, detail: String },
     #[error("{location} is corrupt: {what} sha256 is {actual}, the manifest says {expected}")]
-    HashMismatch {
-        location: String,
-        what: &'static str,
-        expected: String,
-        actual: String,
-    },
+    HashMismatch { location: String, what: &'static str, expected: String, actual: String },
     #[error("{location} is truncated or padded: {what} size is {actual} bytes, the manifest says {expected}")]
-    SizeMismatch {
-        location: String,
-        what: &'static str,
-        expected: u64,
-        actual: u64,
-    },
+    SizeMismatch { location: String, what: &'static str, expected: u64, actual: u64 },
     #[error("{location} is not an etcd snapshot (no bbolt header): refusing it")]
     NotEtcd { location: String },
     #[error("{location} fails etcd's own integrity check (trailing sha256 {trailer:?}): corrupt or truncated")]
@@ -134,10 +110,7 @@ pub enum VerifyError {
     #[error("{location}: manifest is inconsistent ({detail})")]
     BadManifest { location: String, detail: String },
     #[error("writing {path} failed: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
+    Write { path: String, source: std::io::Error },
 }
 
 impl Classify for VerifyError {
@@ -166,18 +139,8 @@ impl Fetched {
     pub fn check(&self, location: &str, manifest: Option<&Manifest>) -> Result<(), VerifyError> {
         if let Some(manifest) = manifest {
             let pairs = [
-                (
-                    "stored",
-                    &manifest.stored_sha256,
-                    manifest.stored_size_bytes,
-                    &self.stored,
-                ),
-                (
-                    "snapshot",
-                    &manifest.sha256,
-                    manifest.size_bytes,
-                    &self.plain,
-                ),
+                ("stored", &manifest.stored_sha256, manifest.stored_size_bytes, &self.stored),
+                ("snapshot", &manifest.sha256, manifest.size_bytes, &self.plain),
             ];
             for (what, sha256, size_bytes, actual) in pairs {
                 if actual.size_bytes != size_bytes {
@@ -199,17 +162,10 @@ impl Fetched {
             }
         }
         if !self.is_bolt {
-            return Err(VerifyError::NotEtcd {
-                location: location.to_owned(),
-            });
+            return Err(VerifyError::NotEtcd { location: location.to_owned() });
         }
-        if self.trailer == Trailer::Mismatch
-            || (manifest.is_none() && self.trailer != Trailer::Valid)
-        {
-            return Err(VerifyError::Trailer {
-                location: location.to_owned(),
-                trailer: self.trailer,
-            });
+        if self.trailer == Trailer::Mismatch || (manifest.is_none() && self.trailer != Trailer::Valid) {
+            return Err(VerifyError::Trailer { location: location.to_owned(), trailer: self.trailer });
         }
         Ok(())
     }
@@ -229,20 +185,15 @@ pub async fn fetch<S: SnapshotStore>(
     let mut plain = SnapshotDigest::default();
     let mut decoder = match compression {
         Compression::None => None,
-        Compression::Zstd => Some(zstd::stream::write::Decoder::new(Vec::new()).map_err(
-            |error| VerifyError::Decompress {
-                location: location.clone(),
-                detail: error.to_string(),
-            },
-        )?),
+        Compression::Zstd => Some(
+            zstd::stream::write::Decoder::new(Vec::new())
+                .map_err(|error| VerifyError::Decompress { location: location.clone(), detail: error.to_string() })?,
+        ),
     };
     let mut emit = |bytes: &[u8], plain: &mut SnapshotDigest| -> Result<(), VerifyError> {
         plain.update(bytes);
         if let Some((file, path)) = out.as_mut() {
-            file.write_all(bytes).map_err(|source| VerifyError::Write {
-                path: (*path).to_owned(),
-                source,
-            })?;
+            file.write_all(bytes).map_err(|source| VerifyError::Write { path: (*path).to_owned(), source })?;
         }
         Ok(())
     };
@@ -251,44 +202,32 @@ pub async fn fetch<S: SnapshotStore>(
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(error) => {
-                return Err(VerifyError::Read {
-                    location,
-                    bytes: stored.size_bytes,
-                    detail: error.to_string(),
-                })
+                return Err(VerifyError::Read { location, bytes: stored.size_bytes, detail: error.to_string() })
             }
         };
         stored.update(&chunk);
         match decoder.as_mut() {
             None => emit(&chunk, &mut plain)?,
             Some(decoder) => {
-                decoder
-                    .write_all(&chunk)
-                    .map_err(|error| VerifyError::Decompress {
-                        location: location.clone(),
-                        detail: error.to_string(),
-                    })?;
+                decoder.write_all(&chunk).map_err(|error| VerifyError::Decompress {
+                    location: location.clone(),
+                    detail: error.to_string(),
+                })?;
                 let decoded = std::mem::take(decoder.get_mut());
                 emit(&decoded, &mut plain)?;
             }
         }
     }
     if let Some(mut decoder) = decoder {
-        decoder.flush().map_err(|error| VerifyError::Decompress {
-            location: location.clone(),
-            detail: error.to_string(),
-        })?;
+        decoder
+            .flush()
+            .map_err(|error| VerifyError::Decompress { location: location.clone(), detail: error.to_string() })?;
         let decoded = std::mem::take(decoder.get_mut());
         emit(&decoded, &mut plain)?;
     }
     let (stored, _, _) = stored.finish();
     let (plain, trailer, is_bolt) = plain.finish();
-    Ok(Fetched {
-        plain,
-        stored,
-        trailer,
-        is_bolt,
-    })
+    Ok(Fetched { plain, stored, trailer, is_bolt })
 }
 
 #[cfg(test)]

@@ -53,10 +53,7 @@ pub enum Fault {
     /// Every member stops; all start again with empty disks (the seed's manual restore).
     RestartAllEmpty,
     /// Members cut off from the others (and from clients), store still reachable.
-    Partition {
-        isolated: Vec<usize>,
-        heal_after_ms: u64,
-    },
+    Partition { isolated: Vec<usize>, heal_after_ms: u64 },
     /// One agent (and its member) cut off from peers but not from the store.
     IsolateAgent { member: usize, heal_after_ms: u64 },
     /// The store refuses every request for a while.
@@ -64,19 +61,11 @@ pub enum Fault {
     /// The newest versioned snapshot's bytes are damaged in the store.
     CorruptLatestSnapshot,
     /// The agent replacing `member` is killed after the step named, then restarted.
-    AgentCrashMidReplace {
-        member: usize,
-        after_step: ReplaceStep,
-    },
+    AgentCrashMidReplace { member: usize, after_step: ReplaceStep },
     /// An agent taking part in a disaster recovery is killed mid-restore, then restarted.
     AgentCrashMidRecovery { member: usize },
     /// The member goes down and up `times` times, each down shorter than detection.
-    Flap {
-        member: usize,
-        down_ms: u64,
-        up_ms: u64,
-        times: u32,
-    },
+    Flap { member: usize, down_ms: u64, up_ms: u64, times: u32 },
     /// The agent's wall clock is off by `skew_ms` (positive: ahead).
     ClockSkew { member: usize, skew_ms: i64 },
 }
@@ -150,19 +139,11 @@ const NOT_CONTAINERS: &[Harness] = &[Harness::Simulator, Harness::Processes];
 const SIMULATOR_ONLY: &[Harness] = &[Harness::Simulator];
 
 fn workload() -> Workload {
-    Workload {
-        writes_per_second: 50,
-        value_bytes: 256,
-        preload_bytes: 0,
-    }
+    Workload { writes_per_second: 50, value_bytes: 256, preload_bytes: 0 }
 }
 
 fn expect(recovery: Recovery, loss: Loss, checks: &'static [Check]) -> Expected {
-    Expected {
-        recovery,
-        loss,
-        checks,
-    }
+    Expected { recovery, loss, checks }
 }
 
 fn at(at_ms: u64, fault: Fault) -> ScheduledFault {
@@ -314,15 +295,7 @@ pub fn catalogue() -> Vec<Scenario> {
             title: "member: flapping faster than detection, no thrash (N=3)",
             members: 3,
             workload: workload(),
-            faults: vec![at(
-                30_000,
-                Flap {
-                    member: 1,
-                    down_ms: 15_000,
-                    up_ms: 12_000,
-                    times: 6,
-                },
-            )],
+            faults: vec![at(30_000, Flap { member: 1, down_ms: 15_000, up_ms: 12_000, times: 6 })],
             expected: expect(Recovery::None, Loss::None, &[Check::NoThrash]),
             harnesses: NOT_CONTAINERS,
             duration_ms: 400_000,
@@ -341,11 +314,7 @@ pub fn catalogue() -> Vec<Scenario> {
             name: "large-database",
             title: "cluster: 1 GiB database, save memory stays flat (N=3)",
             members: 3,
-            workload: Workload {
-                writes_per_second: 10,
-                value_bytes: 10_240,
-                preload_bytes: 1 << 30,
-            },
+            workload: Workload { writes_per_second: 10, value_bytes: 10_240, preload_bytes: 1 << 30 },
             faults: vec![],
             expected: expect(Recovery::None, Loss::None, &[Check::ConstantMemory]),
             harnesses: &[Harness::Simulator, Harness::Processes],
@@ -356,9 +325,7 @@ pub fn catalogue() -> Vec<Scenario> {
 
 /// Looks a scenario up by its `name`.
 pub fn find(name: &str) -> Option<Scenario> {
-    catalogue()
-        .into_iter()
-        .find(|scenario| scenario.name == name)
+    catalogue().into_iter().find(|scenario| scenario.name == name)
 }
 
 impl Fault {
@@ -393,13 +360,7 @@ mod tests {
         assert_eq!(names.len(), scenarios.len());
         for scenario in &scenarios {
             assert_eq!(find(scenario.name).as_ref(), Some(scenario));
-            assert!(
-                scenario
-                    .title
-                    .contains(&format!("(N={})", scenario.members)),
-                "{}",
-                scenario.name
-            );
+            assert!(scenario.title.contains(&format!("(N={})", scenario.members)), "{}", scenario.name);
         }
     }
 
@@ -412,48 +373,24 @@ mod tests {
             let lost: BTreeSet<usize> = scenario
                 .faults
                 .iter()
-                .filter(|scheduled| {
-                    matches!(
-                        scheduled.fault,
-                        Fault::LoseMember { .. } | Fault::WipeMember { .. }
-                    )
-                })
+                .filter(|scheduled| matches!(scheduled.fault, Fault::LoseMember { .. } | Fault::WipeMember { .. }))
                 .flat_map(|scheduled| scheduled.fault.members())
                 .collect();
-            let everyone_lost = scenario
-                .faults
-                .iter()
-                .any(|scheduled| scheduled.fault == Fault::RestartAllEmpty);
+            let everyone_lost = scenario.faults.iter().any(|scheduled| scheduled.fault == Fault::RestartAllEmpty);
             for scheduled in &scenario.faults {
                 for member in scheduled.fault.members() {
-                    assert!(
-                        member < scenario.members,
-                        "{}: member {member} out of range",
-                        scenario.name
-                    );
+                    assert!(member < scenario.members, "{}: member {member} out of range", scenario.name);
                 }
-                assert!(
-                    scheduled.at_ms < scenario.duration_ms,
-                    "{}: fault after the end",
-                    scenario.name
-                );
+                assert!(scheduled.at_ms < scenario.duration_ms, "{}: fault after the end", scenario.name);
             }
             match scenario.expected.recovery {
                 Recovery::Replace { count } => {
                     assert_eq!(count, lost.len(), "{}", scenario.name);
-                    assert!(
-                        count <= tolerance,
-                        "{}: replacing a majority",
-                        scenario.name
-                    );
+                    assert!(count <= tolerance, "{}: replacing a majority", scenario.name);
                     assert_eq!(scenario.expected.loss, Loss::None, "{}", scenario.name);
                 }
                 Recovery::DisasterRecovery => {
-                    assert!(
-                        everyone_lost || lost.len() > tolerance,
-                        "{}: quorum still there",
-                        scenario.name
-                    )
+                    assert!(everyone_lost || lost.len() > tolerance, "{}: quorum still there", scenario.name)
                 }
                 Recovery::None => assert!(lost.is_empty() && !everyone_lost, "{}", scenario.name),
             }

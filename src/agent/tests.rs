@@ -20,12 +20,7 @@ fn member(id: u64) -> Member {
 }
 
 fn policy() -> Policy {
-    Policy {
-        check_interval_ms: 1_000,
-        failures_max: K,
-        snapshot_interval_ms: 5_000,
-        ..Policy::default()
-    }
+    Policy { check_interval_ms: 1_000, failures_max: K, snapshot_interval_ms: 5_000, ..Policy::default() }
 }
 
 #[derive(Clone, Debug)]
@@ -68,23 +63,15 @@ fn step(members: usize) -> impl Strategy<Value = Step> {
 }
 
 fn scenario() -> impl Strategy<Value = (usize, Vec<Step>)> {
-    prop_oneof![Just(1usize), Just(3), Just(5), Just(7)].prop_flat_map(|members| {
-        (
-            Just(members),
-            proptest::collection::vec(step(members), 0..120),
-        )
-    })
+    prop_oneof![Just(1usize), Just(3), Just(5), Just(7)]
+        .prop_flat_map(|members| (Just(members), proptest::collection::vec(step(members), 0..120)))
 }
 
 fn snapshot_metas(snapshots: &[(u64, bool)]) -> Vec<SnapshotMeta> {
     snapshots
         .iter()
         .map(|(created, verified)| SnapshotMeta {
-            name: SnapshotName::new(
-                Millis(*created),
-                Revision(*created as i64),
-                Compression::None,
-            ),
+            name: SnapshotName::new(Millis(*created), Revision(*created as i64), Compression::None),
             verified: *verified,
         })
         .collect()
@@ -104,28 +91,18 @@ struct Model {
 
 impl Model {
     fn healthy_in_last(&self) -> usize {
-        self.history
-            .last()
-            .map_or(0, |healthy| healthy.iter().filter(|ok| **ok).count())
+        self.history.last().map_or(0, |healthy| healthy.iter().filter(|ok| **ok).count())
     }
 
     fn check(&mut self, action: &Action) -> Result<(), TestCaseError> {
         let voters = self.members.len();
         match action {
             Action::Replace { member } => {
-                let index = self
-                    .members
-                    .iter()
-                    .position(|known| known.id == member.id)
-                    .expect("known member");
+                let index = self.members.iter().position(|known| known.id == member.id).expect("known member");
                 let counted = &self.history[self.counted_from[index]..];
                 prop_assert!(counted.len() >= K as usize, "replaced before K checks");
                 prop_assert!(
-                    counted
-                        .iter()
-                        .rev()
-                        .take(K as usize)
-                        .all(|healthy| !healthy[index]),
+                    counted.iter().rev().take(K as usize).all(|healthy| !healthy[index]),
                     "replaced {} without K successive failures",
                     member.id
                 );
@@ -135,10 +112,10 @@ impl Model {
                     "replacement with {healthy_left} healthy of {voters} would lose quorum"
                 );
                 prop_assert!(
-                    !self.outstanding.iter().any(|pending| matches!(
-                        pending,
-                        Action::Replace { .. } | Action::DisasterRecovery { .. }
-                    )),
+                    !self
+                        .outstanding
+                        .iter()
+                        .any(|pending| matches!(pending, Action::Replace { .. } | Action::DisasterRecovery { .. })),
                     "two membership changes in flight"
                 );
             }
@@ -152,57 +129,31 @@ impl Model {
                         .all(|healthy| healthy.iter().filter(|ok| **ok).count() < quorum(voters)),
                     "disaster recovery without K checks of lost quorum"
                 );
-                let Some(Step::Observe {
-                    store_reachable,
-                    snapshots,
-                    peers_healthy,
-                    ..
-                }) = &self.last
-                else {
-                    return Err(TestCaseError::fail(
-                        "disaster recovery outside an observation",
-                    ));
+                let Some(Step::Observe { store_reachable, snapshots, peers_healthy, .. }) = &self.last else {
+                    return Err(TestCaseError::fail("disaster recovery outside an observation"));
                 };
-                prop_assert!(
-                    *store_reachable,
-                    "disaster recovery with the store unreachable"
-                );
-                prop_assert!(
-                    !*peers_healthy,
-                    "disaster recovery while peers report a healthy cluster"
-                );
+                prop_assert!(*store_reachable, "disaster recovery with the store unreachable");
+                prop_assert!(!*peers_healthy, "disaster recovery while peers report a healthy cluster");
                 let metas = snapshot_metas(snapshots);
-                prop_assert_eq!(
-                    Some(snapshot),
-                    newest_verified(&metas).map(|meta| &meta.name)
-                );
+                prop_assert_eq!(Some(snapshot), newest_verified(&metas).map(|meta| &meta.name));
                 prop_assert!(
-                    !self.outstanding.iter().any(|pending| matches!(
-                        pending,
-                        Action::Replace { .. } | Action::DisasterRecovery { .. }
-                    )),
+                    !self
+                        .outstanding
+                        .iter()
+                        .any(|pending| matches!(pending, Action::Replace { .. } | Action::DisasterRecovery { .. })),
                     "recovery while another change is in flight"
                 );
             }
             Action::Save { source } => {
-                prop_assert!(
-                    self.healthy_in_last() >= quorum(voters),
-                    "save without quorum"
-                );
-                let Some(Step::Observe {
-                    leader, healthy, ..
-                }) = self.history_observation()
-                else {
+                prop_assert!(self.healthy_in_last() >= quorum(voters), "save without quorum");
+                let Some(Step::Observe { leader, healthy, .. }) = self.history_observation() else {
                     return Err(TestCaseError::fail("save before any observation"));
                 };
                 let leader = leader.expect("save names the leader");
                 prop_assert_eq!(self.members[leader].id, *source);
                 prop_assert!(healthy[leader], "save from an unhealthy leader");
                 prop_assert!(
-                    !self
-                        .outstanding
-                        .iter()
-                        .any(|pending| matches!(pending, Action::Save { .. })),
+                    !self.outstanding.iter().any(|pending| matches!(pending, Action::Save { .. })),
                     "two saves in flight"
                 );
             }
@@ -274,13 +225,7 @@ fn check_steps(members_count: usize, steps: Vec<Step>) -> Result<(), TestCaseErr
     let mut now = Millis(0);
     for step in steps {
         match &step {
-            Step::Observe {
-                healthy,
-                leader,
-                store_reachable,
-                snapshots,
-                peers_healthy,
-            } => {
+            Step::Observe { healthy, leader, store_reachable, snapshots, peers_healthy } => {
                 model.history.push(healthy.clone());
                 model.last_observation = Some(step.clone());
                 agent.handle_observation(
@@ -290,20 +235,13 @@ fn check_steps(members_count: usize, steps: Vec<Step>) -> Result<(), TestCaseErr
                         health: members
                             .iter()
                             .zip(healthy)
-                            .map(|(member, ok)| MemberHealth {
-                                id: member.id,
-                                healthy: *ok,
-                            })
+                            .map(|(member, ok)| MemberHealth { id: member.id, healthy: *ok })
                             .collect(),
                         leader: leader.map(|index| members[index].id),
                         store: StoreObservation {
                             reachable: *store_reachable,
                             snapshots: snapshot_metas(snapshots),
-                            healthy_peer_heartbeats: if *peers_healthy {
-                                vec![MemberId(99)]
-                            } else {
-                                Vec::new()
-                            },
+                            healthy_peer_heartbeats: if *peers_healthy { vec![MemberId(99)] } else { Vec::new() },
                         },
                     },
                 );
@@ -313,30 +251,19 @@ fn check_steps(members_count: usize, steps: Vec<Step>) -> Result<(), TestCaseErr
                     let outcome = match (&action, success) {
                         (Action::Save { source }, true) => Outcome::Saved {
                             snapshot: SnapshotMeta {
-                                name: SnapshotName::new(
-                                    now,
-                                    Revision(source.0 as i64),
-                                    Compression::None,
-                                ),
+                                name: SnapshotName::new(now, Revision(source.0 as i64), Compression::None),
                                 verified: true,
                             },
                         },
                         (Action::Save { .. }, false) => Outcome::SaveFailed,
-                        (Action::Replace { member }, true) => {
-                            Outcome::Replaced { member: member.id }
-                        }
-                        (Action::Replace { member }, false) => {
-                            Outcome::ReplaceFailed { member: member.id }
-                        }
+                        (Action::Replace { member }, true) => Outcome::Replaced { member: member.id },
+                        (Action::Replace { member }, false) => Outcome::ReplaceFailed { member: member.id },
                         (Action::DisasterRecovery { .. }, true) => Outcome::Recovered,
                         (Action::DisasterRecovery { .. }, false) => Outcome::RecoveryFailed,
                         _ => unreachable!("only actions with outcomes are outstanding"),
                     };
                     if let Action::Replace { member } = &action {
-                        let index = members
-                            .iter()
-                            .position(|known| known.id == member.id)
-                            .expect("known");
+                        let index = members.iter().position(|known| known.id == member.id).expect("known");
                         model.counted_from[index] = model.history.len();
                     }
                     if matches!(action, Action::DisasterRecovery { .. }) {
@@ -353,10 +280,7 @@ fn check_steps(members_count: usize, steps: Vec<Step>) -> Result<(), TestCaseErr
         model.last = Some(step.clone());
         while let Some(action) = agent.poll_action() {
             model.check(&action)?;
-            if matches!(
-                action,
-                Action::Save { .. } | Action::Replace { .. } | Action::DisasterRecovery { .. }
-            ) {
+            if matches!(action, Action::Save { .. } | Action::Replace { .. } | Action::DisasterRecovery { .. }) {
                 model.outstanding.push_back(action);
             }
         }
@@ -379,16 +303,10 @@ fn a_dead_member_of_three_is_replaced_after_k_checks() {
                 members: Some(members.clone()),
                 health: members
                     .iter()
-                    .map(|member| MemberHealth {
-                        id: member.id,
-                        healthy: member.id != MemberId(3),
-                    })
+                    .map(|member| MemberHealth { id: member.id, healthy: member.id != MemberId(3) })
                     .collect(),
                 leader: Some(MemberId(1)),
-                store: StoreObservation {
-                    reachable: true,
-                    ..StoreObservation::default()
-                },
+                store: StoreObservation { reachable: true, ..StoreObservation::default() },
             },
         );
         while let Some(action) = agent.poll_action() {
@@ -399,11 +317,7 @@ fn a_dead_member_of_three_is_replaced_after_k_checks() {
             }
         }
     }
-    assert_eq!(
-        replaced_at,
-        Some(u64::from(K) - 1),
-        "replaced on the K-th failed check"
-    );
+    assert_eq!(replaced_at, Some(u64::from(K) - 1), "replaced on the K-th failed check");
     assert_eq!(agent.change_in_flight(), Some(MemberId(3)));
 }
 
@@ -420,10 +334,7 @@ fn lost_quorum_restores_the_newest_verified_snapshot() {
                 members: None,
                 health: members
                     .iter()
-                    .map(|member| MemberHealth {
-                        id: member.id,
-                        healthy: member.id == MemberId(1),
-                    })
+                    .map(|member| MemberHealth { id: member.id, healthy: member.id == MemberId(1) })
                     .collect(),
                 leader: None,
                 store: StoreObservation {

@@ -22,39 +22,24 @@ pub struct FileStore {
     root: PathBuf,
 }
 
-fn io_error<'a>(
-    operation: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        operation,
-        path: path.display().to_string(),
-        source,
-    }
+fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io { operation, path: path.display().to_string(), source }
 }
 
 /// Runs blocking file work off the async threads.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|join_error| {
-            Err(StoreError::Request {
-                operation: "file task",
-                location: String::new(),
-                detail: join_error.to_string(),
-            })
-        })
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|join_error| {
+        Err(StoreError::Request { operation: "file task", location: String::new(), detail: join_error.to_string() })
+    })
 }
 
 impl FileStore {
     /// Opens (and creates) the root directory.
     pub fn open(root: &Path) -> Result<FileStore, StoreError> {
         std::fs::create_dir_all(root).map_err(io_error("create store directory", root))?;
-        Ok(FileStore {
-            root: root.to_owned(),
-        })
+        Ok(FileStore { root: root.to_owned() })
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -62,17 +47,11 @@ impl FileStore {
     }
 
     fn temp_path(path: &Path) -> PathBuf {
-        let name = path
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
         let unique = format!(
             ".{name}{TEMP_MARKER}{}-{}",
             std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|duration| duration.as_nanos())
-                .unwrap_or(0)
+            std::time::SystemTime::now().duration_since(UNIX_EPOCH).map(|duration| duration.as_nanos()).unwrap_or(0)
         );
         path.with_file_name(unique)
     }
@@ -80,9 +59,7 @@ impl FileStore {
 
 fn sync_parent(path: &Path) -> Result<(), StoreError> {
     if let Some(parent) = path.parent() {
-        File::open(parent)
-            .and_then(|directory| directory.sync_all())
-            .map_err(io_error("sync directory", parent))?;
+        File::open(parent).and_then(|directory| directory.sync_all()).map_err(io_error("sync directory", parent))?;
     }
     Ok(())
 }
@@ -125,9 +102,7 @@ fn publish(temp: &Path, path: &Path, key: &str, if_absent: bool) -> Result<(), S
         match std::fs::hard_link(temp, path) {
             Ok(()) => std::fs::remove_file(temp).map_err(io_error("remove", temp)),
             Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                Err(StoreError::AlreadyExists {
-                    location: key.to_owned(),
-                })
+                Err(StoreError::AlreadyExists { location: key.to_owned() })
             }
             Err(error) => Err(io_error("link", path)(error)),
         }
@@ -154,8 +129,7 @@ fn walk(root: &Path, directory: &Path, out: &mut Vec<(String, PathBuf)>) -> Resu
         let file_type = entry.file_type().map_err(io_error("stat", &path))?;
         if file_type.is_dir() {
             walk(root, &path, out)?;
-        } else if file_type.is_file() && !entry.file_name().to_string_lossy().contains(TEMP_MARKER)
-        {
+        } else if file_type.is_file() && !entry.file_name().to_string_lossy().contains(TEMP_MARKER) {
             if let Ok(relative) = path.strip_prefix(root) {
                 out.push((relative.to_string_lossy().into_owned(), path.clone()));
             }
@@ -184,20 +158,11 @@ impl Upload for FileUpload {
     async fn put_part(&self, part: Part) -> Result<(), StoreError> {
         let file = Arc::clone(&self.file);
         let temp = self.temp.clone();
-        blocking(move || {
-            file.write_all_at(&part.bytes, part.offset)
-                .map_err(io_error("write", &temp))
-        })
-        .await
+        blocking(move || file.write_all_at(&part.bytes, part.offset).map_err(io_error("write", &temp))).await
     }
 
     async fn complete(mut self) -> Result<ObjectInfo, StoreError> {
-        let (file, temp, path, key) = (
-            Arc::clone(&self.file),
-            self.temp.clone(),
-            self.path.clone(),
-            self.key.clone(),
-        );
+        let (file, temp, path, key) = (Arc::clone(&self.file), self.temp.clone(), self.path.clone(), self.key.clone());
         let result = blocking(move || {
             file.sync_all().map_err(io_error("sync", &temp))?;
             publish(&temp, &path, &key, false)?;
@@ -253,13 +218,7 @@ impl SnapshotStore for FileStore {
             Ok((file, temp))
         })
         .await?;
-        Ok(FileUpload {
-            key: key.to_owned(),
-            path,
-            temp,
-            file: Arc::new(file),
-            completed: false,
-        })
+        Ok(FileUpload { key: key.to_owned(), path, temp, file: Arc::new(file), completed: false })
     }
 
     async fn put_small(&self, key: &str, body: Bytes, if_absent: bool) -> Result<(), StoreError> {
@@ -276,9 +235,7 @@ impl SnapshotStore for FileStore {
         match tokio::fs::File::open(&path).await {
             Ok(file) => Ok(FileReader { file: Some(file) }),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                Err(StoreError::NotFound {
-                    location: self.location(key),
-                })
+                Err(StoreError::NotFound { location: self.location(key) })
             }
             Err(error) => Err(io_error("open", &path)(error)),
         }

@@ -30,7 +30,9 @@ impl AnyStore {
     pub async fn open(settings: &StoreSettings) -> Result<AnyStore, StoreError> {
         match &settings.url {
             StoreUrl::S3 { bucket, .. } => {
-                Ok(AnyStore::S3(S3Store::connect(settings, bucket).await))
+                let store = S3Store::connect(settings, bucket).await;
+                store.check_bucket().await?;
+                Ok(AnyStore::S3(store))
             }
             StoreUrl::File { root } => FileStore::open(root).map(AnyStore::File),
         }

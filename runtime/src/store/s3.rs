@@ -62,26 +62,30 @@ impl S3Store {
             }
             None => format!("AWS S3 ({region})"),
         };
-        S3Store {
-            client: aws_sdk_s3::Client::from_conf(builder.build()),
-            bucket: bucket.to_owned(),
-            endpoint,
+        S3Store { client: aws_sdk_s3::Client::from_conf(builder.build()), bucket: bucket.to_owned(), endpoint }
+    }
+
+    /// Fails early, and clearly, on a wrong bucket or wrong credentials. Some
+    /// S3-compatible servers create missing buckets on first write; a typo in
+    /// `--store` must not silently start a second backup location.
+    pub async fn check_bucket(&self) -> Result<(), StoreError> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(error) => match self.classify("open bucket", "", error) {
+                StoreError::NotFound { .. } => {
+                    Err(StoreError::NoSuchBucket { bucket: self.bucket.clone(), endpoint: self.endpoint.clone() })
+                }
+                other => Err(other),
+            },
         }
     }
 
-    fn classify<E>(
-        &self,
-        operation: &'static str,
-        key: &str,
-        error: SdkError<E, HttpResponse>,
-    ) -> StoreError
+    fn classify<E>(&self, operation: &'static str, key: &str, error: SdkError<E, HttpResponse>) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let location = self.location(key);
-        let status = error
-            .raw_response()
-            .map(|response| response.status().as_u16());
+        let status = error.raw_response().map(|response| response.status().as_u16());
         match &error {
             SdkError::DispatchFailure(failure) => {
                 return StoreError::Unreachable {
@@ -99,11 +103,7 @@ impl S3Store {
                 }
             }
             SdkError::ConstructionFailure(_) => {
-                return StoreError::Request {
-                    operation,
-                    location,
-                    detail: error_chain(&error),
-                }
+                return StoreError::Request { operation, location, detail: error_chain(&error) }
             }
             _ => {}
         }
@@ -112,37 +112,22 @@ impl S3Store {
         let detail = if code.is_empty() && message.is_empty() {
             format!("HTTP {}", status.unwrap_or(0))
         } else {
-            format!("{code}: {message}")
-                .trim_end_matches([':', ' '])
-                .to_owned()
+            format!("{code}: {message}").trim_end_matches([':', ' ']).to_owned()
         };
         match (code.as_str(), status) {
-            ("NoSuchBucket", _) => StoreError::NoSuchBucket {
-                bucket: self.bucket.clone(),
-                endpoint: self.endpoint.clone(),
-            },
+            ("NoSuchBucket", _) => {
+                StoreError::NoSuchBucket { bucket: self.bucket.clone(), endpoint: self.endpoint.clone() }
+            }
             ("NoSuchKey" | "NotFound", _) | (_, Some(404)) => StoreError::NotFound { location },
             ("PreconditionFailed" | "ConditionalRequestConflict", _) | (_, Some(412)) => {
                 StoreError::AlreadyExists { location }
             }
-            (
-                "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken",
-                _,
-            )
+            ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken", _)
             | (_, Some(401 | 403)) => StoreError::AccessDenied { location, detail },
-            _ if error_chain(&error).contains("no credentials")
-                || error_chain(&error).contains("credentials") =>
-            {
-                StoreError::AccessDenied {
-                    location,
-                    detail: error_chain(&error),
-                }
+            _ if error_chain(&error).contains("no credentials") || error_chain(&error).contains("credentials") => {
+                StoreError::AccessDenied { location, detail: error_chain(&error) }
             }
-            _ => StoreError::Request {
-                operation,
-                location,
-                detail,
-            },
+            _ => StoreError::Request { operation, location, detail },
         }
     }
 }
@@ -191,11 +176,8 @@ impl Upload for S3Upload {
             .send()
             .await
             .map_err(|error| self.store.classify("upload part of", &self.key, error))?;
-        let completed = CompletedPart::builder()
-            .part_number(part.number)
-            .set_e_tag(output.e_tag)
-            .checksum_sha256(checksum)
-            .build();
+        let completed =
+            CompletedPart::builder().part_number(part.number).set_e_tag(output.e_tag).checksum_sha256(checksum).build();
         self.parts
             .lock()
             .map_err(|_| StoreError::Request {
@@ -208,12 +190,11 @@ impl Upload for S3Upload {
     }
 
     async fn complete(self) -> Result<ObjectInfo, StoreError> {
-        let mut parts =
-            std::mem::take(&mut *self.parts.lock().map_err(|_| StoreError::Request {
-                operation: "complete upload",
-                location: self.store.location(&self.key),
-                detail: "part list poisoned by a panic".into(),
-            })?);
+        let mut parts = std::mem::take(&mut *self.parts.lock().map_err(|_| StoreError::Request {
+            operation: "complete upload",
+            location: self.store.location(&self.key),
+            detail: "part list poisoned by a panic".into(),
+        })?);
         parts.sort_by_key(|part| part.part_number);
         let result = self
             .store
@@ -222,11 +203,7 @@ impl Upload for S3Upload {
             .bucket(&self.store.bucket)
             .key(&self.key)
             .upload_id(&self.upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .send()
             .await;
         if let Err(error) = result {
@@ -234,14 +211,11 @@ impl Upload for S3Upload {
             self.abort().await;
             return Err(error);
         }
-        self.store
-            .head(&self.key)
-            .await?
-            .ok_or_else(|| StoreError::Request {
-                operation: "complete upload",
-                location: self.store.location(&self.key),
-                detail: "object missing right after CompleteMultipartUpload".into(),
-            })
+        self.store.head(&self.key).await?.ok_or_else(|| StoreError::Request {
+            operation: "complete upload",
+            location: self.store.location(&self.key),
+            detail: "object missing right after CompleteMultipartUpload".into(),
+        })
     }
 
     async fn abort(self) {
@@ -299,12 +273,7 @@ impl SnapshotStore for S3Store {
             location: self.location(key),
             detail: "the server returned no upload id".into(),
         })?;
-        Ok(S3Upload {
-            store: self.clone(),
-            key: key.to_owned(),
-            upload_id,
-            parts: Mutex::new(Vec::new()),
-        })
+        Ok(S3Upload { store: self.clone(), key: key.to_owned(), upload_id, parts: Mutex::new(Vec::new()) })
     }
 
     async fn put_small(&self, key: &str, body: Bytes, if_absent: bool) -> Result<(), StoreError> {
@@ -318,10 +287,7 @@ impl SnapshotStore for S3Store {
         if if_absent {
             request = request.if_none_match("*");
         }
-        request
-            .send()
-            .await
-            .map_err(|error| self.classify("write", key, error))?;
+        request.send().await.map_err(|error| self.classify("write", key, error))?;
         Ok(())
     }
 
@@ -338,21 +304,11 @@ impl SnapshotStore for S3Store {
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
             Ok(output) => Ok(Some(ObjectInfo {
                 key: key.to_owned(),
                 size_bytes: output.content_length.unwrap_or(0).max(0) as u64,
-                modified_ms: output
-                    .last_modified
-                    .and_then(|time| time.to_millis().ok())
-                    .map(|ms| ms.max(0) as u64),
+                modified_ms: output.last_modified.and_then(|time| time.to_millis().ok()).map(|ms| ms.max(0) as u64),
             })),
             Err(error) => match self.classify("stat", key, error) {
                 StoreError::NotFound { .. } => Ok(None),
@@ -379,10 +335,7 @@ impl SnapshotStore for S3Store {
                 objects.push(ObjectInfo {
                     key,
                     size_bytes: object.size.unwrap_or(0).max(0) as u64,
-                    modified_ms: object
-                        .last_modified
-                        .and_then(|time| time.to_millis().ok())
-                        .map(|ms| ms.max(0) as u64),
+                    modified_ms: object.last_modified.and_then(|time| time.to_millis().ok()).map(|ms| ms.max(0) as u64),
                 });
             }
             match output.next_continuation_token {
@@ -407,14 +360,7 @@ impl SnapshotStore for S3Store {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        match self
-            .client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        match self.client.delete_object().bucket(&self.bucket).key(key).send().await {
             Ok(_) => Ok(()),
             Err(error) => match self.classify("delete", key, error) {
                 StoreError::NotFound { .. } => Ok(()),

@@ -15,9 +15,7 @@ pub struct EtcdMember {
 
 impl EtcdMember {
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+        self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     fn client_address(&self) -> String {
@@ -40,10 +38,7 @@ pub struct LocalEtcdCluster {
 impl LocalEtcdCluster {
     /// Starts `size` members and waits (at most 30 s) until all are healthy.
     pub fn start(size: usize) -> LocalEtcdCluster {
-        let directory = tempfile::Builder::new()
-            .prefix("lifeboat-etcd-")
-            .tempdir()
-            .expect("create a temp dir");
+        let directory = tempfile::Builder::new().prefix("lifeboat-etcd-").tempdir().expect("create a temp dir");
         let token = format!("lifeboat-test-{}", std::process::id());
         let members: Vec<EtcdMember> = (0..size)
             .map(|index| EtcdMember {
@@ -54,11 +49,7 @@ impl LocalEtcdCluster {
                 child: None,
             })
             .collect();
-        let mut cluster = LocalEtcdCluster {
-            members,
-            token,
-            directory,
-        };
+        let mut cluster = LocalEtcdCluster { members, token, directory };
         let initial_cluster = cluster.initial_cluster();
         for index in 0..size {
             let token = cluster.token.clone();
@@ -74,18 +65,11 @@ impl LocalEtcdCluster {
 
     /// `etcd0=http://…,etcd1=http://…`, as `--initial-cluster` takes it.
     pub fn initial_cluster(&self) -> String {
-        self.members
-            .iter()
-            .map(|member| format!("{}={}", member.name, member.peer_url))
-            .collect::<Vec<_>>()
-            .join(",")
+        self.members.iter().map(|member| format!("{}={}", member.name, member.peer_url)).collect::<Vec<_>>().join(",")
     }
 
     pub fn endpoints(&self) -> Vec<String> {
-        self.members
-            .iter()
-            .map(|member| member.client_url.clone())
-            .collect()
+        self.members.iter().map(|member| member.client_url.clone()).collect()
     }
 
     pub fn endpoints_joined(&self) -> String {
@@ -138,10 +122,7 @@ impl LocalEtcdCluster {
     pub fn wait_healthy(&self, timeout: Duration) {
         let healthy = wait_until(timeout, || self.members.iter().all(EtcdMember::is_healthy));
         if !healthy {
-            panic!(
-                "etcd cluster not healthy after {timeout:?}: {}",
-                self.log_tail()
-            );
+            panic!("etcd cluster not healthy after {timeout:?}: {}", self.log_tail());
         }
     }
 
@@ -149,16 +130,10 @@ impl LocalEtcdCluster {
         self.members
             .iter()
             .map(|member| {
-                let log = std::fs::read_to_string(
-                    self.directory.path().join(format!("{}.log", member.name)),
-                )
-                .unwrap_or_default();
+                let log = std::fs::read_to_string(self.directory.path().join(format!("{}.log", member.name)))
+                    .unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                format!(
-                    "\n--- {} ---\n{}",
-                    member.name,
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                )
+                format!("\n--- {} ---\n{}", member.name, tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
             })
             .collect()
     }
@@ -235,14 +210,8 @@ pub fn put_many(client_url: &str, prefix: &str, count: usize, value_bytes: usize
         )
         .expect("send a txn");
         let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .expect("read the txn answer");
-        assert!(
-            response.contains("\"succeeded\":true"),
-            "txn failed: {}",
-            &response[..response.len().min(300)]
-        );
+        stream.read_to_string(&mut response).expect("read the txn answer");
+        assert!(response.contains("\"succeeded\":true"), "txn failed: {}", &response[..response.len().min(300)]);
         index = end;
     }
 }

@@ -33,11 +33,7 @@ pub fn binary(name: &str) -> PathBuf {
 /// caller (returns `false` with a message); under `CI=true` it panics, because a
 /// CI run that silently tests nothing is worse than a red one.
 pub fn require(names: &[&str]) -> bool {
-    let missing: Vec<&str> = names
-        .iter()
-        .copied()
-        .filter(|name| !binary(name).is_file())
-        .collect();
+    let missing: Vec<&str> = names.iter().copied().filter(|name| !binary(name).is_file()).collect();
     if missing.is_empty() {
         return true;
     }
@@ -65,8 +61,7 @@ pub fn free_port(offsets: &[u16]) -> u16 {
         };
         let port = address.port();
         let extra_free = offsets.iter().all(|offset| {
-            port.checked_add(*offset)
-                .is_some_and(|other| TcpListener::bind(("127.0.0.1", other)).is_ok())
+            port.checked_add(*offset).is_some_and(|other| TcpListener::bind(("127.0.0.1", other)).is_ok())
         });
         if extra_free {
             return port;
@@ -92,17 +87,13 @@ pub fn wait_until(timeout: Duration, mut probe: impl FnMut() -> bool) -> bool {
 /// A minimal HTTP/1.0 GET over loopback: status code and body, or `None` when
 /// nothing answers. Enough for readiness probes, with no HTTP client dependency.
 pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream =
-        TcpStream::connect_timeout(&address.parse().ok()?, Duration::from_millis(500)).ok()?;
+    let mut stream = TcpStream::connect_timeout(&address.parse().ok()?, Duration::from_millis(500)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
     Some((status, body))
 }
 

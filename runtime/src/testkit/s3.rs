@@ -16,20 +16,13 @@ pub struct S3Server {
 impl S3Server {
     /// Starts SeaweedFS and waits (at most 30 s) for its S3 API.
     pub fn start() -> S3Server {
-        let directory = tempfile::Builder::new()
-            .prefix("lifeboat-s3-")
-            .tempdir()
-            .expect("create a temp dir");
+        let directory = tempfile::Builder::new().prefix("lifeboat-s3-").tempdir().expect("create a temp dir");
         let mut server = S3Server {
             port: free_port(&[10000]),
             access_key: "lifeboat-test".into(),
             secret_key: "lifeboat-test-secret".into(),
             child: None,
-            ports: [
-                free_port(&[10000]),
-                free_port(&[10000]),
-                free_port(&[10000]),
-            ],
+            ports: [free_port(&[10000]), free_port(&[10000]), free_port(&[10000])],
             directory,
         };
         let config = format!(
@@ -75,27 +68,13 @@ impl S3Server {
             .expect("start weed (run scripts/install-deps)");
         self.child = Some(child);
         let address = format!("127.0.0.1:{}", self.port);
-        let up = wait_until(Duration::from_secs(30), || {
-            http_get(&address, "/").is_some()
-        });
-        assert!(
-            up,
-            "S3 server did not answer within 30 s: {}",
-            self.log_tail()
-        );
+        let up = wait_until(Duration::from_secs(30), || http_get(&address, "/").is_some());
+        assert!(up, "S3 server did not answer within 30 s: {}", self.log_tail());
     }
 
     pub fn log_tail(&self) -> String {
-        let log =
-            std::fs::read_to_string(self.directory.path().join("weed.log")).unwrap_or_default();
-        log.lines()
-            .rev()
-            .take(10)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n")
+        let log = std::fs::read_to_string(self.directory.path().join("weed.log")).unwrap_or_default();
+        log.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
     /// Stops the server (an outage); `resume` brings it back with its data.
@@ -122,13 +101,8 @@ impl S3Server {
 
     /// An S3 client with this server's endpoint and credentials.
     pub fn client(&self) -> aws_sdk_s3::Client {
-        let credentials = aws_sdk_s3::config::Credentials::new(
-            &self.access_key,
-            &self.secret_key,
-            None,
-            None,
-            "lifeboat-testkit",
-        );
+        let credentials =
+            aws_sdk_s3::config::Credentials::new(&self.access_key, &self.secret_key, None, None, "lifeboat-testkit");
         let config = aws_sdk_s3::config::Builder::new()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .region(aws_sdk_s3::config::Region::new("us-east-1"))
@@ -148,9 +122,7 @@ impl S3Server {
                 Ok(_) => return,
                 Err(error) => {
                     let text = format!("{}", aws_sdk_s3::error::DisplayErrorContext(&error));
-                    if text.contains("BucketAlreadyOwnedByYou")
-                        || text.contains("BucketAlreadyExists")
-                    {
+                    if text.contains("BucketAlreadyOwnedByYou") || text.contains("BucketAlreadyExists") {
                         return;
                     }
                     last_error = text;

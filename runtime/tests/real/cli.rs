@@ -18,37 +18,16 @@ fn bad_configuration_is_a_usage_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("--store"), "{}", stderr(&output));
 
-    let output = run(
-        &[
-            "snapshots",
-            "list",
-            "--store",
-            "gs://bucket",
-            "--cluster",
-            "c",
-        ],
-        &[],
-    );
+    let output = run(&["snapshots", "list", "--store", "gs://bucket", "--cluster", "c"], &[]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("expected s3://BUCKET/PREFIX or file:///DIR"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("expected s3://BUCKET/PREFIX or file:///DIR"), "{}", stderr(&output));
 
     let directory = tempfile::tempdir().unwrap();
     let config = directory.path().join("lifeboat.toml");
     std::fs::write(&config, "store = \"file:///tmp/x\"\nclustr = \"typo\"\n").unwrap();
-    let output = run(
-        &["snapshots", "list", "--config", config.to_str().unwrap()],
-        &[],
-    );
+    let output = run(&["snapshots", "list", "--config", config.to_str().unwrap()], &[]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("unknown field `clustr`"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("unknown field `clustr`"), "{}", stderr(&output));
 
     let output = run(&["save", "--compression", "lz4"], &[]);
     assert_eq!(output.status.code(), Some(2));
@@ -60,14 +39,7 @@ fn config_file_environment_and_flags_layer() {
     let directory = tempfile::tempdir().unwrap();
     let store = directory.path().join("store");
     let config = directory.path().join("lifeboat.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "store = \"file://{}\"\ncluster = \"from-file\"\n",
-            store.display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, format!("store = \"file://{}\"\ncluster = \"from-file\"\n", store.display())).unwrap();
     let listing = |env: &[(&str, &str)], extra: &[&str]| {
         let mut args = vec!["snapshots", "list", "--config", config.to_str().unwrap()];
         args.extend_from_slice(extra);
@@ -77,11 +49,7 @@ fn config_file_environment_and_flags_layer() {
     };
     assert!(listing(&[], &[]).contains("from-file/exported/etcd-snapshots/snapshot.db"));
     assert!(listing(&[("LIFEBOAT_CLUSTER", "from-env")], &[]).contains("from-env/exported"));
-    assert!(listing(
-        &[("LIFEBOAT_CLUSTER", "from-env")],
-        &["--cluster", "from-flag"]
-    )
-    .contains("from-flag/exported"));
+    assert!(listing(&[("LIFEBOAT_CLUSTER", "from-env")], &["--cluster", "from-flag"]).contains("from-flag/exported"));
 }
 
 #[test]
@@ -126,17 +94,14 @@ fn check_reports_health_with_exit_codes() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["healthy_members"], 3);
     assert_eq!(report["quorum"], true);
-    assert!(
-        report["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|member| member["is_leader"] == true)
-            .count()
-            == 1
-    );
+    assert!(report["members"].as_array().unwrap().iter().filter(|member| member["is_leader"] == true).count() == 1);
 
     fixture.etcd.kill(2);
+    // If the dead member led, the others need an election first; wait for them.
+    let survivors_healthy = lifeboat_runtime::testkit::wait_until(std::time::Duration::from_secs(15), || {
+        fixture.etcd.members[..2].iter().all(|member| member.is_healthy())
+    });
+    assert!(survivors_healthy, "two of three members keep quorum");
     let output = fixture.lifeboat(&["check", "--output", "json", "--timeout-ms", "1500"]);
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -144,20 +109,9 @@ fn check_reports_health_with_exit_codes() {
     assert_eq!(report["quorum"], true);
     let dead = &report["members"][2];
     assert_eq!(dead["healthy"], false);
-    assert!(dead["error"]
-        .as_str()
-        .is_some_and(|error| !error.is_empty()));
+    assert!(dead["error"].as_str().is_some_and(|error| !error.is_empty()));
 
-    let output = run(
-        &[
-            "check",
-            "--endpoints",
-            "http://127.0.0.1:1",
-            "--timeout-ms",
-            "500",
-        ],
-        &[],
-    );
+    let output = run(&["check", "--endpoints", "http://127.0.0.1:1", "--timeout-ms", "500"], &[]);
     assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
     let output = run(
         &[
@@ -174,9 +128,5 @@ fn check_reports_health_with_exit_codes() {
         &[],
     );
     assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("no etcd endpoint answered"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("no etcd endpoint answered"), "{}", stderr(&output));
 }

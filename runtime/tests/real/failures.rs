@@ -45,33 +45,17 @@ fn corrupt_and_truncated_snapshots_are_refused() {
 
         let data_dir = fixture.path("corrupt.data");
         let data_dir_text = data_dir.to_str().unwrap().to_owned();
-        let output = fixture.lifeboat(&restore_args(
-            &data_dir_text,
-            "m0=http://127.0.0.1:1",
-            bad["name"].as_str().unwrap(),
-        ));
-        assert_eq!(
-            output.status.code(),
-            Some(6),
-            "{kind:?}: {}",
-            stderr(&output)
-        );
+        let output =
+            fixture.lifeboat(&restore_args(&data_dir_text, "m0=http://127.0.0.1:1", bad["name"].as_str().unwrap()));
+        assert_eq!(output.status.code(), Some(6), "{kind:?}: {}", stderr(&output));
         assert!(stderr(&output).contains("corrupt"), "{}", stderr(&output));
         assert!(!data_dir.exists(), "data dir untouched");
 
         // Truncated: the same object cut short.
         fixture.write_object(bad_key, bytes[..bytes.len() - 4096].to_vec());
-        let output = fixture.lifeboat(&restore_args(
-            &data_dir_text,
-            "m0=http://127.0.0.1:1",
-            bad["name"].as_str().unwrap(),
-        ));
-        assert_eq!(
-            output.status.code(),
-            Some(6),
-            "{kind:?}: {}",
-            stderr(&output)
-        );
+        let output =
+            fixture.lifeboat(&restore_args(&data_dir_text, "m0=http://127.0.0.1:1", bad["name"].as_str().unwrap()));
+        assert_eq!(output.status.code(), Some(6), "{kind:?}: {}", stderr(&output));
         assert!(!data_dir.exists());
 
         // `snapshots verify` flags it too.
@@ -79,11 +63,7 @@ fn corrupt_and_truncated_snapshots_are_refused() {
         assert_eq!(output.status.code(), Some(6));
 
         // Latest skips the damaged one and restores the previous good snapshot.
-        let output = fixture.lifeboat_ok(&restore_args(
-            &data_dir_text,
-            "m0=http://127.0.0.1:1",
-            "latest",
-        ));
+        let output = fixture.lifeboat_ok(&restore_args(&data_dir_text, "m0=http://127.0.0.1:1", "latest"));
         let report: serde_json::Value = serde_json::from_str(&output).unwrap();
         assert_eq!(report["snapshot"], good["name"], "{kind:?}: {report}");
         assert_eq!(report["skipped"].as_array().unwrap().len(), 1);
@@ -101,17 +81,9 @@ fn foreign_snapshot_db_is_refused() {
     std::fs::create_dir_all(fixture.path("store").join(fixture.snapshots_prefix())).unwrap();
     fixture.write_object(&key, b"this is not a bolt database at all".repeat(100));
     let data_dir = fixture.path("foreign.data");
-    let output = fixture.lifeboat(&restore_args(
-        data_dir.to_str().unwrap(),
-        "m0=http://127.0.0.1:1",
-        "latest",
-    ));
+    let output = fixture.lifeboat(&restore_args(data_dir.to_str().unwrap(), "m0=http://127.0.0.1:1", "latest"));
     assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("not an etcd snapshot"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("not an etcd snapshot"), "{}", stderr(&output));
     assert!(!data_dir.exists());
 }
 
@@ -125,17 +97,10 @@ fn non_empty_data_dir_is_refused() {
     let data_dir = fixture.path("busy.data");
     std::fs::create_dir_all(&data_dir).unwrap();
     std::fs::write(data_dir.join("precious"), b"keep me").unwrap();
-    let output = fixture.lifeboat(&restore_args(
-        data_dir.to_str().unwrap(),
-        "m0=http://127.0.0.1:1",
-        "latest",
-    ));
+    let output = fixture.lifeboat(&restore_args(data_dir.to_str().unwrap(), "m0=http://127.0.0.1:1", "latest"));
     assert_eq!(output.status.code(), Some(8), "{}", stderr(&output));
     assert!(stderr(&output).contains("not empty"));
-    assert_eq!(
-        std::fs::read(data_dir.join("precious")).unwrap(),
-        b"keep me"
-    );
+    assert_eq!(std::fs::read(data_dir.join("precious")).unwrap(), b"keep me");
 }
 
 /// S3 down: a clear error naming the endpoint, exit 5, nothing written.
@@ -149,17 +114,10 @@ fn unreachable_store_and_missing_bucket() {
     s3.stop();
     let output = fixture.lifeboat(&["save"]);
     assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("unreachable"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("unreachable"), "{}", stderr(&output));
     assert!(stderr(&output).contains("snapshot.db and earlier snapshots are unchanged"));
     fixture.s3.as_mut().unwrap().resume();
-    assert!(
-        fixture.list_keys().is_empty(),
-        "nothing partial after a failed save"
-    );
+    assert!(fixture.list_keys().is_empty(), "nothing partial after a failed save");
 
     let mut command = lifeboat_command();
     command
@@ -169,11 +127,7 @@ fn unreachable_store_and_missing_bucket() {
         .args(["save", "--store", "s3://no-such-bucket-here/x"]);
     let output = command.output().unwrap();
     assert_eq!(output.status.code(), Some(7), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("does not exist"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("does not exist"), "{}", stderr(&output));
 
     // And the next save, with the store back, succeeds.
     fixture.save_json(&[]);
@@ -230,16 +184,8 @@ fn crash_or_outage_half_way_leaves_nothing_partial() {
                 fixture.s3.as_mut().unwrap().resume();
             }
         }
-        assert_eq!(
-            fixture.list_keys(),
-            keys_before,
-            "{fault}: no new object under a final name"
-        );
-        assert_eq!(
-            fixture.read_object(&latest_key),
-            latest_before,
-            "{fault}: snapshot.db unchanged"
-        );
+        assert_eq!(fixture.list_keys(), keys_before, "{fault}: no new object under a final name");
+        assert_eq!(fixture.read_object(&latest_key), latest_before, "{fault}: snapshot.db unchanged");
     }
     // The next save succeeds and replaces snapshot.db.
     let next = fixture.save_json(&[]);

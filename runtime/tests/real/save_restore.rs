@@ -17,11 +17,7 @@ fn save_writes_the_exact_key_readable_by_etcdutl() {
         fixture.etcd.put_many("app/", KEYS, 200);
         let revision = current_revision(&fixture.etcd.members[0].client_url);
         let report = fixture.save_json(&[]);
-        assert_eq!(
-            report["revision"].as_i64(),
-            Some(revision),
-            "{kind:?}: {report}"
-        );
+        assert_eq!(report["revision"].as_i64(), Some(revision), "{kind:?}: {report}");
 
         let latest_key = format!("{}snapshot.db", fixture.snapshots_prefix());
         assert_eq!(report["latest_key"].as_str(), Some(latest_key.as_str()));
@@ -30,10 +26,11 @@ fn save_writes_the_exact_key_readable_by_etcdutl() {
         std::fs::write(&path, &bytes).unwrap();
         let (snapshot_revision, total_keys) = snapshot_status(&path);
         assert_eq!(snapshot_revision, revision, "{kind:?}");
-        assert_eq!(
-            total_keys, KEYS as i64,
-            "{kind:?}: one revision per key written"
-        );
+        // The reference: what `etcdctl snapshot save` gets from the same cluster.
+        let reference = fixture.path("reference.db");
+        etcdctl(&fixture.etcd.members[0].client_url, &["snapshot", "save", reference.to_str().unwrap()]);
+        assert_eq!(snapshot_status(&reference), (revision, total_keys), "{kind:?}: as etcdctl's own snapshot");
+        assert!(total_keys >= KEYS as i64, "{kind:?}: every key written is in the snapshot");
     }
 }
 
@@ -51,76 +48,31 @@ fn versioned_snapshots_match_their_manifests() {
         for report in [&plain, &compressed] {
             let key = report["key"].as_str().unwrap();
             let manifest_key = report["manifest_key"].as_str().unwrap();
-            let manifest: serde_json::Value =
-                serde_json::from_slice(&fixture.read_object(manifest_key)).unwrap();
+            let manifest: serde_json::Value = serde_json::from_slice(&fixture.read_object(manifest_key)).unwrap();
             let stored = fixture.read_object(key);
-            assert_eq!(
-                manifest["stored_sha256"].as_str().unwrap(),
-                hex::encode(Sha256::digest(&stored)),
-                "{kind:?}"
-            );
-            assert_eq!(
-                manifest["stored_size_bytes"].as_u64().unwrap(),
-                stored.len() as u64
-            );
-            let decoded = if key.ends_with(".zst") {
-                zstd::decode_all(&stored[..]).unwrap()
-            } else {
-                stored.clone()
-            };
-            assert_eq!(
-                manifest["sha256"].as_str().unwrap(),
-                hex::encode(Sha256::digest(&decoded))
-            );
-            assert_eq!(
-                manifest["size_bytes"].as_u64().unwrap(),
-                decoded.len() as u64
-            );
+            assert_eq!(manifest["stored_sha256"].as_str().unwrap(), hex::encode(Sha256::digest(&stored)), "{kind:?}");
+            assert_eq!(manifest["stored_size_bytes"].as_u64().unwrap(), stored.len() as u64);
+            let decoded = if key.ends_with(".zst") { zstd::decode_all(&stored[..]).unwrap() } else { stored.clone() };
+            assert_eq!(manifest["sha256"].as_str().unwrap(), hex::encode(Sha256::digest(&decoded)));
+            assert_eq!(manifest["size_bytes"].as_u64().unwrap(), decoded.len() as u64);
             assert_eq!(manifest["cluster"].as_str(), Some(CLUSTER));
             assert_eq!(manifest["members"].as_array().unwrap().len(), 3);
         }
         assert!(compressed["key"].as_str().unwrap().ends_with(".db.zst"));
-        assert!(
-            compressed["stored_size_bytes"].as_u64() < compressed["size_bytes"].as_u64(),
-            "zstd shrinks etcd data"
-        );
+        assert!(compressed["stored_size_bytes"].as_u64() < compressed["size_bytes"].as_u64(), "zstd shrinks etcd data");
         // snapshot.db stays plain even when the versioned object is compressed.
         let latest = fixture.read_object(compressed["latest_key"].as_str().unwrap());
-        assert_eq!(
-            hex::encode(Sha256::digest(&latest)),
-            compressed["sha256"].as_str().unwrap()
-        );
+        assert_eq!(hex::encode(Sha256::digest(&latest)), compressed["sha256"].as_str().unwrap());
 
         let listing: serde_json::Value =
-            serde_json::from_str(&fixture.lifeboat_ok(&["snapshots", "list", "--output", "json"]))
-                .unwrap();
+            serde_json::from_str(&fixture.lifeboat_ok(&["snapshots", "list", "--output", "json"])).unwrap();
         let snapshots = listing["snapshots"].as_array().unwrap();
         assert_eq!(snapshots.len(), 2);
-        assert!(
-            snapshots.iter().all(|entry| entry["problem"].is_null()),
-            "{listing}"
-        );
-        let verify: serde_json::Value = serde_json::from_str(&fixture.lifeboat_ok(&[
-            "snapshots",
-            "verify",
-            "--all",
-            "--output",
-            "json",
-        ]))
-        .unwrap();
-        assert_eq!(
-            verify.as_array().unwrap().len(),
-            3,
-            "two versioned snapshots and snapshot.db: {verify}"
-        );
-        assert!(
-            verify
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|row| row["ok"] == true),
-            "{verify}"
-        );
+        assert!(snapshots.iter().all(|entry| entry["problem"].is_null()), "{listing}");
+        let verify: serde_json::Value =
+            serde_json::from_str(&fixture.lifeboat_ok(&["snapshots", "verify", "--all", "--output", "json"])).unwrap();
+        assert_eq!(verify.as_array().unwrap().len(), 3, "two versioned snapshots and snapshot.db: {verify}");
+        assert!(verify.as_array().unwrap().iter().all(|row| row["ok"] == true), "{verify}");
     }
 }
 
@@ -137,10 +89,7 @@ fn restore_brings_back_every_key() {
         fixture.etcd.put_many("late/", 10, 10);
 
         let data_dir = fixture.path("restored.data");
-        let peer_url = format!(
-            "http://127.0.0.1:{}",
-            lifeboat_runtime::testkit::free_port(&[])
-        );
+        let peer_url = format!("http://127.0.0.1:{}", lifeboat_runtime::testkit::free_port(&[]));
         let output = fixture.lifeboat_ok(&[
             "restore",
             "--output",
@@ -157,23 +106,13 @@ fn restore_brings_back_every_key() {
             "it-restored",
         ]);
         let report: serde_json::Value = serde_json::from_str(&output).unwrap();
-        assert!(
-            report["snapshot"].as_str().unwrap().ends_with(".db.zst"),
-            "{report}"
-        );
+        assert!(report["snapshot"].as_str().unwrap().ends_with(".db.zst"), "{report}");
         assert!(data_dir.join("member").is_dir());
 
         let restored = start_restored(&fixture, &data_dir, "restored", &peer_url, "it-restored");
-        assert_eq!(
-            count_keys(&restored.client_url, "app/"),
-            KEYS as i64,
-            "{kind:?}"
-        );
+        assert_eq!(count_keys(&restored.client_url, "app/"), KEYS as i64, "{kind:?}");
         assert_eq!(count_keys(&restored.client_url, "late/"), 0, "{kind:?}");
-        let value = etcdctl(
-            &restored.client_url,
-            &["get", "app/001234", "--print-value-only"],
-        );
+        let value = etcdctl(&restored.client_url, &["get", "app/001234", "--print-value-only"]);
         assert!(value.starts_with("value-1234-"), "{value}");
     }
 }
@@ -205,33 +144,14 @@ fn prune_applies_retention() {
     ]))
     .unwrap();
     assert_eq!(dry["deleted"].as_array().unwrap().len(), 2);
-    assert_eq!(
-        fixture.list_keys().len(),
-        4 * 2 + 1,
-        "dry run deletes nothing"
-    );
-    fixture.lifeboat_ok(&[
-        "snapshots",
-        "prune",
-        "--keep-last",
-        "2",
-        "--keep-hourly",
-        "0",
-        "--keep-daily",
-        "0",
-    ]);
+    assert_eq!(fixture.list_keys().len(), 4 * 2 + 1, "dry run deletes nothing");
+    fixture.lifeboat_ok(&["snapshots", "prune", "--keep-last", "2", "--keep-hourly", "0", "--keep-daily", "0"]);
     let keys = fixture.list_keys();
     assert_eq!(keys.len(), 2 * 2 + 1, "{keys:?}");
     for name in &names[2..] {
-        assert!(
-            keys.iter().any(|key| key.ends_with(name.as_str())),
-            "{name} kept"
-        );
+        assert!(keys.iter().any(|key| key.ends_with(name.as_str())), "{name} kept");
     }
     for name in &names[..2] {
-        assert!(
-            !keys.iter().any(|key| key.contains(name.as_str())),
-            "{name} and its manifest deleted"
-        );
+        assert!(!keys.iter().any(|key| key.contains(name.as_str())), "{name} and its manifest deleted");
     }
 }

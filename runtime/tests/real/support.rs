@@ -34,27 +34,15 @@ pub fn fixture(kind: StoreKind, members: usize) -> Option<Fixture> {
     if !testkit::require(needed) {
         return None;
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     let s3 = (kind == StoreKind::S3).then(|| {
         let server = S3Server::start();
         runtime.block_on(server.create_bucket(BUCKET));
         server
     });
     let etcd = LocalEtcdCluster::start(members);
-    let scratch = tempfile::Builder::new()
-        .prefix("lifeboat-it-")
-        .tempdir()
-        .expect("a temp dir");
-    Some(Fixture {
-        etcd,
-        s3,
-        kind,
-        scratch,
-        runtime,
-    })
+    let scratch = tempfile::Builder::new().prefix("lifeboat-it-").tempdir().expect("a temp dir");
+    Some(Fixture { etcd, s3, kind, scratch, runtime })
 }
 
 impl Fixture {
@@ -109,26 +97,12 @@ impl Fixture {
     /// Reads an object by key (relative to bucket or store directory).
     pub fn read_object(&self, key: &str) -> Vec<u8> {
         match self.kind {
-            StoreKind::File => {
-                std::fs::read(self.scratch.path().join("store").join(key)).expect("read the object")
-            }
+            StoreKind::File => std::fs::read(self.scratch.path().join("store").join(key)).expect("read the object"),
             StoreKind::S3 => {
                 let client = self.s3.as_ref().expect("S3 fixture").client();
                 self.runtime.block_on(async {
-                    let output = client
-                        .get_object()
-                        .bucket(BUCKET)
-                        .key(key)
-                        .send()
-                        .await
-                        .expect("get the object");
-                    output
-                        .body
-                        .collect()
-                        .await
-                        .expect("read the body")
-                        .into_bytes()
-                        .to_vec()
+                    let output = client.get_object().bucket(BUCKET).key(key).send().await.expect("get the object");
+                    output.body.collect().await.expect("read the body").into_bytes().to_vec()
                 })
             }
         }
@@ -137,19 +111,13 @@ impl Fixture {
     /// Overwrites an object by key, bypassing lifeboat (to simulate damage).
     pub fn write_object(&self, key: &str, body: Vec<u8>) {
         match self.kind {
-            StoreKind::File => std::fs::write(self.scratch.path().join("store").join(key), body)
-                .expect("write the object"),
+            StoreKind::File => {
+                std::fs::write(self.scratch.path().join("store").join(key), body).expect("write the object")
+            }
             StoreKind::S3 => {
                 let client = self.s3.as_ref().expect("S3 fixture").client();
                 self.runtime.block_on(async {
-                    client
-                        .put_object()
-                        .bucket(BUCKET)
-                        .key(key)
-                        .body(body.into())
-                        .send()
-                        .await
-                        .expect("put the object");
+                    client.put_object().bucket(BUCKET).key(key).body(body.into()).send().await.expect("put the object");
                 });
             }
         }
@@ -163,12 +131,7 @@ impl Fixture {
                 let directory = self.scratch.path().join("store").join(&prefix);
                 match std::fs::read_dir(&directory) {
                     Ok(entries) => entries
-                        .map(|entry| {
-                            format!(
-                                "{prefix}{}",
-                                entry.expect("an entry").file_name().to_string_lossy()
-                            )
-                        })
+                        .map(|entry| format!("{prefix}{}", entry.expect("an entry").file_name().to_string_lossy()))
                         .collect(),
                     Err(_) => Vec::new(),
                 }
@@ -176,19 +139,8 @@ impl Fixture {
             StoreKind::S3 => {
                 let client = self.s3.as_ref().expect("S3 fixture").client();
                 self.runtime.block_on(async {
-                    let output = client
-                        .list_objects_v2()
-                        .bucket(BUCKET)
-                        .prefix(&prefix)
-                        .send()
-                        .await
-                        .expect("list");
-                    output
-                        .contents
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter_map(|object| object.key)
-                        .collect()
+                    let output = client.list_objects_v2().bucket(BUCKET).prefix(&prefix).send().await.expect("list");
+                    output.contents.unwrap_or_default().into_iter().filter_map(|object| object.key).collect()
                 })
             }
         };
@@ -208,9 +160,7 @@ pub fn lifeboat_command() -> Command {
             command.env_remove(key);
         }
     }
-    command
-        .env("LIFEBOAT_LOG", "warn")
-        .env("AWS_EC2_METADATA_DISABLED", "true");
+    command.env("LIFEBOAT_LOG", "warn").env("AWS_EC2_METADATA_DISABLED", "true");
     command
 }
 
@@ -221,26 +171,16 @@ pub fn snapshot_status(path: &Path) -> (i64, i64) {
         .arg(path)
         .output()
         .expect("run etcdutl");
-    assert!(
-        output.status.success(),
-        "etcdutl snapshot status failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let status: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("etcdutl prints JSON");
-    (
-        status["revision"].as_i64().expect("revision"),
-        status["totalKey"].as_i64().expect("totalKey"),
-    )
+    assert!(output.status.success(), "etcdutl snapshot status failed: {}", String::from_utf8_lossy(&output.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("etcdutl prints JSON");
+    (status["revision"].as_i64().expect("revision"), status["totalKey"].as_i64().expect("totalKey"))
 }
 
 /// The current revision of the cluster, through etcd's JSON gateway.
 pub fn current_revision(client_url: &str) -> i64 {
     let status = etcdctl(client_url, &["endpoint", "status", "-w", "json"]);
     let parsed: serde_json::Value = serde_json::from_str(&status).expect("etcdctl prints JSON");
-    parsed[0]["Status"]["header"]["revision"]
-        .as_i64()
-        .expect("a revision")
+    parsed[0]["Status"]["header"]["revision"].as_i64().expect("a revision")
 }
 
 pub fn etcdctl(endpoint: &str, args: &[&str]) -> String {
@@ -250,45 +190,20 @@ pub fn etcdctl(endpoint: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("run etcdctl");
-    assert!(
-        output.status.success(),
-        "etcdctl {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "etcdctl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Starts a single etcd from a restored data dir and returns its client URL.
-pub fn start_restored(
-    fixture: &Fixture,
-    data_dir: &Path,
-    name: &str,
-    peer_url: &str,
-    token: &str,
-) -> RestoredEtcd {
+pub fn start_restored(fixture: &Fixture, data_dir: &Path, name: &str, peer_url: &str, token: &str) -> RestoredEtcd {
     let client_url = format!("http://127.0.0.1:{}", testkit::free_port(&[]));
     let log = std::fs::File::create(fixture.path(&format!("{name}.log"))).expect("a log");
     let child = Command::new(testkit::binary("etcd"))
         .args(["--name", name, "--data-dir"])
         .arg(data_dir)
-        .args([
-            "--listen-client-urls",
-            &client_url,
-            "--advertise-client-urls",
-            &client_url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            peer_url,
-            "--initial-advertise-peer-urls",
-            peer_url,
-        ])
-        .args([
-            "--initial-cluster",
-            &format!("{name}={peer_url}"),
-            "--initial-cluster-token",
-            token,
-        ])
+        .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+        .args(["--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url])
+        .args(["--initial-cluster", &format!("{name}={peer_url}"), "--initial-cluster-token", token])
         .arg("--log-level=warn")
         .stdout(log.try_clone().expect("clone"))
         .stderr(log)
@@ -297,8 +212,7 @@ pub fn start_restored(
     let restored = RestoredEtcd { child, client_url };
     let address = restored.client_url.trim_start_matches("http://").to_owned();
     let healthy = testkit::wait_until(std::time::Duration::from_secs(30), || {
-        testkit::http_get(&address, "/health")
-            .is_some_and(|(status, body)| status == 200 && body.contains("\"true\""))
+        testkit::http_get(&address, "/health").is_some_and(|(status, body)| status == 200 && body.contains("\"true\""))
     });
     assert!(healthy, "restored etcd did not become healthy");
     restored
@@ -318,12 +232,11 @@ impl Drop for RestoredEtcd {
 
 /// The count of keys under `prefix`.
 pub fn count_keys(client_url: &str, prefix: &str) -> i64 {
-    let text = etcdctl(
-        client_url,
-        &["get", prefix, "--prefix", "--count-only", "-w", "json"],
-    );
-    let parsed: serde_json::Value = serde_json::from_str(&text).expect("etcdctl prints JSON");
-    parsed["count"].as_i64().unwrap_or(0)
+    let text = etcdctl(client_url, &["get", prefix, "--prefix", "--count-only", "-w", "fields"]);
+    text.lines()
+        .find_map(|line| line.strip_prefix("\"Count\" : "))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count in {text}"))
 }
 
 pub fn stderr(output: &Output) -> String {
