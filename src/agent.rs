@@ -70,6 +70,9 @@ pub enum Warning {
     QuorumLostNoVerifiedSnapshot,
     /// Failed members or lost quorum, but automatic recovery is off.
     RecoveryDisabled,
+    /// A recovery ran and its cluster has not reached quorum yet: the other members
+    /// are still restoring; a new recovery now would only churn epochs.
+    AwaitingRecoveredMembers,
 }
 
 /// The result of an action, reported back by the driver.
@@ -102,6 +105,12 @@ pub struct Agent {
     recovery_in_flight: bool,
     last_warning: Option<Warning>,
     actions: VecDeque<Action>,
+    /// Set when this agent runs beside one member (production): it then replaces
+    /// only that member (only it can wipe that disk) and saves only while that
+    /// member leads, so one agent of the cluster saves per interval.
+    local_member: Option<MemberId>,
+    /// False from a recovery until its cluster first shows quorum.
+    quorum_seen_since_recovery: bool,
 }
 
 impl Agent {
@@ -124,9 +133,21 @@ impl Agent {
             recovery_in_flight: false,
             last_warning: None,
             actions: VecDeque::new(),
+            local_member: None,
+            quorum_seen_since_recovery: true,
         };
         agent.set_members(members);
         agent
+    }
+
+    /// Runs this agent beside `member`: see the field's comment.
+    pub fn with_local_member(mut self, member: MemberId) -> Agent {
+        self.local_member = Some(member);
+        self
+    }
+
+    pub fn local_member(&self) -> Option<MemberId> {
+        self.local_member
     }
 
     pub fn policy(&self) -> &Policy {
@@ -168,6 +189,9 @@ impl Agent {
 
         let healthy_voters = voters.iter().filter(|id| self.tracker.is_healthy(**id)).count();
         self.quorum_holds = !voters.is_empty() && healthy_voters >= quorum(voters.len());
+        if self.quorum_holds {
+            self.quorum_seen_since_recovery = true;
+        }
         self.quorum_lost_checks = if self.quorum_holds { 0 } else { self.quorum_lost_checks.saturating_add(1) };
 
         if self.change_in_flight.is_none() && !self.recovery_in_flight {
@@ -205,6 +229,7 @@ impl Agent {
             }
             Outcome::Recovered | Outcome::RecoveryFailed => {
                 self.recovery_in_flight = false;
+                self.quorum_seen_since_recovery = matches!(outcome, Outcome::RecoveryFailed);
                 self.quorum_lost_checks = 0;
                 self.tracker = FailureTracker::default();
             }
@@ -244,6 +269,11 @@ impl Agent {
         let Some(source) = self.leader.filter(|leader| self.tracker.is_healthy(*leader)) else {
             return;
         };
+        if self.local_member.is_some_and(|local| local != source) {
+            // Another agent sits beside the leader and saves; look again next interval.
+            self.save_next = now.saturating_add(self.policy.snapshot_interval_ms);
+            return;
+        }
         self.save_in_flight = true;
         self.save_next = now.saturating_add(self.policy.snapshot_interval_ms);
         self.actions.push_back(Action::Save { source });
@@ -255,6 +285,7 @@ impl Agent {
             .failed(self.policy.failures_max)
             .into_iter()
             .filter(|id| self.voters().any(|voter| voter == *id))
+            .filter(|id| self.local_member.is_none_or(|local| local == *id))
             .collect();
         let Some(target) = failed.first().copied() else {
             self.last_warning = None;
@@ -279,6 +310,10 @@ impl Agent {
     fn plan_disaster_recovery(&mut self, store: &StoreObservation) {
         if !self.policy.automatic_disaster_recovery {
             self.warn(Warning::RecoveryDisabled);
+            return;
+        }
+        if !self.quorum_seen_since_recovery {
+            self.warn(Warning::AwaitingRecoveredMembers);
             return;
         }
         if !store.reachable {

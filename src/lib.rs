@@ -16,6 +16,7 @@ pub mod health;
 pub mod layout;
 pub mod membership;
 pub mod policy;
+pub mod reconfigure;
 pub mod retention;
 pub mod snapshot;
 pub mod time;

@@ -106,6 +106,124 @@ pub enum Command {
     /// List, verify and prune versioned snapshots
     #[command(subcommand)]
     Snapshots(SnapshotsCommand),
+    /// Run beside one member: check, save, replace it, recover the cluster
+    ///
+    /// Every check interval: health of every member (successive failures counted) and of
+    /// the store, a heartbeat in the store; every snapshot interval: a save, by the agent
+    /// beside the leader only. When the local member fails K checks while the others
+    /// hold quorum, it is replaced (remove, wipe, re-add as learner, promote). When quorum
+    /// is lost for K checks, the store is reachable and no peer reports a healthy cluster,
+    /// a recovery epoch is claimed in the store and every member restores its snapshot.
+    /// Every decision goes to the journal (`lifeboat status --journal`).
+    Agent(AgentArgs),
+    /// Replace the local member: remove it, wipe its data dir, re-add it (resumable)
+    ///
+    /// Like kube-aws' `etcdadm replace`: stop etcd first (or pass --member-control systemd),
+    /// then start it afterwards with the launch settings printed. Refuses when the other
+    /// members would not keep quorum, or while another membership change holds the lock.
+    Replace(ReplaceArgs),
+    /// What a member runs before etcd starts (systemd ExecStartPre)
+    ///
+    /// Decides from the data dir, the peers and the store: start as is, join as a replaced
+    /// member, replace itself, restore into a newer recovery epoch, or bootstrap; writes
+    /// etcd's launch settings to --environment-file.
+    Reconfigure(MemberArgs),
+    /// The agent's latest view and decisions, from its journal
+    Status(StatusArgs),
+}
+
+/// The local member, as the agent, replace and reconfigure see it.
+#[derive(Debug, Args)]
+pub struct MemberArgs {
+    /// This member's name (etcd --name)
+    #[arg(long, env = "LIFEBOAT_NAME", value_name = "NAME")]
+    pub name: String,
+    /// This member's data dir: the only directory lifeboat ever moves aside
+    #[arg(long, env = "LIFEBOAT_DATA_DIR", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// This member's client URL
+    #[arg(long, env = "LIFEBOAT_CLIENT_URL", value_name = "URL")]
+    pub client_url: String,
+    /// This member's peer URL
+    #[arg(long, env = "LIFEBOAT_PEER_URL", value_name = "URL")]
+    pub peer_url: String,
+    /// Every member as NAME=PEER_URL, in the same order as --endpoints
+    #[arg(long, env = "LIFEBOAT_INITIAL_CLUSTER", value_name = "NAME=URL,…")]
+    pub initial_cluster: Option<String>,
+    /// The token of the first incarnation of the cluster
+    #[arg(long, env = "LIFEBOAT_INITIAL_CLUSTER_TOKEN", default_value = "lifeboat", value_name = "TOKEN")]
+    pub initial_cluster_token: String,
+    /// How to start and stop the local etcd: child (the agent runs it), systemd, or none
+    #[arg(long, value_enum, default_value_t = MemberControl::Systemd)]
+    pub member_control: MemberControl,
+    /// systemd unit of the local etcd
+    #[arg(long, env = "LIFEBOAT_UNIT", default_value = "etcd-member.service", value_name = "UNIT")]
+    pub unit: String,
+    /// Environment file the unit reads (EnvironmentFile=); lifeboat writes ETCD_* launch settings to it
+    #[arg(long, env = "LIFEBOAT_ENVIRONMENT_FILE", default_value = "/run/lifeboat/etcd.env", value_name = "FILE")]
+    pub environment_file: PathBuf,
+    /// The etcd binary (child mode)
+    #[arg(long, env = "LIFEBOAT_ETCD", default_value = "etcd", value_name = "PATH")]
+    pub etcd: PathBuf,
+    /// Extra flags for etcd (child mode), e.g. --etcd-arg=--heartbeat-interval=50
+    #[arg(long = "etcd-arg", value_name = "FLAG", allow_hyphen_values = true)]
+    pub etcd_args: Vec<String>,
+    /// Where the journal and the recovery epoch live [default: <data-dir>.lifeboat]
+    #[arg(long, env = "LIFEBOAT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Path of the etcdutl binary
+    #[arg(long, env = "LIFEBOAT_ETCDUTL", value_name = "PATH")]
+    pub etcdutl: Option<PathBuf>,
+    /// Show what would be done; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MemberControl {
+    /// The agent starts and supervises etcd as a child process (demo, tests, containers)
+    Child,
+    /// systemctl start/stop of --unit, launch settings in --environment-file
+    Systemd,
+    /// lifeboat never starts or stops etcd; the operator does
+    None,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub member: MemberArgs,
+    /// Health checks this often
+    #[arg(long, env = "LIFEBOAT_CHECK_INTERVAL_MS", value_name = "MS")]
+    pub check_interval_ms: Option<u64>,
+    /// Successive failed checks before a member is failed (K)
+    #[arg(long, env = "LIFEBOAT_FAILURES_MAX", value_name = "K")]
+    pub failures_max: Option<u32>,
+    /// A save this often (kube-aws default: one minute)
+    #[arg(long, env = "LIFEBOAT_SNAPSHOT_INTERVAL_MS", value_name = "MS")]
+    pub snapshot_interval_ms: Option<u64>,
+    /// Compression of versioned snapshots
+    #[arg(long, env = "LIFEBOAT_COMPRESSION", value_parser = parse_compression, value_name = "none|zstd")]
+    pub compression: Option<Compression>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplaceArgs {
+    #[command(flatten)]
+    pub member: MemberArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The agent's state dir
+    #[arg(long, env = "LIFEBOAT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// Print the journal (decisions with their evidence) instead of a summary
+    #[arg(long)]
+    pub journal: bool,
+    /// How many journal entries
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub lines: usize,
 }
 
 #[derive(Debug, Args)]

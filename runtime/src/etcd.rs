@@ -76,6 +76,32 @@ impl EtcdClient {
         })
     }
 
+    /// Runs `work` against one endpoint at a time until one answers. A dead member
+    /// must not fail cluster-wide operations the others can serve (etcd-client's
+    /// balanced channel may keep picking it).
+    async fn on_any_endpoint<T, F, Fut>(&self, operation: &'static str, work: F) -> Result<T, EtcdError>
+    where
+        F: Fn(Client, String) -> Fut,
+        Fut: Future<Output = Result<T, EtcdError>>,
+    {
+        let mut errors = Vec::new();
+        for endpoint in &self.endpoints {
+            let client = match self.connect(std::slice::from_ref(endpoint), true).await {
+                Ok(client) => client,
+                Err(error) => {
+                    errors.push(error.to_string());
+                    continue;
+                }
+            };
+            match self.deadline(operation, endpoint, work(client, endpoint.clone())).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(error)) => errors.push(error.to_string()),
+                Err(error) => errors.push(error.to_string()),
+            }
+        }
+        Err(EtcdError::Unreachable { endpoints: self.endpoints.join(","), detail: errors.join("; ") })
+    }
+
     async fn try_health(&self, endpoint: &str) -> Result<(), String> {
         let mut client = self.connect(&[endpoint.to_owned()], true).await.map_err(|error| error.to_string())?;
         // What `etcdctl endpoint health` does: a linearizable read (it needs quorum),
@@ -147,17 +173,15 @@ impl EtcdCluster for EtcdClient {
     }
 
     async fn member_list(&self) -> Result<Vec<Member>, EtcdError> {
-        let mut client = self.connect(&self.endpoints, true).await?;
-        let joined = self.endpoints.join(",");
-        let response = self
-            .deadline("member list", &joined, client.member_list())
-            .await?
-            .map_err(|error| request_error("member list", &joined, error))?;
-        let mut members: Vec<Member> = response.members().iter().map(member_from).collect();
-        members.sort_by_key(|member| member.id);
-        Ok(members)
+        self.on_any_endpoint("member list", |mut client, endpoint| async move {
+            let response =
+                client.member_list().await.map_err(|error| request_error("member list", &endpoint, error))?;
+            let mut members: Vec<Member> = response.members().iter().map(member_from).collect();
+            members.sort_by_key(|member| member.id);
+            Ok(members)
+        })
+        .await
     }
-
     async fn endpoint_status(&self, endpoint: &str) -> Result<EndpointStatus, EtcdError> {
         let mut client = self.connect(&[endpoint.to_owned()], true).await?;
         let status = self
@@ -193,6 +217,79 @@ impl EtcdCluster for EtcdClient {
             took_ms: started.elapsed().as_millis() as u64,
             error: result.err(),
         }
+    }
+
+    async fn member_add(&self, peer_urls: &[String], learner: bool) -> Result<(Member, Vec<Member>), EtcdError> {
+        self.on_any_endpoint("member add", |mut client, endpoint| async move {
+            let options = learner.then(|| etcd_client::MemberAddOptions::new().with_is_learner());
+            let response = client
+                .member_add(peer_urls, options)
+                .await
+                .map_err(|error| request_error("member add", &endpoint, error))?;
+            let member = response.member().map(member_from).ok_or_else(|| EtcdError::Request {
+                operation: "member add",
+                endpoint: endpoint.clone(),
+                detail: "response names no member".into(),
+            })?;
+            let mut members: Vec<Member> = response.member_list().iter().map(member_from).collect();
+            members.sort_by_key(|member| member.id);
+            Ok((member, members))
+        })
+        .await
+    }
+
+    async fn member_remove(&self, id: MemberId) -> Result<(), EtcdError> {
+        self.on_any_endpoint("member remove", |mut client, endpoint| async move {
+            client.member_remove(id.0).await.map_err(|error| request_error("member remove", &endpoint, error))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn member_promote(&self, id: MemberId) -> Result<(), EtcdError> {
+        self.on_any_endpoint("member promote", |mut client, endpoint| async move {
+            client.member_promote(id.0).await.map_err(|error| request_error("member promote", &endpoint, error))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn try_lock(&self, key: &str, holder: &str, ttl_seconds: i64) -> Result<Option<i64>, EtcdError> {
+        use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+        self.on_any_endpoint("lock", |mut client, endpoint| async move {
+            let lease = client
+                .lease_grant(ttl_seconds, None)
+                .await
+                .map_err(|error| request_error("lease grant", &endpoint, error))?
+                .id();
+            // Create-if-absent: the key exists only while some holder's lease lives.
+            let txn = Txn::new().when([Compare::create_revision(key, CompareOp::Equal, 0)]).and_then([TxnOp::put(
+                key,
+                holder,
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+            match client.txn(txn).await {
+                Ok(response) if response.succeeded() => Ok(Some(lease)),
+                Ok(_) => {
+                    let _ = client.lease_revoke(lease).await;
+                    Ok(None)
+                }
+                Err(error) => {
+                    // Never leave a granted lease behind: it would look like a held lock.
+                    let _ = client.lease_revoke(lease).await;
+                    Err(request_error("lock", &endpoint, error))
+                }
+            }
+        })
+        .await
+    }
+
+    async fn unlock(&self, lease: i64) -> Result<(), EtcdError> {
+        self.on_any_endpoint("unlock", |mut client, endpoint| async move {
+            client.lease_revoke(lease).await.map_err(|error| request_error("lease revoke", &endpoint, error))?;
+            Ok(())
+        })
+        .await
     }
 
     async fn snapshot(&self, endpoint: &str) -> Result<EtcdSnapshot, EtcdError> {

@@ -6,15 +6,20 @@
 //! the core's plain types at the edge.
 #![allow(async_fn_in_trait)] // The ports are used generically, never as trait objects.
 
+pub mod agent;
 pub mod catalog;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod coordination;
 pub mod etcd;
 pub mod exit;
+pub mod journal;
+pub mod member;
 pub mod output;
 pub mod pipeline;
 pub mod ports;
+pub mod replace;
 pub mod restore;
 pub mod save;
 pub mod store;

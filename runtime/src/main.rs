@@ -4,15 +4,23 @@
 use anyhow::Context;
 use clap::Parser;
 use lifeboat::{Compression, Millis, StoreLayout};
+use lifeboat_runtime::agent::{self, AgentSettings, ConfiguredMember, Driver, SystemClock};
 use lifeboat_runtime::catalog::{self, Catalog};
 use lifeboat_runtime::check;
-use lifeboat_runtime::cli::{Cli, Command, Common, RestoreArgs, SaveArgs, SnapshotsCommand};
+use lifeboat_runtime::cli::{
+    AgentArgs, Cli, Command, Common, MemberArgs, MemberControl, RestoreArgs, SaveArgs, SnapshotsCommand, StatusArgs,
+};
 use lifeboat_runtime::config::{self, ConfigError, FileConfig, S3Settings, StoreSettings, StoreUrl};
 use lifeboat_runtime::etcd::EtcdClient;
 use lifeboat_runtime::exit::{Classify, Exit};
+use lifeboat_runtime::journal::Journal;
+use lifeboat_runtime::member::{
+    AnyMember, ChildMember, EnvironmentFileMember, MemberSpec, SystemdMember, UnmanagedMember,
+};
 use lifeboat_runtime::output::{self, Format};
 use lifeboat_runtime::pipeline::PipelineSettings;
 use lifeboat_runtime::ports::{EtcdError, StoreError};
+use lifeboat_runtime::replace::{self, ReplaceError, ReplaceSettings};
 use lifeboat_runtime::restore::{self, RestoreError, RestoreSettings, SnapshotChoice};
 use lifeboat_runtime::save::{self, wall_clock_now, SaveError, SaveSettings};
 use lifeboat_runtime::store::AnyStore;
@@ -79,6 +87,9 @@ fn classify(error: &anyhow::Error) -> Exit {
             return error.exit();
         }
         if let Some(error) = cause.downcast_ref::<EtcdError>() {
+            return error.exit();
+        }
+        if let Some(error) = cause.downcast_ref::<ReplaceError>() {
             return error.exit();
         }
     }
@@ -172,7 +183,241 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
             retention.keep_daily = keep_daily.unwrap_or(retention.keep_daily);
             run_prune(&resolved, &retention, dry_run, format).await
         }
+        Command::Agent(args) => run_agent(&resolved, &args).await,
+        Command::Replace(args) => run_replace(&resolved, &args.member, format).await,
+        Command::Reconfigure(args) => run_reconfigure(&resolved, &args).await,
+        Command::Status(args) => run_status(&args, format),
     }
+}
+
+fn member_spec(args: &MemberArgs) -> MemberSpec {
+    MemberSpec {
+        name: args.name.clone(),
+        data_dir: args.data_dir.clone(),
+        client_url: args.client_url.trim_end_matches('/').to_owned(),
+        peer_url: args.peer_url.trim_end_matches('/').to_owned(),
+        extra_args: args.etcd_args.clone(),
+    }
+}
+
+fn local_member(args: &MemberArgs) -> AnyMember {
+    let spec = member_spec(args);
+    match args.member_control {
+        MemberControl::Child => {
+            let log = args.state_dir.clone().unwrap_or_else(|| default_state_dir(args)).join("etcd.log");
+            AnyMember::Child(Box::new(ChildMember::new(spec, args.etcd.clone(), Some(log))))
+        }
+        MemberControl::Systemd => {
+            AnyMember::Systemd(SystemdMember::new(spec, args.unit.clone(), args.environment_file.clone()))
+        }
+        MemberControl::None => AnyMember::Unmanaged(UnmanagedMember::new(spec)),
+    }
+}
+
+fn default_state_dir(args: &MemberArgs) -> std::path::PathBuf {
+    let mut path = args.data_dir.as_os_str().to_owned();
+    path.push(".lifeboat");
+    path.into()
+}
+
+/// `--initial-cluster` paired with `--endpoints`, member by member.
+fn configured_members(resolved: &Resolved, args: &MemberArgs) -> Result<Vec<ConfiguredMember>, ConfigError> {
+    let Some(initial_cluster) = &args.initial_cluster else {
+        return Err(ConfigError::Missing {
+            what: "the member list",
+            flag: "--initial-cluster NAME=PEER_URL,…",
+            env: "LIFEBOAT_INITIAL_CLUSTER",
+            key: "initial-cluster",
+        });
+    };
+    let pairs: Vec<(String, String)> = initial_cluster
+        .split(',')
+        .map(|entry| entry.trim())
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry.split_once('=').map(|(name, url)| (name.to_owned(), url.trim_end_matches('/').to_owned())).ok_or_else(
+                || ConfigError::Invalid {
+                    what: "--initial-cluster entry",
+                    value: entry.to_owned(),
+                    hint: "expected NAME=PEER_URL".into(),
+                },
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    if pairs.len() != resolved.endpoints.len() {
+        return Err(ConfigError::Invalid {
+            what: "--endpoints",
+            value: resolved.endpoints.join(","),
+            hint: format!(
+                "give one client URL per --initial-cluster member, in the same order ({} members)",
+                pairs.len()
+            ),
+        });
+    }
+    Ok(pairs
+        .into_iter()
+        .zip(&resolved.endpoints)
+        .map(|((name, peer_url), client_url)| ConfiguredMember { name, peer_url, client_url: client_url.clone() })
+        .collect())
+}
+
+fn agent_settings(resolved: &Resolved, args: &MemberArgs) -> anyhow::Result<AgentSettings> {
+    let store = resolved.store_settings()?;
+    Ok(AgentSettings {
+        cluster: store.cluster.clone(),
+        policy: resolved.file.policy.clone().unwrap_or_default(),
+        compression: resolved.file.compression.unwrap_or(Compression::None),
+        pipeline: PipelineSettings::default(),
+        etcdutl: args.etcdutl.clone().or_else(|| resolved.file.etcdutl.clone()).unwrap_or_else(|| "etcdutl".into()),
+        members: configured_members(resolved, args)?,
+        initial_cluster_token: args.initial_cluster_token.clone(),
+        state_dir: args.state_dir.clone().unwrap_or_else(|| default_state_dir(args)),
+        supervise: args.member_control == MemberControl::Child,
+        prepare_only: false,
+        dry_run: args.dry_run,
+    })
+}
+
+async fn run_agent(resolved: &Resolved, args: &AgentArgs) -> anyhow::Result<Exit> {
+    let mut settings = agent_settings(resolved, &args.member)?;
+    if let Some(interval) = args.check_interval_ms {
+        settings.policy.check_interval_ms = interval.max(100);
+    }
+    if let Some(failures) = args.failures_max {
+        settings.policy.failures_max = failures.max(1);
+    }
+    if let Some(interval) = args.snapshot_interval_ms {
+        settings.policy.snapshot_interval_ms = interval.max(1000);
+    }
+    if let Some(compression) = args.compression {
+        settings.compression = compression;
+    }
+    let supervise = settings.supervise;
+    let etcd = resolved.etcd()?;
+    let (store, layout) = resolved.store().await?;
+    let local = local_member(&args.member);
+    let mut driver =
+        Driver::new(settings, etcd, store, layout, local, SystemClock).context("cannot open the agent's state dir")?;
+    if supervise {
+        driver.reconfigure_and_start().await;
+    }
+    let shutdown = async {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    driver.run(shutdown).await;
+    driver.shutdown().await;
+    Ok(Exit::Success)
+}
+
+async fn run_replace(resolved: &Resolved, args: &MemberArgs, format: Format) -> anyhow::Result<Exit> {
+    let etcd = resolved.etcd()?;
+    let cluster = resolved.store.as_ref().map(|store| store.cluster.clone()).unwrap_or_else(|| "default".into());
+    let managed = args.member_control != MemberControl::None;
+    let settings = ReplaceSettings {
+        cluster,
+        lock_ttl_seconds: 120,
+        catch_up_timeout: Duration::from_secs(120),
+        learner: managed,
+        start: managed,
+        dry_run: args.dry_run,
+    };
+    let local = local_member(args);
+    let report = replace::replace(&etcd, &local, &settings, wall_clock_now().0)
+        .await
+        .context(format!("replace of {} failed; run it again to resume", args.name))?;
+    match format {
+        Format::Json => println!("{}", output::json(&report)),
+        Format::Table => {
+            for step in &report.steps {
+                println!("{step}");
+            }
+            if let Some(launch) = &report.launch {
+                if !managed {
+                    println!(
+                        "now start etcd with: --initial-cluster {} --initial-cluster-state existing",
+                        launch.initial_cluster
+                    );
+                }
+            }
+        }
+    }
+    Ok(Exit::Success)
+}
+
+async fn run_reconfigure(resolved: &Resolved, args: &MemberArgs) -> anyhow::Result<Exit> {
+    let mut settings = agent_settings(resolved, args)?;
+    settings.prepare_only = true;
+    let etcd = resolved.etcd()?;
+    let (store, layout) = resolved.store().await?;
+    let local =
+        AnyMember::EnvironmentFile(EnvironmentFileMember::new(member_spec(args), args.environment_file.clone()));
+    let mut driver =
+        Driver::new(settings, etcd, store, layout, local, SystemClock).context("cannot open the agent's state dir")?;
+    driver.reconfigure_and_start().await;
+    Ok(Exit::Success)
+}
+
+fn run_status(args: &StatusArgs, format: Format) -> anyhow::Result<Exit> {
+    let path = args.state_dir.join("journal.jsonl");
+    let entries = Journal::tail(&path, if args.journal { args.lines } else { 2000 })
+        .with_context(|| format!("cannot read the journal {}", path.display()))?;
+    let epoch = agent::read_epoch(&args.state_dir);
+    if args.journal {
+        for entry in &entries {
+            match format {
+                Format::Json => println!("{entry}"),
+                Format::Table => println!(
+                    "{} {:<16} {}",
+                    entry["at"].as_str().unwrap_or(""),
+                    entry["event"].as_str().unwrap_or(""),
+                    serde_json::Value::Object(
+                        entry
+                            .as_object()
+                            .map(|object| object
+                                .iter()
+                                .filter(|(key, _)| *key != "at" && *key != "event")
+                                .map(|(key, value)| (key.clone(), value.clone()))
+                                .collect())
+                            .unwrap_or_default()
+                    )
+                ),
+            }
+        }
+        return Ok(Exit::Success);
+    }
+    let last = |event: &str| entries.iter().rev().find(|entry| entry["event"] == event).cloned();
+    let summary = serde_json::json!({
+        "epoch": epoch,
+        "last_observation": last("observation"),
+        "last_decision": last("decision"),
+        "last_save": last("saved"),
+        "last_warning": last("warning"),
+    });
+    match format {
+        Format::Json => println!("{}", output::json(&summary)),
+        Format::Table => {
+            println!("recovery epoch: {epoch}");
+            for (label, key) in [
+                ("last observation", "last_observation"),
+                ("last decision", "last_decision"),
+                ("last save", "last_save"),
+                ("last warning", "last_warning"),
+            ] {
+                match &summary[key] {
+                    serde_json::Value::Null => println!("{label}: none"),
+                    value => println!("{label}: {value}"),
+                }
+            }
+        }
+    }
+    Ok(Exit::Success)
 }
 
 async fn run_save(resolved: &Resolved, args: &SaveArgs, format: Format) -> anyhow::Result<Exit> {

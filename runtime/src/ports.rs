@@ -68,6 +68,14 @@ pub trait EtcdCluster {
     /// Streams a snapshot from one member, exactly as `etcdctl snapshot save` receives it
     /// (the database followed by its sha256).
     async fn snapshot(&self, endpoint: &str) -> Result<Self::Snapshot, EtcdError>;
+    /// Adds a member (as a learner when asked); returns it and the new member list.
+    async fn member_add(&self, peer_urls: &[String], learner: bool) -> Result<(Member, Vec<Member>), EtcdError>;
+    async fn member_remove(&self, id: MemberId) -> Result<(), EtcdError>;
+    async fn member_promote(&self, id: MemberId) -> Result<(), EtcdError>;
+    /// Takes a cluster-wide lock held by a lease of `ttl_seconds`: `None` when another
+    /// holder has it. The lease expires by itself if the holder dies.
+    async fn try_lock(&self, key: &str, holder: &str, ttl_seconds: i64) -> Result<Option<i64>, EtcdError>;
+    async fn unlock(&self, lease: i64) -> Result<(), EtcdError>;
 }
 
 /// An object as the store lists it.

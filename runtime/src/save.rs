@@ -109,7 +109,27 @@ pub async fn save<E: EtcdCluster, S: SnapshotStore>(
     now: Millis,
 ) -> Result<SaveReport, SaveError> {
     let source = choose_source(etcd).await?;
-    let members = etcd.member_list().await?;
+    save_from(etcd, store, layout, settings, now, &source).await
+}
+
+/// Saves from `source`, leader or not: a disaster recovery saves a surviving
+/// member's data this way, when it is newer than any stored snapshot.
+pub async fn save_from<E: EtcdCluster, S: SnapshotStore>(
+    etcd: &E,
+    store: &S,
+    layout: &StoreLayout,
+    settings: &SaveSettings,
+    now: Millis,
+    source: &EndpointStatus,
+) -> Result<SaveReport, SaveError> {
+    let source = source.clone();
+    let members = match etcd.member_list().await {
+        Ok(members) => members,
+        Err(error) => {
+            tracing::warn!(error = %error, "member list unavailable; the manifest will not list members");
+            Vec::new()
+        }
+    };
     tracing::info!(endpoint = %source.endpoint, member = %source.member_id, revision = source.revision.0, "streaming snapshot");
     let mut stream = etcd.snapshot(&source.endpoint).await?;
 

@@ -62,9 +62,11 @@ fn step(members: usize) -> impl Strategy<Value = Step> {
     ]
 }
 
-fn scenario() -> impl Strategy<Value = (usize, Vec<Step>)> {
-    prop_oneof![Just(1usize), Just(3), Just(5), Just(7)]
-        .prop_flat_map(|members| (Just(members), proptest::collection::vec(step(members), 0..120)))
+/// Cluster size, steps, and the member the agent sits beside (`None`: cluster-wide mode).
+fn scenario() -> impl Strategy<Value = (usize, Vec<Step>, Option<usize>)> {
+    prop_oneof![Just(1usize), Just(3), Just(5), Just(7)].prop_flat_map(|members| {
+        (Just(members), proptest::collection::vec(step(members), 0..120), proptest::option::of(0..members))
+    })
 }
 
 fn snapshot_metas(snapshots: &[(u64, bool)]) -> Vec<SnapshotMeta> {
@@ -87,6 +89,9 @@ struct Model {
     last: Option<Step>,
     last_observation: Option<Step>,
     outstanding: VecDeque<Action>,
+    local: Option<MemberId>,
+    /// Mirrors the rule: after a successful recovery, quorum must be seen again first.
+    quorum_seen_since_recovery: bool,
 }
 
 impl Model {
@@ -98,6 +103,9 @@ impl Model {
         let voters = self.members.len();
         match action {
             Action::Replace { member } => {
+                if let Some(local) = self.local {
+                    prop_assert_eq!(member.id, local, "a local agent replaced another member");
+                }
                 let index = self.members.iter().position(|known| known.id == member.id).expect("known member");
                 let counted = &self.history[self.counted_from[index]..];
                 prop_assert!(counted.len() >= K as usize, "replaced before K checks");
@@ -134,6 +142,10 @@ impl Model {
                 };
                 prop_assert!(*store_reachable, "disaster recovery with the store unreachable");
                 prop_assert!(!*peers_healthy, "disaster recovery while peers report a healthy cluster");
+                prop_assert!(
+                    self.quorum_seen_since_recovery,
+                    "a second recovery before the first one's cluster formed"
+                );
                 let metas = snapshot_metas(snapshots);
                 prop_assert_eq!(Some(snapshot), newest_verified(&metas).map(|meta| &meta.name));
                 prop_assert!(
@@ -151,6 +163,9 @@ impl Model {
                 };
                 let leader = leader.expect("save names the leader");
                 prop_assert_eq!(self.members[leader].id, *source);
+                if let Some(local) = self.local {
+                    prop_assert_eq!(*source, local, "a local agent saved while another member led");
+                }
                 prop_assert!(healthy[leader], "save from an unhealthy leader");
                 prop_assert!(
                     !self.outstanding.iter().any(|pending| matches!(pending, Action::Save { .. })),
@@ -176,8 +191,8 @@ proptest! {
     /// reachable and no healthy peer, naming the newest verified snapshot, and
     /// saves only from a healthy leader of a cluster with quorum.
     #[test]
-    fn every_action_is_allowed((members, steps) in scenario()) {
-        check_steps(members, steps)?;
+    fn every_action_is_allowed((members, steps, local) in scenario()) {
+        check_steps(members, steps, local)?;
     }
 
     /// Failure runs shorter than K (blips) never cause a replacement or a recovery.
@@ -212,9 +227,17 @@ proptest! {
 }
 
 /// Runs the steps, checking every action; returns the kinds of action seen.
-fn check_steps(members_count: usize, steps: Vec<Step>) -> Result<Vec<&'static str>, TestCaseError> {
+fn check_steps(
+    members_count: usize,
+    steps: Vec<Step>,
+    local: Option<usize>,
+) -> Result<Vec<&'static str>, TestCaseError> {
     let members: Vec<Member> = (1..=members_count as u64).map(member).collect();
+    let local = local.map(|index| members[index].id);
     let mut agent = Agent::new(policy(), members.clone(), Millis(0));
+    if let Some(local) = local {
+        agent = agent.with_local_member(local);
+    }
     let mut model = Model {
         members: members.clone(),
         history: Vec::new(),
@@ -222,6 +245,8 @@ fn check_steps(members_count: usize, steps: Vec<Step>) -> Result<Vec<&'static st
         last: None,
         last_observation: None,
         outstanding: VecDeque::new(),
+        local,
+        quorum_seen_since_recovery: true,
     };
     let mut now = Millis(0);
     let mut seen = Vec::new();
@@ -229,6 +254,9 @@ fn check_steps(members_count: usize, steps: Vec<Step>) -> Result<Vec<&'static st
         match &step {
             Step::Observe { healthy, leader, store_reachable, snapshots, peers_healthy } => {
                 model.history.push(healthy.clone());
+                if healthy.iter().filter(|ok| **ok).count() >= quorum(members_count) {
+                    model.quorum_seen_since_recovery = true;
+                }
                 model.last_observation = Some(step.clone());
                 agent.handle_observation(
                     now,
@@ -270,6 +298,7 @@ fn check_steps(members_count: usize, steps: Vec<Step>) -> Result<Vec<&'static st
                     }
                     if matches!(action, Action::DisasterRecovery { .. }) {
                         model.counted_from = vec![model.history.len(); members_count];
+                        model.quorum_seen_since_recovery = !success;
                     }
                     agent.handle_outcome(now, outcome);
                 }
@@ -309,8 +338,8 @@ fn the_properties_reach_every_decision() {
     let mut runner = TestRunner::deterministic();
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..300 {
-        let (members, steps) = scenario().new_tree(&mut runner).expect("a scenario").current();
-        seen.extend(check_steps(members, steps).expect("the properties hold"));
+        let (members, steps, local) = scenario().new_tree(&mut runner).expect("a scenario").current();
+        seen.extend(check_steps(members, steps, local).expect("the properties hold"));
     }
     for kind in ["check", "save", "prune", "replace", "disaster-recovery", "warn"] {
         assert!(seen.contains(kind), "no scenario produced {kind}: {seen:?}");

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod chaos;
 mod cli;
 mod failures;
 mod save_restore;

@@ -1,0 +1,572 @@
+//! The agent driver: a thin pump around the core's [`lifeboat::Agent`].
+//!
+//! It observes (member list, per-member health, the store, peer heartbeats,
+//! recovery epochs), hands the observation to the core, and carries out what the
+//! core decides (save, prune, replace itself, disaster recovery), reporting each
+//! outcome back. It is generic over its ports (etcd, store, local member, clock)
+//! so the simulator can run the same driver.
+
+use crate::catalog;
+use crate::coordination::{self, EpochRecord, Heartbeat};
+use crate::journal::Journal;
+use crate::member::{self, Launch, LocalMember};
+use crate::pipeline::PipelineSettings;
+use crate::ports::{EtcdCluster, SnapshotStore};
+use crate::replace::{self, ReplaceSettings};
+use crate::restore::{self, RestoreSettings, SnapshotChoice};
+use crate::save::{self, SaveSettings};
+use lifeboat::reconfigure::{self, Facts, StartPlan};
+use lifeboat::{
+    Action, Agent, Compression, Member, MemberHealth, MemberId, Millis, Observation, Outcome, Policy, SnapshotMeta,
+    SnapshotName, StoreLayout, StoreObservation,
+};
+use serde_json::json;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Time as the driver sees it: wall clock in production, virtual in the simulator.
+pub trait Clock {
+    fn now(&self) -> Millis;
+    async fn sleep_until(&self, deadline: Millis);
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Millis {
+        save::wall_clock_now()
+    }
+    async fn sleep_until(&self, deadline: Millis) {
+        let wait = deadline.saturating_sub(self.now());
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+}
+
+/// One configured member of the cluster: stable across incarnations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfiguredMember {
+    pub name: String,
+    pub peer_url: String,
+    pub client_url: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct AgentSettings {
+    pub cluster: String,
+    pub policy: Policy,
+    pub compression: Compression,
+    pub pipeline: PipelineSettings,
+    pub etcdutl: PathBuf,
+    /// Every member, in `--initial-cluster` order; the bootstrap cluster and the
+    /// cluster a disaster recovery restores.
+    pub members: Vec<ConfiguredMember>,
+    pub initial_cluster_token: String,
+    pub state_dir: PathBuf,
+    /// Start and restart the local etcd (child mode); off when systemd does it.
+    pub supervise: bool,
+    /// `reconfigure` in a unit's ExecStartPre: etcd starts after us, so a replaced
+    /// member joins as a voter (a learner would need a promotion nobody waits for).
+    pub prepare_only: bool,
+    pub dry_run: bool,
+}
+
+impl AgentSettings {
+    pub fn initial_cluster(&self) -> String {
+        self.members.iter().map(|member| format!("{}={}", member.name, member.peer_url)).collect::<Vec<_>>().join(",")
+    }
+    fn heartbeat_freshness_ms(&self) -> u64 {
+        3 * self.policy.check_interval_ms
+    }
+}
+
+pub struct Driver<E, S, L, C> {
+    settings: AgentSettings,
+    etcd: E,
+    store: S,
+    layout: StoreLayout,
+    local: L,
+    clock: C,
+    agent: Agent,
+    journal: Journal,
+    /// The recovery epoch of the local data (persisted in the state dir).
+    epoch: u64,
+    local_id: Option<MemberId>,
+}
+
+fn epoch_path(settings: &AgentSettings) -> PathBuf {
+    settings.state_dir.join("epoch")
+}
+
+/// The epoch the local data dir belongs to; 0 before any recovery.
+pub fn read_epoch(state_dir: &std::path::Path) -> u64 {
+    std::fs::read_to_string(state_dir.join("epoch")).ok().and_then(|text| text.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Synthetic IDs for configured members until the cluster tells the real ones.
+fn configured_members(settings: &AgentSettings) -> Vec<Member> {
+    settings
+        .members
+        .iter()
+        .enumerate()
+        .map(|(index, member)| Member {
+            id: MemberId(index as u64 + 1),
+            name: member.name.clone(),
+            peer_urls: vec![member.peer_url.clone()],
+            client_urls: vec![member.client_url.clone()],
+            is_learner: false,
+        })
+        .collect()
+}
+
+impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock> Driver<E, S, L, C> {
+    pub fn new(
+        settings: AgentSettings,
+        etcd: E,
+        store: S,
+        layout: StoreLayout,
+        local: L,
+        clock: C,
+    ) -> std::io::Result<Driver<E, S, L, C>> {
+        let journal = Journal::open(&settings.state_dir)?;
+        let agent = Agent::new(settings.policy.clone(), configured_members(&settings), clock.now());
+        let epoch = read_epoch(&settings.state_dir);
+        Ok(Driver { settings, etcd, store, layout, local, clock, agent, journal, epoch, local_id: None })
+    }
+
+    fn now_text(&self) -> String {
+        self.clock.now().to_rfc3339()
+    }
+
+    fn record(&self, event: &str, details: serde_json::Value) {
+        self.journal.record(&self.now_text(), event, details);
+    }
+
+    /// Runs until `shutdown` resolves. The loop is the one DESIGN.md draws:
+    /// timeouts → actions → outcomes, then sleep until the core's next deadline.
+    pub async fn run(&mut self, shutdown: impl Future<Output = ()>) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        self.record(
+            "agent-started",
+            json!({ "member": self.local.spec().name, "epoch": self.epoch, "dry_run": self.settings.dry_run }),
+        );
+        loop {
+            let now = self.clock.now();
+            self.agent.handle_timeout(now);
+            while let Some(action) = self.agent.poll_action() {
+                self.execute(action).await;
+            }
+            let deadline =
+                self.agent.poll_timeout().unwrap_or(now.saturating_add(self.settings.policy.check_interval_ms));
+            tokio::select! {
+                () = self.clock.sleep_until(deadline) => {}
+                () = &mut shutdown => {
+                    self.record("agent-stopped", json!({}));
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn execute(&mut self, action: Action) {
+        let now = self.clock.now();
+        match action {
+            Action::CheckHealth => {
+                if self.settings.supervise && !self.local.is_running().await {
+                    self.reconfigure_and_start().await;
+                }
+                let observation = self.observe().await;
+                self.agent.handle_observation(self.clock.now(), observation);
+            }
+            Action::Save { source } => {
+                self.record("decision", json!({ "action": "save", "source": source.to_string() }));
+                let outcome = if self.settings.dry_run {
+                    Outcome::SaveFailed
+                } else {
+                    let settings = SaveSettings {
+                        cluster: self.settings.cluster.clone(),
+                        compression: self.settings.compression,
+                        pipeline: self.settings.pipeline.clone(),
+                    };
+                    match save::save(&self.etcd, &self.store, &self.layout, &settings, now).await {
+                        Ok(report) => {
+                            self.record("saved", json!({ "snapshot": report.name, "revision": report.revision, "size_bytes": report.size_bytes, "elapsed_ms": report.elapsed_ms }));
+                            Outcome::Saved { snapshot: SnapshotMeta { name: report.name, verified: true } }
+                        }
+                        Err(error) => {
+                            self.record("save-failed", json!({ "error": error.to_string() }));
+                            tracing::warn!(error = %error, "save failed");
+                            Outcome::SaveFailed
+                        }
+                    }
+                };
+                self.agent.handle_outcome(self.clock.now(), outcome);
+            }
+            Action::Prune => {
+                if !self.settings.dry_run {
+                    let result = async {
+                        let catalog = catalog::load(&self.store, &self.layout).await?;
+                        catalog::prune(
+                            &self.store,
+                            &self.layout,
+                            &catalog,
+                            &self.settings.policy.retention,
+                            now.0,
+                            false,
+                        )
+                        .await
+                    }
+                    .await;
+                    match result {
+                        Ok(report) if !report.deleted.is_empty() || !report.orphans_deleted.is_empty() => self
+                            .record("pruned", json!({ "deleted": report.deleted, "orphans": report.orphans_deleted })),
+                        Ok(_) => {}
+                        Err(error) => self.record("prune-failed", json!({ "error": error.to_string() })),
+                    }
+                }
+                self.agent.handle_outcome(self.clock.now(), Outcome::Pruned);
+            }
+            Action::Replace { member } => {
+                self.record(
+                    "decision",
+                    json!({ "action": "replace", "member": member.id.to_string(), "name": member.name,
+                            "successive_failures": self.agent.tracker().successive_failures(member.id) }),
+                );
+                let outcome = match self.replace_local(now.0).await {
+                    Ok(()) => Outcome::Replaced { member: member.id },
+                    Err(error) => {
+                        self.record("replace-failed", json!({ "member": member.id.to_string(), "error": error }));
+                        Outcome::ReplaceFailed { member: member.id }
+                    }
+                };
+                self.agent.handle_outcome(self.clock.now(), outcome);
+            }
+            Action::DisasterRecovery { snapshot, members } => {
+                self.record(
+                    "decision",
+                    json!({ "action": "disaster-recovery", "newest_verified": snapshot,
+                            "members_seen": members.iter().map(|member| member.name.clone()).collect::<Vec<_>>() }),
+                );
+                let outcome = match self.disaster_recovery(snapshot).await {
+                    Ok(()) => Outcome::Recovered,
+                    Err(error) => {
+                        self.record("recovery-failed", json!({ "error": error }));
+                        Outcome::RecoveryFailed
+                    }
+                };
+                self.agent.handle_outcome(self.clock.now(), outcome);
+            }
+            Action::Warn(warning) => {
+                tracing::warn!(?warning, "needs attention");
+                self.record("warning", json!({ "warning": warning }));
+            }
+        }
+    }
+
+    /// One round of looking: etcd, the store, heartbeats and epochs.
+    async fn observe(&mut self) -> Observation {
+        let members = self.etcd.member_list().await.ok();
+        let known: Vec<Member> = members.clone().unwrap_or_else(|| self.agent.members().to_vec());
+        let spec = self.local.spec().clone();
+        self.local_id = known
+            .iter()
+            .find(|member| member.peer_urls.iter().any(|url| url.trim_end_matches('/') == spec.peer_url))
+            .map(|member| member.id);
+        if let Some(local) = self.local_id {
+            if self.agent.local_member() != Some(local) {
+                self.agent = self.agent.clone().with_local_member(local);
+            }
+        }
+        let this = &*self;
+        let probes = known.iter().map(|member| {
+            let url = member.client_urls.first().cloned().or_else(|| {
+                this.settings
+                    .members
+                    .iter()
+                    .find(|configured| member.peer_urls.contains(&configured.peer_url))
+                    .map(|configured| configured.client_url.clone())
+            });
+            async move {
+                match url {
+                    Some(url) => {
+                        let (health, status) =
+                            futures::join!(this.etcd.endpoint_health(&url), this.etcd.endpoint_status(&url));
+                        (MemberHealth { id: member.id, healthy: health.healthy }, status.ok())
+                    }
+                    None => (MemberHealth { id: member.id, healthy: false }, None),
+                }
+            }
+        });
+        let results = futures::future::join_all(probes).await;
+        let leader = results
+            .iter()
+            .filter_map(|(_, status)| status.as_ref())
+            .map(|status| status.leader)
+            .find(|leader| leader.0 != 0);
+        let local_status =
+            results.iter().find(|(health, _)| Some(health.id) == self.local_id).and_then(|(_, status)| status.clone());
+        let local_healthy = results.iter().any(|(health, _)| Some(health.id) == self.local_id && health.healthy);
+        let health: Vec<MemberHealth> = results.iter().map(|(health, _)| *health).collect();
+
+        // The store: snapshots, our heartbeat, our peers', and recovery epochs.
+        let heartbeat = Heartbeat {
+            member: spec.name.clone(),
+            member_id: self.local_id.map(|id| id.to_string()),
+            epoch: self.epoch,
+            healthy: local_healthy,
+            revision: local_status.as_ref().map(|status| status.revision.0),
+            written_at: self.now_text(),
+        };
+        let store = async {
+            let snapshots = quick_metas(&self.store, &self.layout).await?;
+            coordination::write_heartbeat(&self.store, &self.layout, &heartbeat).await?;
+            let peers = coordination::fresh_peer_heartbeats(
+                &self.store,
+                &self.layout,
+                &spec.name,
+                self.settings.heartbeat_freshness_ms(),
+            )
+            .await?;
+            let epoch = coordination::latest_epoch(&self.store, &self.layout).await?;
+            Ok::<_, crate::ports::StoreError>((snapshots, peers, epoch))
+        }
+        .await;
+        let store = match store {
+            Ok((snapshots, peers, latest_epoch)) => {
+                if let Some(record) = latest_epoch.filter(|record| record.epoch > self.epoch) {
+                    // A recovery epoch newer than our data: this member belongs to an
+                    // older incarnation and must not serve it. Join the new one.
+                    self.record(
+                        "epoch-newer",
+                        json!({ "local_epoch": self.epoch, "epoch": record.epoch, "snapshot": record.snapshot }),
+                    );
+                    if let Err(error) = self.apply_epoch(&record).await {
+                        self.record("recovery-failed", json!({ "error": error }));
+                    }
+                }
+                let healthy_peer_heartbeats = peers
+                    .iter()
+                    .filter(|peer| peer.healthy && peer.epoch >= self.epoch)
+                    .filter_map(|peer| known.iter().find(|member| member.name == peer.member).map(|member| member.id))
+                    .collect();
+                StoreObservation { reachable: true, snapshots, healthy_peer_heartbeats }
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "store unreachable");
+                StoreObservation::default()
+            }
+        };
+        let healthy = health.iter().filter(|check| check.healthy).count();
+        self.record(
+            "observation",
+            json!({ "members": known.len(), "healthy": healthy, "leader": leader.map(|id| id.to_string()),
+                    "unhealthy": health.iter().filter(|check| !check.healthy).map(|check| check.id.to_string()).collect::<Vec<_>>(),
+                    "store_reachable": store.reachable, "snapshots": store.snapshots.len(),
+                    "healthy_peer_heartbeats": store.healthy_peer_heartbeats.len(), "epoch": self.epoch }),
+        );
+        Observation { members, health, leader, store }
+    }
+
+    /// Replaces the local member (remove, wipe, re-add, start, promote).
+    async fn replace_local(&mut self, now_ms: u64) -> Result<(), String> {
+        let settings = ReplaceSettings {
+            cluster: self.settings.cluster.clone(),
+            lock_ttl_seconds: 120,
+            catch_up_timeout: Duration::from_secs(120),
+            learner: !self.settings.prepare_only,
+            start: true,
+            dry_run: self.settings.dry_run,
+        };
+        let report =
+            replace::replace(&self.etcd, &self.local, &settings, now_ms).await.map_err(|error| error.to_string())?;
+        self.record("replaced", json!({ "report": report }));
+        Ok(())
+    }
+
+    /// Stops a supervised etcd on the way out, so a stopped agent leaves no orphan.
+    pub async fn shutdown(&mut self) {
+        if self.settings.supervise {
+            if let Err(error) = self.local.stop().await {
+                tracing::warn!(error = %error, "could not stop etcd");
+            }
+        }
+    }
+
+    /// What a member does before etcd starts (and when the supervised etcd died).
+    pub async fn reconfigure_and_start(&mut self) {
+        let spec = self.local.spec().clone();
+        let peers = match self.etcd.member_list().await {
+            Ok(members) => {
+                let others = members.iter().filter(|member| !member.peer_urls.contains(&spec.peer_url));
+                let mut healthy = 0;
+                for member in others.clone() {
+                    if let Some(url) = member.client_urls.first() {
+                        if self.etcd.endpoint_health(url).await.healthy {
+                            healthy += 1;
+                        }
+                    }
+                }
+                let voters = members.iter().filter(|member| member.is_voter()).count();
+                (healthy >= lifeboat::membership::quorum(voters.max(1))).then_some(members)
+            }
+            Err(_) => None,
+        };
+        let latest = coordination::latest_epoch(&self.store, &self.layout).await.ok().flatten();
+        let snapshots_exist =
+            quick_metas(&self.store, &self.layout).await.map(|metas| !metas.is_empty()).unwrap_or(true);
+        let facts = Facts {
+            has_data: member::has_data(&spec),
+            local_epoch: self.epoch,
+            latest_epoch: latest.as_ref().map(|record| record.epoch),
+            peers,
+            peer_url: spec.peer_url.clone(),
+            snapshots_exist,
+        };
+        let plan = reconfigure::plan(&facts);
+        self.record("reconfigure", json!({ "facts": facts, "plan": plan }));
+        if self.settings.dry_run {
+            return;
+        }
+        let result = match plan {
+            StartPlan::StartAsIs => {
+                self.start(Launch {
+                    initial_cluster: self.settings.initial_cluster(),
+                    initial_cluster_state: "existing".into(),
+                    initial_cluster_token: self.settings.initial_cluster_token.clone(),
+                })
+                .await
+            }
+            StartPlan::Bootstrap => {
+                self.start(Launch {
+                    initial_cluster: self.settings.initial_cluster(),
+                    initial_cluster_state: "new".into(),
+                    initial_cluster_token: self.settings.initial_cluster_token.clone(),
+                })
+                .await
+            }
+            StartPlan::Join | StartPlan::Replace { .. } => self.replace_local(self.clock.now().0).await,
+            StartPlan::RestoreEpoch { .. } => match latest {
+                Some(record) => self.apply_epoch(&record).await,
+                None => Err("the epoch vanished".into()),
+            },
+            StartPlan::AwaitRecovery => Ok(()),
+        };
+        if let Err(error) = result {
+            tracing::warn!(error = %error, "reconfigure could not start the member");
+            self.record("reconfigure-failed", json!({ "error": error }));
+        }
+    }
+
+    async fn start(&self, launch: Launch) -> Result<(), String> {
+        self.local.start(&launch).await.map_err(|error| error.to_string())
+    }
+
+    /// Claims (or joins) a recovery epoch and restores this member into it.
+    async fn disaster_recovery(&mut self, newest_verified: SnapshotName) -> Result<(), String> {
+        let latest = coordination::latest_epoch(&self.store, &self.layout).await.map_err(|error| error.to_string())?;
+        if let Some(record) = latest.as_ref().filter(|record| record.epoch > self.epoch) {
+            return self.apply_epoch(record).await;
+        }
+        let next = latest.map(|record| record.epoch).unwrap_or(0).max(self.epoch) + 1;
+        // Never restore something older than what a surviving member holds: when our
+        // member still answers (without quorum), save its data first and use that.
+        let mut snapshot = newest_verified;
+        if let Some(local) = self.local_client_status().await {
+            if local.revision > snapshot.revision() {
+                let settings = SaveSettings {
+                    cluster: self.settings.cluster.clone(),
+                    compression: self.settings.compression,
+                    pipeline: self.settings.pipeline.clone(),
+                };
+                match save::save_from(&self.etcd, &self.store, &self.layout, &settings, self.clock.now(), &local).await
+                {
+                    Ok(report) => {
+                        self.record("saved-survivor", json!({ "snapshot": report.name, "revision": report.revision }));
+                        snapshot = report.name;
+                    }
+                    Err(error) => self.record("save-survivor-failed", json!({ "error": error.to_string() })),
+                }
+            }
+        }
+        let catalog = catalog::load(&self.store, &self.layout).await.map_err(|error| error.to_string())?;
+        let entry = catalog.find(&snapshot).ok_or_else(|| format!("snapshot {snapshot} vanished"))?;
+        let fetched = catalog::verify_entry(&self.store, entry).await.map_err(|error| error.to_string())?;
+        let record = EpochRecord {
+            epoch: next,
+            snapshot: snapshot.clone(),
+            sha256: fetched.plain.sha256,
+            initial_cluster: self.settings.initial_cluster(),
+            token: format!("{}-epoch-{next}", self.settings.cluster),
+            claimed_by: self.local.spec().name.clone(),
+            claimed_at: self.now_text(),
+        };
+        let (winner, won) =
+            coordination::claim_epoch(&self.store, &self.layout, &record).await.map_err(|error| error.to_string())?;
+        self.record("epoch-claim", json!({ "epoch": winner.epoch, "won": won, "snapshot": winner.snapshot }));
+        self.apply_epoch(&winner).await
+    }
+
+    async fn local_client_status(&self) -> Option<crate::ports::EndpointStatus> {
+        let spec = self.local.spec();
+        self.etcd.endpoint_status(&spec.client_url).await.ok()
+    }
+
+    /// Restores this member into `record`'s epoch: stop, move the data aside,
+    /// restore the epoch's snapshot under its token, remember the epoch, start.
+    async fn apply_epoch(&mut self, record: &EpochRecord) -> Result<(), String> {
+        let spec = self.local.spec().clone();
+        if self.settings.dry_run {
+            self.record("would-restore", json!({ "epoch": record.epoch, "snapshot": record.snapshot }));
+            return Ok(());
+        }
+        self.local.stop().await.map_err(|error| error.to_string())?;
+        let now = self.clock.now().0;
+        if let Some(aside) = member::wipe_data_dir(&spec, &spec.data_dir, now).map_err(|error| error.to_string())? {
+            self.record("moved-aside", json!({ "path": aside }));
+        }
+        let settings = RestoreSettings {
+            data_dir: spec.data_dir.clone(),
+            name: spec.name.clone(),
+            initial_cluster: record.initial_cluster.clone(),
+            initial_advertise_peer_urls: spec.peer_url.clone(),
+            initial_cluster_token: record.token.clone(),
+            snapshot: SnapshotChoice::Named(record.snapshot.clone()),
+            etcdutl: self.settings.etcdutl.clone(),
+            cluster: self.settings.cluster.clone(),
+        };
+        let report = restore::restore(&self.store, &self.layout, &settings).await.map_err(|error| error.to_string())?;
+        member::write_atomically(&epoch_path(&self.settings), record.epoch.to_string().as_bytes())
+            .map_err(|error| error.to_string())?;
+        self.epoch = record.epoch;
+        self.record(
+            "restored",
+            json!({ "epoch": record.epoch, "snapshot": report.snapshot, "revision": report.revision }),
+        );
+        self.start(Launch {
+            initial_cluster: record.initial_cluster.clone(),
+            initial_cluster_state: "new".into(),
+            initial_cluster_token: record.token.clone(),
+        })
+        .await
+    }
+}
+
+/// Snapshots as the listing shows them: a snapshot with its manifest counts as
+/// verified here (cheap, every check); a disaster recovery downloads and checks
+/// before it names one.
+pub async fn quick_metas<S: SnapshotStore>(
+    store: &S,
+    layout: &StoreLayout,
+) -> Result<Vec<SnapshotMeta>, crate::ports::StoreError> {
+    let prefix = layout.snapshots_prefix();
+    let objects = store.list(&prefix).await?;
+    let keys: std::collections::BTreeSet<&str> = objects.iter().map(|object| &object.key[prefix.len()..]).collect();
+    Ok(keys
+        .iter()
+        .filter_map(|key| key.parse::<SnapshotName>().ok())
+        .map(|name| {
+            let verified = keys.contains(name.manifest_name().as_str());
+            SnapshotMeta { name, verified }
+        })
+        .collect())
+}

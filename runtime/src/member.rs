@@ -1,0 +1,396 @@
+//! The local etcd member: start it (in a given mode), stop it, and know its data
+//! dir. Two implementations: a child process the agent supervises (the demo and
+//! the tests), and a systemd unit (production), whose launch settings go to an
+//! environment file the unit reads (`EnvironmentFile=`), as etcd reads `ETCD_*`.
+
+use crate::exit::{Classify, Exit};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// This member's identity and addresses, fixed for its lifetime.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MemberSpec {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub client_url: String,
+    pub peer_url: String,
+    /// Extra etcd flags (child mode only), e.g. tuned heartbeats.
+    pub extra_args: Vec<String>,
+}
+
+/// How to start etcd this time: the flags that differ between a fresh cluster,
+/// a join, and a restored cluster.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Launch {
+    pub initial_cluster: String,
+    /// `new` or `existing`.
+    pub initial_cluster_state: String,
+    pub initial_cluster_token: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    #[error("cannot start etcd ({program}): {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("`systemctl {verb} {unit}` failed: {detail}")]
+    Systemd { verb: &'static str, unit: String, detail: String },
+    #[error("{operation} {path} failed: {source}")]
+    Io { operation: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("refusing to wipe {path}: it is not the configured data dir {configured}")]
+    NotTheDataDir { path: PathBuf, configured: PathBuf },
+}
+
+impl Classify for MemberError {
+    fn exit(&self) -> Exit {
+        match self {
+            MemberError::NotTheDataDir { .. } => Exit::Refused,
+            _ => Exit::Failure,
+        }
+    }
+}
+
+fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> MemberError + 'a {
+    move |source| MemberError::Io { operation, path: path.to_owned(), source }
+}
+
+pub trait LocalMember {
+    fn spec(&self) -> &MemberSpec;
+    async fn is_running(&self) -> bool;
+    async fn start(&self, launch: &Launch) -> Result<(), MemberError>;
+    async fn stop(&self) -> Result<(), MemberError>;
+}
+
+/// Whether the data dir holds a member (etcd creates `member/` in it).
+pub fn has_data(spec: &MemberSpec) -> bool {
+    spec.data_dir.join("member").is_dir()
+}
+
+/// Moves the data dir aside (`<data-dir>.removed-<ms>`) instead of deleting it:
+/// the caller has proven the member removed from the cluster, and the old bytes
+/// stay on disk for forensics until an operator deletes them. Only the configured
+/// data dir can be wiped.
+pub fn wipe_data_dir(spec: &MemberSpec, path: &Path, now_ms: u64) -> Result<Option<PathBuf>, MemberError> {
+    if path != spec.data_dir {
+        return Err(MemberError::NotTheDataDir { path: path.to_owned(), configured: spec.data_dir.clone() });
+    }
+    match std::fs::symlink_metadata(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_error("stat", path)(error)),
+        Ok(_) => {}
+    }
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".removed-{now_ms}"));
+    let aside = PathBuf::from(aside);
+    std::fs::rename(path, &aside).map_err(io_error("move aside", path))?;
+    Ok(Some(aside))
+}
+
+/// etcd as a child of this process.
+pub struct ChildMember {
+    spec: MemberSpec,
+    etcd: PathBuf,
+    log: Option<PathBuf>,
+    child: tokio::sync::Mutex<Option<tokio::process::Child>>,
+}
+
+impl ChildMember {
+    pub fn new(spec: MemberSpec, etcd: PathBuf, log: Option<PathBuf>) -> ChildMember {
+        ChildMember { spec, etcd, log, child: tokio::sync::Mutex::new(None) }
+    }
+}
+
+impl LocalMember for ChildMember {
+    fn spec(&self) -> &MemberSpec {
+        &self.spec
+    }
+
+    async fn is_running(&self) -> bool {
+        let mut child = self.child.lock().await;
+        match child.as_mut() {
+            Some(process) => matches!(process.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    async fn start(&self, launch: &Launch) -> Result<(), MemberError> {
+        let mut child = self.child.lock().await;
+        if let Some(process) = child.as_mut() {
+            if matches!(process.try_wait(), Ok(None)) {
+                return Ok(());
+            }
+        }
+        let spec = &self.spec;
+        let mut command = tokio::process::Command::new(&self.etcd);
+        command
+            .arg("--name")
+            .arg(&spec.name)
+            .arg("--data-dir")
+            .arg(&spec.data_dir)
+            .args(["--listen-client-urls", &spec.client_url, "--advertise-client-urls", &spec.client_url])
+            .args(["--listen-peer-urls", &spec.peer_url, "--initial-advertise-peer-urls", &spec.peer_url])
+            .args(["--initial-cluster", &launch.initial_cluster])
+            .args(["--initial-cluster-state", &launch.initial_cluster_state])
+            .args(["--initial-cluster-token", &launch.initial_cluster_token])
+            .args(&spec.extra_args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to signal the
+        // child when its parent dies, so a killed agent never leaves an orphaned etcd.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        match &self.log {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(io_error("open log", path))?;
+                let copy = file.try_clone().map_err(io_error("open log", path))?;
+                command.stdout(copy).stderr(file);
+            }
+            None => {
+                command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+            }
+        }
+        let process = command
+            .spawn()
+            .map_err(|source| MemberError::Spawn { program: self.etcd.display().to_string(), source })?;
+        tracing::info!(member = %spec.name, state = %launch.initial_cluster_state, token = %launch.initial_cluster_token, "started etcd");
+        *child = Some(process);
+        Ok(())
+    }
+
+    async fn stop(&self) -> Result<(), MemberError> {
+        let mut child = self.child.lock().await;
+        if let Some(mut process) = child.take() {
+            if let Some(pid) = process.id() {
+                // SAFETY: signal to our own child, which has not been reaped yet.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                }
+            }
+            if tokio::time::timeout(Duration::from_secs(15), process.wait()).await.is_err() {
+                let _ = process.kill().await;
+            }
+            tracing::info!(member = %self.spec.name, "stopped etcd");
+        }
+        Ok(())
+    }
+}
+
+/// etcd as a systemd unit (default `etcd-member.service`, as on kube-aws).
+pub struct SystemdMember {
+    spec: MemberSpec,
+    unit: String,
+    /// Written before each start; the unit reads it with `EnvironmentFile=`.
+    environment_file: PathBuf,
+}
+
+impl SystemdMember {
+    pub fn new(spec: MemberSpec, unit: String, environment_file: PathBuf) -> SystemdMember {
+        SystemdMember { spec, unit, environment_file }
+    }
+
+    async fn systemctl(&self, verb: &'static str) -> Result<std::process::Output, MemberError> {
+        tokio::process::Command::new("systemctl")
+            .arg(verb)
+            .arg(&self.unit)
+            .output()
+            .await
+            .map_err(|source| MemberError::Systemd { verb, unit: self.unit.clone(), detail: source.to_string() })
+    }
+}
+
+/// The `ETCD_*` environment for one launch (etcd reads these like its flags).
+pub fn environment(spec: &MemberSpec, launch: &Launch) -> String {
+    format!(
+        "ETCD_NAME={}\nETCD_DATA_DIR={}\nETCD_LISTEN_CLIENT_URLS={}\nETCD_ADVERTISE_CLIENT_URLS={}\nETCD_LISTEN_PEER_URLS={}\nETCD_INITIAL_ADVERTISE_PEER_URLS={}\nETCD_INITIAL_CLUSTER={}\nETCD_INITIAL_CLUSTER_STATE={}\nETCD_INITIAL_CLUSTER_TOKEN={}\n",
+        spec.name,
+        spec.data_dir.display(),
+        spec.client_url,
+        spec.client_url,
+        spec.peer_url,
+        spec.peer_url,
+        launch.initial_cluster,
+        launch.initial_cluster_state,
+        launch.initial_cluster_token
+    )
+}
+
+/// Writes `path` whole or not at all (temp name, fsync, rename).
+pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), MemberError> {
+    use std::io::Write;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io_error("create", parent))?;
+    }
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = PathBuf::from(temp);
+    let mut file = std::fs::File::create(&temp).map_err(io_error("create", &temp))?;
+    file.write_all(contents).and_then(|()| file.sync_all()).map_err(io_error("write", &temp))?;
+    std::fs::rename(&temp, path).map_err(io_error("rename", path))
+}
+
+impl LocalMember for SystemdMember {
+    fn spec(&self) -> &MemberSpec {
+        &self.spec
+    }
+
+    async fn is_running(&self) -> bool {
+        self.systemctl("is-active").await.is_ok_and(|output| output.status.success())
+    }
+
+    async fn start(&self, launch: &Launch) -> Result<(), MemberError> {
+        write_atomically(&self.environment_file, environment(&self.spec, launch).as_bytes())?;
+        let output = self.systemctl("start").await?;
+        if !output.status.success() {
+            return Err(MemberError::Systemd {
+                verb: "start",
+                unit: self.unit.clone(),
+                detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn stop(&self) -> Result<(), MemberError> {
+        let output = self.systemctl("stop").await?;
+        if !output.status.success() {
+            return Err(MemberError::Systemd {
+                verb: "stop",
+                unit: self.unit.clone(),
+                detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The member as seen from `lifeboat reconfigure` in a unit's ExecStartPre:
+/// systemd is starting etcd right now, so "start" only writes the launch
+/// settings, and "stop" has nothing to do.
+pub struct EnvironmentFileMember {
+    spec: MemberSpec,
+    environment_file: PathBuf,
+}
+
+impl EnvironmentFileMember {
+    pub fn new(spec: MemberSpec, environment_file: PathBuf) -> EnvironmentFileMember {
+        EnvironmentFileMember { spec, environment_file }
+    }
+}
+
+impl LocalMember for EnvironmentFileMember {
+    fn spec(&self) -> &MemberSpec {
+        &self.spec
+    }
+    async fn is_running(&self) -> bool {
+        false
+    }
+    async fn start(&self, launch: &Launch) -> Result<(), MemberError> {
+        write_atomically(&self.environment_file, environment(&self.spec, launch).as_bytes())
+    }
+    async fn stop(&self) -> Result<(), MemberError> {
+        Ok(())
+    }
+}
+
+/// Nothing to start or stop: the operator does it (`replace --member-control none`).
+pub struct UnmanagedMember {
+    spec: MemberSpec,
+}
+
+impl UnmanagedMember {
+    pub fn new(spec: MemberSpec) -> UnmanagedMember {
+        UnmanagedMember { spec }
+    }
+}
+
+impl LocalMember for UnmanagedMember {
+    fn spec(&self) -> &MemberSpec {
+        &self.spec
+    }
+    async fn is_running(&self) -> bool {
+        true
+    }
+    async fn start(&self, _launch: &Launch) -> Result<(), MemberError> {
+        Ok(())
+    }
+    async fn stop(&self) -> Result<(), MemberError> {
+        Ok(())
+    }
+}
+
+/// One of the above, chosen by `--member-control`.
+pub enum AnyMember {
+    Child(Box<ChildMember>),
+    Systemd(SystemdMember),
+    EnvironmentFile(EnvironmentFileMember),
+    Unmanaged(UnmanagedMember),
+}
+
+impl LocalMember for AnyMember {
+    fn spec(&self) -> &MemberSpec {
+        match self {
+            AnyMember::Child(member) => member.spec(),
+            AnyMember::Systemd(member) => member.spec(),
+            AnyMember::EnvironmentFile(member) => member.spec(),
+            AnyMember::Unmanaged(member) => member.spec(),
+        }
+    }
+    async fn is_running(&self) -> bool {
+        match self {
+            AnyMember::Child(member) => member.is_running().await,
+            AnyMember::Systemd(member) => member.is_running().await,
+            AnyMember::EnvironmentFile(member) => member.is_running().await,
+            AnyMember::Unmanaged(member) => member.is_running().await,
+        }
+    }
+    async fn start(&self, launch: &Launch) -> Result<(), MemberError> {
+        match self {
+            AnyMember::Child(member) => member.start(launch).await,
+            AnyMember::Systemd(member) => member.start(launch).await,
+            AnyMember::EnvironmentFile(member) => member.start(launch).await,
+            AnyMember::Unmanaged(member) => member.start(launch).await,
+        }
+    }
+    async fn stop(&self) -> Result<(), MemberError> {
+        match self {
+            AnyMember::Child(member) => member.stop().await,
+            AnyMember::Systemd(member) => member.stop().await,
+            AnyMember::EnvironmentFile(member) => member.stop().await,
+            AnyMember::Unmanaged(member) => member.stop().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wipe_moves_only_the_configured_data_dir() {
+        let directory = tempfile::tempdir().unwrap();
+        let data_dir = directory.path().join("etcd.data");
+        std::fs::create_dir_all(data_dir.join("member")).unwrap();
+        let spec = MemberSpec {
+            name: "m".into(),
+            data_dir: data_dir.clone(),
+            client_url: "http://127.0.0.1:1".into(),
+            peer_url: "http://127.0.0.1:2".into(),
+            extra_args: vec![],
+        };
+        let other = directory.path().join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        assert!(matches!(wipe_data_dir(&spec, &other, 1), Err(MemberError::NotTheDataDir { .. })));
+        assert!(other.is_dir());
+        let aside = wipe_data_dir(&spec, &data_dir, 42).unwrap().unwrap();
+        assert!(!data_dir.exists());
+        assert!(aside.join("member").is_dir());
+        assert_eq!(wipe_data_dir(&spec, &data_dir, 43).unwrap(), None, "wiping twice is a no-op");
+    }
+}

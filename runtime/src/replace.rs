@@ -1,0 +1,287 @@
+//! Replacing a failed member without losing data: stop it, remove it from the
+//! cluster, move its data dir aside, add it back (as a learner), start it with
+//! `initial-cluster-state=existing`, let it catch up, promote it.
+//!
+//! Resumable: a state file beside the data dir records the member ID being
+//! replaced and how far the job got, and every step is re-derived from what the
+//! cluster shows, so an agent killed at any point completes the job when run
+//! again. A lease-held lock in etcd keeps one membership change in flight
+//! cluster-wide; quorum is checked before anything changes.
+
+use crate::exit::{Classify, Exit};
+use crate::member::{self, Launch, LocalMember, MemberError, MemberSpec};
+use crate::ports::{EtcdCluster, EtcdError};
+use lifeboat::membership::{quorum, replacement_keeps_quorum};
+use lifeboat::{Member, MemberId};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplaceError {
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error(transparent)]
+    Member(#[from] MemberError),
+    #[error("replacing {name} now would lose quorum: {healthy} of {voters} other voting members are healthy; wait until more are")]
+    WouldLoseQuorum { name: String, healthy: usize, voters: usize },
+    #[error("another membership change is in flight (lock {key} is held); try again when it finishes")]
+    Busy { key: String },
+    #[error("{name} did not catch up within {seconds} s; run replace again to resume")]
+    CatchUpTimeout { name: String, seconds: u64 },
+    #[error("state file {path}: {detail}")]
+    State { path: PathBuf, detail: String },
+}
+
+impl Classify for ReplaceError {
+    fn exit(&self) -> Exit {
+        match self {
+            ReplaceError::Etcd(error) => error.exit(),
+            ReplaceError::Member(error) => error.exit(),
+            ReplaceError::WouldLoseQuorum { .. } | ReplaceError::Busy { .. } => Exit::Refused,
+            ReplaceError::CatchUpTimeout { .. } | ReplaceError::State { .. } => Exit::Failure,
+        }
+    }
+}
+
+/// How far a replacement got; persisted so a restarted agent resumes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplaceState {
+    /// The incarnation being replaced (absent when the member was already gone).
+    pub old_id: Option<MemberId>,
+    /// The new incarnation, once added.
+    pub new_id: Option<MemberId>,
+    /// Whether the old data dir has been moved aside.
+    pub wiped: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReplaceSettings {
+    /// The logical cluster, for the lock key.
+    pub cluster: String,
+    pub lock_ttl_seconds: i64,
+    pub catch_up_timeout: Duration,
+    /// Add as a learner and promote once caught up (etcd ≥ 3.4). Off: add as a voter.
+    pub learner: bool,
+    /// Start the member and wait for it (managed mode). Off: the operator starts it.
+    pub start: bool,
+    /// Only report what would be done.
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReplaceReport {
+    pub name: String,
+    pub old_id: Option<String>,
+    pub new_id: Option<String>,
+    pub steps: Vec<String>,
+    pub moved_aside: Option<PathBuf>,
+    pub launch: Option<Launch>,
+    pub dry_run: bool,
+    pub elapsed_ms: u64,
+}
+
+pub fn state_path(spec: &MemberSpec) -> PathBuf {
+    let mut path = spec.data_dir.as_os_str().to_owned();
+    path.push(".lifeboat-replace.json");
+    PathBuf::from(path)
+}
+
+fn load_state(spec: &MemberSpec) -> Result<Option<ReplaceState>, ReplaceError> {
+    let path = state_path(spec);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|error| ReplaceError::State { path, detail: error.to_string() }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(ReplaceError::State { path, detail: error.to_string() }),
+    }
+}
+
+fn save_state(spec: &MemberSpec, state: &ReplaceState) -> Result<(), ReplaceError> {
+    let body = serde_json::to_vec_pretty(state).expect("state serialises");
+    member::write_atomically(&state_path(spec), &body)?;
+    Ok(())
+}
+
+fn is_ours(member: &Member, spec: &MemberSpec) -> bool {
+    member.peer_urls.iter().any(|url| url.trim_end_matches('/') == spec.peer_url.trim_end_matches('/'))
+}
+
+/// `--initial-cluster` for joining: every member's name and first peer URL; the
+/// unstarted entry that is us gets our name.
+pub fn initial_cluster(members: &[Member], spec: &MemberSpec) -> String {
+    members
+        .iter()
+        .filter_map(|member| {
+            let url = member.peer_urls.first()?;
+            let name =
+                if is_ours(member, spec) || member.name.is_empty() { spec.name.clone() } else { member.name.clone() };
+            Some(format!("{name}={url}"))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The lock every membership change of one cluster takes.
+pub fn lock_key(cluster: &str) -> String {
+    format!("/lifeboat/{cluster}/membership-change")
+}
+
+/// Healthy voters other than `spec`'s member, and the voter count.
+async fn other_voters_health<E: EtcdCluster>(etcd: &E, members: &[Member], spec: &MemberSpec) -> (usize, usize) {
+    let voters: Vec<&Member> = members.iter().filter(|member| member.is_voter()).collect();
+    let checks = voters.iter().filter(|member| !is_ours(member, spec)).filter_map(|member| member.client_urls.first());
+    let results = futures::future::join_all(checks.map(|url| etcd.endpoint_health(url))).await;
+    (results.iter().filter(|health| health.healthy).count(), voters.len())
+}
+
+/// Runs (or resumes) the replacement of the local member. `etcd` must reach the
+/// other members; the local one is down or about to be stopped.
+pub async fn replace<E: EtcdCluster, L: LocalMember>(
+    etcd: &E,
+    local: &L,
+    settings: &ReplaceSettings,
+    now_ms: u64,
+) -> Result<ReplaceReport, ReplaceError> {
+    let started = Instant::now();
+    let spec = local.spec().clone();
+    let mut report = ReplaceReport { name: spec.name.clone(), dry_run: settings.dry_run, ..ReplaceReport::default() };
+    let members = etcd.member_list().await?;
+    let current = members.iter().find(|member| is_ours(member, &spec)).cloned();
+    let mut state = match load_state(&spec)? {
+        Some(state) => {
+            report.steps.push(format!("resuming: {state:?}"));
+            state
+        }
+        None => ReplaceState { old_id: current.as_ref().map(|member| member.id), ..ReplaceState::default() },
+    };
+    report.old_id = state.old_id.map(|id| id.to_string());
+
+    // Quorum first: nothing changes unless the others can carry the cluster.
+    let (healthy, voters) = other_voters_health(etcd, &members, &spec).await;
+    let ours_votes = current.as_ref().is_some_and(|member| member.is_voter());
+    let safe = if ours_votes { replacement_keeps_quorum(voters, healthy) } else { healthy >= quorum(voters.max(1)) };
+    if !safe {
+        return Err(ReplaceError::WouldLoseQuorum { name: spec.name.clone(), healthy, voters });
+    }
+    if settings.dry_run {
+        if let Some(old) = state.old_id {
+            report.steps.push(format!("would stop {} and remove member {old}", spec.name));
+        }
+        report.steps.push(format!("would move {} aside", spec.data_dir.display()));
+        report.steps.push(format!(
+            "would add {} ({}) as a {} and start it with initial-cluster-state=existing",
+            spec.name,
+            spec.peer_url,
+            if settings.learner { "learner, then promote" } else { "voter" }
+        ));
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        return Ok(report);
+    }
+
+    let key = lock_key(&settings.cluster);
+    let Some(lease) = etcd.try_lock(&key, &spec.name, settings.lock_ttl_seconds).await? else {
+        return Err(ReplaceError::Busy { key });
+    };
+    let result = replace_locked(etcd, local, settings, &spec, &mut state, now_ms, &mut report).await;
+    if let Err(error) = etcd.unlock(lease).await {
+        tracing::warn!(error = %error, "could not release the membership lock; it expires with its lease");
+    }
+    result?;
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+async fn replace_locked<E: EtcdCluster, L: LocalMember>(
+    etcd: &E,
+    local: &L,
+    settings: &ReplaceSettings,
+    spec: &MemberSpec,
+    state: &mut ReplaceState,
+    now_ms: u64,
+    report: &mut ReplaceReport,
+) -> Result<(), ReplaceError> {
+    save_state(spec, state)?;
+    if settings.start {
+        local.stop().await?;
+        report.steps.push("stopped the local member".into());
+    }
+
+    // Remove the old incarnation (idempotent: skip when it is already gone).
+    if let Some(old) = state.old_id {
+        let still_there = etcd.member_list().await?.iter().any(|member| member.id == old);
+        if still_there && state.new_id != Some(old) {
+            etcd.member_remove(old).await?;
+            report.steps.push(format!("removed member {old}"));
+        }
+    }
+
+    // Only now, with the member proven gone from the cluster, its data can go.
+    if !state.wiped {
+        if let Some(aside) = member::wipe_data_dir(spec, &spec.data_dir, now_ms)? {
+            report.steps.push(format!("moved {} aside to {}", spec.data_dir.display(), aside.display()));
+            report.moved_aside = Some(aside);
+        }
+        state.wiped = true;
+        save_state(spec, state)?;
+    }
+
+    // Add the new incarnation, unless a previous run already did.
+    let members = etcd.member_list().await?;
+    let added = members.iter().find(|member| is_ours(member, spec) && Some(member.id) != state.old_id).cloned();
+    let (new_member, members) = match added {
+        Some(member) => (member, members),
+        None => {
+            let (member, members) = etcd.member_add(std::slice::from_ref(&spec.peer_url), settings.learner).await?;
+            report.steps.push(format!(
+                "added member {} as a {}",
+                member.id,
+                if member.is_learner { "learner" } else { "voter" }
+            ));
+            (member, members)
+        }
+    };
+    state.new_id = Some(new_member.id);
+    save_state(spec, state)?;
+    report.new_id = Some(new_member.id.to_string());
+
+    // etcd ignores the token when joining an existing cluster; it is recorded for the journal.
+    let launch = Launch {
+        initial_cluster: initial_cluster(&members, spec),
+        initial_cluster_state: "existing".into(),
+        initial_cluster_token: format!("{}-join", settings.cluster),
+    };
+    report.launch = Some(launch.clone());
+    if !settings.start {
+        report.steps.push("left the member stopped: start etcd with the launch settings shown".into());
+        std::fs::remove_file(state_path(spec)).ok();
+        return Ok(());
+    }
+    local.start(&launch).await?;
+    report.steps.push("started the local member with initial-cluster-state=existing".into());
+
+    if new_member.is_learner {
+        let deadline = Instant::now() + settings.catch_up_timeout;
+        loop {
+            match etcd.member_promote(new_member.id).await {
+                Ok(()) => {
+                    report.steps.push(format!("promoted member {} to voter", new_member.id));
+                    break;
+                }
+                Err(error) if Instant::now() < deadline => {
+                    tracing::debug!(error = %error, "learner not caught up yet");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(_) => {
+                    return Err(ReplaceError::CatchUpTimeout {
+                        name: spec.name.clone(),
+                        seconds: settings.catch_up_timeout.as_secs(),
+                    })
+                }
+            }
+        }
+    }
+    std::fs::remove_file(state_path(spec)).ok();
+    Ok(())
+}

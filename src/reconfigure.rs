@@ -1,0 +1,113 @@
+//! What a member does before its etcd starts (kube-aws' etcdadm-reconfigure),
+//! decided from plain facts so the simulator and the runtime agree.
+
+use crate::types::{Member, MemberId};
+use serde::{Deserialize, Serialize};
+
+/// The facts `reconfigure` gathers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    /// The local data dir holds a member.
+    pub has_data: bool,
+    /// The recovery epoch the local data belongs to (0 before any recovery).
+    pub local_epoch: u64,
+    /// The newest recovery epoch claimed in the store, if the store answered.
+    pub latest_epoch: Option<u64>,
+    /// The member list as healthy peers report it; `None` when no peer with
+    /// quorum answered.
+    pub peers: Option<Vec<Member>>,
+    /// The local member's peer URL.
+    pub peer_url: String,
+    /// The store holds at least one snapshot of this cluster (it existed before).
+    pub snapshots_exist: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StartPlan {
+    /// Data present and current: start as is.
+    StartAsIs,
+    /// A recovery epoch newer than the local data was claimed: restore that
+    /// epoch's snapshot (members of an older epoch never start as is).
+    RestoreEpoch { epoch: u64 },
+    /// Listed as added but never started (someone ran the add): join with `existing`.
+    Join,
+    /// Empty disk but the cluster knows an older incarnation (or none): replace
+    /// ourselves: remove the old ID if any, add, start with `existing`.
+    Replace { old: Option<MemberId> },
+    /// Nothing anywhere: the first start of a new cluster.
+    Bootstrap,
+    /// Empty disk, no quorum, and a cluster that existed: wait for a recovery
+    /// epoch (the agents decide disaster recovery, not a booting member alone).
+    AwaitRecovery,
+}
+
+fn is_ours(member: &Member, peer_url: &str) -> bool {
+    member.peer_urls.iter().any(|url| url.trim_end_matches('/') == peer_url.trim_end_matches('/'))
+}
+
+pub fn plan(facts: &Facts) -> StartPlan {
+    if let Some(latest) = facts.latest_epoch {
+        if latest > facts.local_epoch {
+            return StartPlan::RestoreEpoch { epoch: latest };
+        }
+    }
+    if facts.has_data {
+        return StartPlan::StartAsIs;
+    }
+    match &facts.peers {
+        Some(members) => match members.iter().find(|member| is_ours(member, &facts.peer_url)) {
+            Some(member) if member.name.is_empty() => StartPlan::Join,
+            Some(member) => StartPlan::Replace { old: Some(member.id) },
+            None => StartPlan::Replace { old: None },
+        },
+        None if facts.snapshots_exist => StartPlan::AwaitRecovery,
+        None => StartPlan::Bootstrap,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: u64, name: &str, port: u16) -> Member {
+        Member {
+            id: MemberId(id),
+            name: name.into(),
+            peer_urls: vec![format!("http://127.0.0.1:{port}")],
+            client_urls: vec![],
+            is_learner: false,
+        }
+    }
+
+    fn facts() -> Facts {
+        Facts {
+            has_data: false,
+            local_epoch: 0,
+            latest_epoch: Some(0),
+            peers: Some(vec![member(1, "a", 1), member(2, "b", 2)]),
+            peer_url: "http://127.0.0.1:2".into(),
+            snapshots_exist: true,
+        }
+    }
+
+    #[test]
+    fn decides_like_etcdadm_reconfigure_and_more() {
+        assert_eq!(plan(&Facts { has_data: true, ..facts() }), StartPlan::StartAsIs);
+        assert_eq!(plan(&facts()), StartPlan::Replace { old: Some(MemberId(2)) });
+        let unstarted = Facts { peers: Some(vec![member(1, "a", 1), member(3, "", 2)]), ..facts() };
+        assert_eq!(plan(&unstarted), StartPlan::Join);
+        let gone = Facts { peers: Some(vec![member(1, "a", 1)]), ..facts() };
+        assert_eq!(plan(&gone), StartPlan::Replace { old: None });
+        assert_eq!(plan(&Facts { peers: None, ..facts() }), StartPlan::AwaitRecovery);
+        assert_eq!(plan(&Facts { peers: None, snapshots_exist: false, ..facts() }), StartPlan::Bootstrap);
+    }
+
+    /// A member of an older epoch never starts as is, data or not.
+    #[test]
+    fn older_epochs_restore() {
+        for has_data in [true, false] {
+            let stale = Facts { has_data, local_epoch: 1, latest_epoch: Some(2), ..facts() };
+            assert_eq!(plan(&stale), StartPlan::RestoreEpoch { epoch: 2 });
+        }
+    }
+}
