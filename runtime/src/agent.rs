@@ -340,9 +340,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock> Driver<E, S, L,
                         "epoch-newer",
                         json!({ "local_epoch": self.epoch, "epoch": record.epoch, "snapshot": record.snapshot }),
                     );
-                    if let Err(error) = self.apply_epoch(&record).await {
-                        self.record("recovery-failed", json!({ "error": error }));
-                    }
+                    self.join_epoch(&record).await;
                 }
                 let healthy_peer_heartbeats = peers
                     .iter()
@@ -446,7 +444,10 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock> Driver<E, S, L,
             }
             StartPlan::Join | StartPlan::Replace { .. } => self.replace_local(self.clock.now().0).await,
             StartPlan::RestoreEpoch { .. } => match latest {
-                Some(record) => self.apply_epoch(&record).await,
+                Some(record) => {
+                    self.join_epoch(&record).await;
+                    Ok(())
+                }
                 None => Err("the epoch vanished".into()),
             },
             StartPlan::AwaitRecovery => Ok(()),
@@ -455,6 +456,19 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock> Driver<E, S, L,
             tracing::warn!(error = %error, "reconfigure could not start the member");
             self.record("reconfigure-failed", json!({ "error": error }));
         }
+    }
+
+    /// Applies an epoch another agent claimed, and tells the core a recovery
+    /// happened, so it waits for the new cluster instead of claiming another epoch.
+    async fn join_epoch(&mut self, record: &EpochRecord) {
+        let outcome = match self.apply_epoch(record).await {
+            Ok(()) => Outcome::Recovered,
+            Err(error) => {
+                self.record("recovery-failed", json!({ "error": error }));
+                Outcome::RecoveryFailed
+            }
+        };
+        self.agent.handle_outcome(self.clock.now(), outcome);
     }
 
     async fn start(&self, launch: Launch) -> Result<(), String> {
