@@ -375,6 +375,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock> Driver<E, S, L,
             start: true,
             dry_run: self.settings.dry_run,
         };
+        self.record("replace-started", json!({ "member": self.local.spec().name }));
         let report =
             replace::replace(&self.etcd, &self.local, &settings, now_ms).await.map_err(|error| error.to_string())?;
         self.record("replaced", json!({ "report": report }));

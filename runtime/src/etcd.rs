@@ -240,8 +240,12 @@ impl EtcdCluster for EtcdClient {
 
     async fn member_remove(&self, id: MemberId) -> Result<(), EtcdError> {
         self.on_any_endpoint("member remove", |mut client, endpoint| async move {
-            client.member_remove(id.0).await.map_err(|error| request_error("member remove", &endpoint, error))?;
-            Ok(())
+            match client.member_remove(id.0).await {
+                Ok(_) => Ok(()),
+                // A retry after a lost answer: the first attempt removed it.
+                Err(error) if describe(&error).contains("member not found") => Ok(()),
+                Err(error) => Err(request_error("member remove", &endpoint, error)),
+            }
         })
         .await
     }
@@ -268,9 +272,22 @@ impl EtcdCluster for EtcdClient {
                 holder,
                 Some(PutOptions::new().with_lease(lease)),
             )]);
-            match client.txn(txn).await {
-                Ok(response) if response.succeeded() => Ok(Some(lease)),
-                Ok(_) => {
+            // Re-entrant by holder: an agent restarted mid-change takes its own lock back
+            // instead of waiting for its dead predecessor's lease to expire.
+            let takeover = Txn::new().when([Compare::value(key, CompareOp::Equal, holder)]).and_then([TxnOp::put(
+                key,
+                holder,
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+            let first = client.txn(txn).await;
+            let result = match first {
+                Ok(response) if response.succeeded() => Ok(true),
+                Ok(_) => client.txn(takeover).await.map(|response| response.succeeded()),
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(true) => Ok(Some(lease)),
+                Ok(false) => {
                     let _ = client.lease_revoke(lease).await;
                     Ok(None)
                 }

@@ -31,6 +31,8 @@ pub enum ReplaceError {
     CatchUpTimeout { name: String, seconds: u64 },
     #[error("state file {path}: {detail}")]
     State { path: PathBuf, detail: String },
+    #[error("{name} is removed and waits to be added back: etcd refuses additions while another voter is down ({detail}); its own replacement removes it, then this one resumes")]
+    AddRefused { name: String, detail: String },
 }
 
 impl Classify for ReplaceError {
@@ -40,6 +42,7 @@ impl Classify for ReplaceError {
             ReplaceError::Member(error) => error.exit(),
             ReplaceError::WouldLoseQuorum { .. } | ReplaceError::Busy { .. } => Exit::Refused,
             ReplaceError::CatchUpTimeout { .. } | ReplaceError::State { .. } => Exit::Failure,
+            ReplaceError::AddRefused { .. } => Exit::Refused,
         }
     }
 }
@@ -123,7 +126,8 @@ pub fn initial_cluster(members: &[Member], spec: &MemberSpec) -> String {
         .join(",")
 }
 
-/// The lock every membership change of one cluster takes.
+/// The lock every membership change of one cluster takes. Its value is the
+/// holder's member name, so a restarted agent can take its own lock back.
 pub fn lock_key(cluster: &str) -> String {
     format!("/lifeboat/{cluster}/membership-change")
 }
@@ -184,11 +188,22 @@ pub async fn replace<E: EtcdCluster, L: LocalMember>(
     let Some(lease) = etcd.try_lock(&key, &spec.name, settings.lock_ttl_seconds).await? else {
         return Err(ReplaceError::Busy { key });
     };
+    // The lock is released only when the change is complete. After a failure the
+    // cluster may be one member short: no other change may start until this agent
+    // resumes (it takes its own lock back) or the lease expires.
+    //
+    // One exception: etcd refused the add because another voter is down (its strict
+    // reconfiguration check wants every voter connected). This member is cleanly
+    // removed, quorum holds, and the dead voter's own replacement must run first, so
+    // the lock goes to it; this replacement resumes at the add.
     let result = replace_locked(etcd, local, settings, &spec, &mut state, now_ms, &mut report).await;
+    if let Err(ReplaceError::AddRefused { .. }) = &result {
+        let _ = etcd.unlock(lease).await;
+    }
+    result?;
     if let Err(error) = etcd.unlock(lease).await {
         tracing::warn!(error = %error, "could not release the membership lock; it expires with its lease");
     }
-    result?;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
@@ -233,7 +248,14 @@ async fn replace_locked<E: EtcdCluster, L: LocalMember>(
     let (new_member, members) = match added {
         Some(member) => (member, members),
         None => {
-            let (member, members) = etcd.member_add(std::slice::from_ref(&spec.peer_url), settings.learner).await?;
+            let added = etcd.member_add(std::slice::from_ref(&spec.peer_url), settings.learner).await;
+            let (member, members) = match added {
+                Ok(added) => added,
+                Err(error) if error.to_string().contains("unhealthy cluster") => {
+                    return Err(ReplaceError::AddRefused { name: spec.name.clone(), detail: error.to_string() })
+                }
+                Err(error) => return Err(error.into()),
+            };
             report.steps.push(format!(
                 "added member {} as a {}",
                 member.id,

@@ -350,38 +350,157 @@ fn check_restored_data(endpoint: &str, acked: &[Acked], fault_done: Instant, res
     lost.len()
 }
 
-/// Scenario `two-of-three-lost`: two of three members lose their disks; quorum is
-/// gone; one epoch is claimed, the survivor's data is saved first, and every member
-/// restores that same snapshot; the cluster holds exactly its data.
-#[test]
-fn two_of_three_wiped_run_one_disaster_recovery() {
-    let Some(cluster) = AgentCluster::start(3) else { return };
+/// Scenario `two-of-three-lost` (and its 5-member twin): a majority loses its
+/// disks; quorum is gone; one epoch is claimed, the survivor's data is saved first,
+/// and every member restores that same snapshot; the cluster holds exactly its data.
+fn majority_wiped_runs_one_disaster_recovery(size: usize, wiped: &[usize]) {
+    let Some(cluster) = AgentCluster::start(size) else { return };
     let writer = Writer::start(cluster.nodes.iter().map(|node| node.client_url.clone()).collect());
     std::thread::sleep(Duration::from_millis(2500));
     let fault_at = Instant::now();
-    cluster.wipe(1);
-    cluster.wipe(2);
+    for index in wiped {
+        cluster.wipe(*index);
+    }
     let fault_done = Instant::now();
-    let recovered = wait_until(Duration::from_secs(120), || {
+    let recovered = wait_until(Duration::from_secs(150), || {
         !cluster.epochs().is_empty()
-            && (0..3).all(|index| cluster.healthy(index))
-            && cluster.membership() == Some((3, 0))
+            && (0..size).all(|index| cluster.healthy(index))
+            && cluster.membership() == Some((size, 0))
     });
     let rto = fault_at.elapsed();
     std::thread::sleep(Duration::from_millis(300));
     let acked = writer.stop();
-    assert!(recovered, "no recovery within 120 s:\n{}\n{}", cluster.logs(), cluster.journal(0));
+    assert!(recovered, "no recovery within 150 s:\n{}\n{}", cluster.logs(), cluster.journal(0));
     let epochs = cluster.epochs();
     assert_eq!(epochs.len(), 1, "exactly one recovery epoch: {epochs:?}");
     let restored_revision = snapshot_revision(epochs[0]["snapshot"].as_str().unwrap());
-    let lost = check_restored_data(&cluster.nodes[1].client_url, &acked, fault_done, restored_revision);
+    for node in &cluster.nodes {
+        check_restored_data(&node.client_url, &acked, fault_done, restored_revision);
+    }
+    let lost = check_restored_data(&cluster.nodes[0].client_url, &acked, fault_done, restored_revision);
     let last_acked = acked.iter().filter(|write| write.at < fault_done).map(|write| write.revision).max().unwrap_or(0);
     eprintln!(
-        "RTO two-of-three-lost (N=3): {:.1} s; restored revision {restored_revision}, last acknowledged {last_acked}, lost {lost} acknowledged writes ({} revisions)",
+        "RTO majority-lost (N={size}, {} wiped): {:.1} s; restored revision {restored_revision}, last acknowledged {last_acked}, lost {lost} acknowledged writes ({} revisions); claimed by {}",
+        wiped.len(),
         rto.as_secs_f64(),
-        (last_acked - restored_revision).max(0)
+        (last_acked - restored_revision).max(0),
+        epochs[0]["claimed_by"]
     );
-    assert!(cluster.journal(0).contains("\"saved-survivor\""), "the survivor's newer data was saved first");
+    let survivors_saved = (0..size).any(|index| cluster.journal(index).contains("\"saved-survivor\""));
+    assert!(survivors_saved, "a survivor's newer data was saved before the restore");
+}
+
+#[test]
+fn two_of_three_wiped_run_one_disaster_recovery() {
+    majority_wiped_runs_one_disaster_recovery(3, &[1, 2]);
+}
+
+#[test]
+fn three_of_five_wiped_run_one_disaster_recovery() {
+    majority_wiped_runs_one_disaster_recovery(5, &[2, 3, 4]);
+}
+
+/// Scenario `two-of-five-lost`: two of five lose their disks; each is replaced, one
+/// membership change at a time (a lock in etcd), never two learners, never fewer
+/// members than a quorum of five, no loss. etcd adds a member only while every voter
+/// is connected, so the second dead voter is removed before the first is added back.
+#[test]
+fn two_of_five_wiped_are_replaced_one_at_a_time() {
+    let Some(cluster) = AgentCluster::start(5) else { return };
+    let writer = Writer::start(cluster.nodes.iter().map(|node| node.client_url.clone()).collect());
+    std::thread::sleep(Duration::from_millis(500));
+    let fault_at = Instant::now();
+    cluster.wipe(3);
+    cluster.wipe(4);
+    let mut smallest = usize::MAX;
+    let mut most_learners = 0;
+    let recovered = wait_until(Duration::from_secs(150), || {
+        if let Some((voters, learners)) = cluster.membership() {
+            smallest = smallest.min(voters + learners);
+            most_learners = most_learners.max(learners);
+        }
+        cluster.journal(3).contains("\"replaced\"")
+            && cluster.journal(4).contains("\"replaced\"")
+            && (0..5).all(|index| cluster.healthy(index))
+            && cluster.membership() == Some((5, 0))
+    });
+    let rto = fault_at.elapsed();
+    let acked = writer.stop();
+    assert!(recovered, "not both replaced within 150 s:\n{}", cluster.logs());
+    eprintln!("RTO two-of-five-lost (N=5): {:.1} s, {} writes acknowledged", rto.as_secs_f64(), acked.len());
+    assert!(smallest >= 3, "the cluster shrank below a quorum of five ({smallest} members seen)");
+    assert!(most_learners <= 1, "two learners at once");
+    for node in &cluster.nodes {
+        let missing = missing_writes(&node.client_url, &acked);
+        assert!(missing.is_empty(), "{} lacks {} acknowledged writes", node.name, missing.len());
+    }
+}
+
+/// Scenario `store-outage-during-save`: the store goes away while agents save;
+/// saves fail cleanly (nothing partial), and the next save after it returns succeeds.
+#[test]
+fn store_outage_fails_saves_cleanly_and_they_resume() {
+    let Some(mut cluster) = AgentCluster::start(3) else { return };
+    let saves = |cluster: &AgentCluster| -> usize {
+        (0..3).map(|index| cluster.journal(index).matches("\"event\":\"saved\"").count()).sum()
+    };
+    assert!(wait_until(Duration::from_secs(30), || saves(&cluster) >= 1), "no save before the outage");
+    cluster.s3.stop();
+    let failed =
+        wait_until(Duration::from_secs(30), || (0..3).any(|index| cluster.journal(index).contains("\"save-failed\"")));
+    let before = saves(&cluster);
+    cluster.s3.resume();
+    let resumed = wait_until(Duration::from_secs(60), || saves(&cluster) > before);
+    assert!(failed, "no save failed during the outage:\n{}", cluster.logs());
+    assert!(resumed, "saves did not resume after the outage:\n{}", cluster.logs());
+    let mut command = lifeboat_command();
+    command.envs(cluster.s3.env()).args([
+        "snapshots",
+        "verify",
+        "--all",
+        "--output",
+        "json",
+        "--store",
+        &format!("s3://{BUCKET}/chaos"),
+        "--cluster",
+        "chaos",
+    ]);
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "a snapshot is partial or corrupt: {}", String::from_utf8_lossy(&output.stdout));
+}
+
+/// Scenario `agent-crash-mid-replace`: the agent is killed in the middle of
+/// replacing its member; restarted, it takes its lock back and finishes.
+#[test]
+fn agent_killed_mid_replace_resumes() {
+    let Some(mut cluster) = AgentCluster::start(3) else { return };
+    let writer = Writer::start(cluster.nodes.iter().map(|node| node.client_url.clone()).collect());
+    std::thread::sleep(Duration::from_millis(300));
+    let state_file = {
+        let mut path = cluster.nodes[2].data_dir.clone().into_os_string();
+        path.push(".lifeboat-replace.json");
+        PathBuf::from(path)
+    };
+    cluster.wipe(2);
+    let mid_replace = wait_until(Duration::from_secs(30), || state_file.exists());
+    assert!(mid_replace, "the replacement never started:\n{}", cluster.logs());
+    let mut agent = cluster.nodes[2].agent.take().unwrap();
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    cluster.kill_etcd(2);
+    assert!(state_file.exists(), "killed before finishing, the state file remains");
+    let restart_at = Instant::now();
+    cluster.start_agent(2);
+    let recovered = wait_until(Duration::from_secs(90), || {
+        (0..3).all(|index| cluster.healthy(index)) && cluster.membership() == Some((3, 0)) && !state_file.exists()
+    });
+    let acked = writer.stop();
+    assert!(recovered, "the replacement did not resume:\n{}\n{}", cluster.logs(), cluster.journal(2));
+    eprintln!("resume after agent crash mid-replace: {:.1} s", restart_at.elapsed().as_secs_f64());
+    assert!(cluster.journal(2).contains("resuming"), "the restarted agent resumed from its state file");
+    for node in &cluster.nodes {
+        assert!(missing_writes(&node.client_url, &acked).is_empty(), "{} lost writes", node.name);
+    }
 }
 
 /// Scenario `all-restarted-empty` (the seed's manual restore): every member stops,
