@@ -316,6 +316,16 @@ fn one_of_three_wiped_is_replaced_without_loss() {
     }
     let journal = cluster.journal(2);
     assert!(journal.contains("\"reconfigure\""), "the supervising agent decided through reconfigure");
+    let status = lifeboat_command()
+        .args(["status", "--journal", "--lines", "500", "--state-dir"])
+        .arg(&cluster.nodes[2].state_dir)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("replace-started") && status.contains("replaced"),
+        "status --journal shows the decision: {status}"
+    );
     assert!(
         !cluster.journal(0).contains("\"replaced\"") && !cluster.journal(1).contains("\"replaced\""),
         "only the wiped member changed"
@@ -546,4 +556,43 @@ fn all_restarted_with_empty_disks_are_restored() {
     let missing = missing_writes(&cluster.nodes[0].client_url, &acked);
     assert!(missing.is_empty(), "{} acknowledged writes missing after the restore", missing.len());
     eprintln!("RTO all-restarted-empty (N=3): {:.1} s from restart; epoch {}", rto.as_secs_f64(), epochs[0]);
+}
+
+/// The catalogue names the scenarios these tests run; each real-process scenario
+/// of the catalogue has its test here or a reason it does not.
+#[test]
+fn catalogue_scenarios_for_processes_are_covered() {
+    const COVERED: &[(&str, &str)] = &[
+        ("member-disk-wiped", "one_of_three_wiped_is_replaced_without_loss"),
+        ("two-of-five-lost", "two_of_five_wiped_are_replaced_one_at_a_time"),
+        ("two-of-three-lost", "two_of_three_wiped_run_one_disaster_recovery (+ 3 of 5)"),
+        ("all-restarted-empty", "all_restarted_with_empty_disks_are_restored"),
+        ("store-outage-during-save", "store_outage_fails_saves_cleanly_and_they_resume"),
+        ("agent-crash-mid-replace", "agent_killed_mid_replace_resumes"),
+    ];
+    // Not yet run on real processes, with the reason (see the issue notes):
+    const PENDING: &[&str] = &[
+        "steady-snapshots",          // retention under load is covered by prune tests only
+        "member-crash-restart",      // needs a supervisor-restart timing assertion
+        "minority-partition",        // needs network namespaces: left to the container suite
+        "isolated-agent-sees-store", // needs network namespaces: left to the container suite
+        "corrupt-latest-snapshot", // restore fallback covered by failures::corrupt_and_truncated_snapshots_are_refused
+        "agent-crash-mid-recovery",
+        "flapping-member",
+        "large-database", // measured by scripts/bench-save
+    ];
+    let catalogue = lifeboat_scenarios::catalogue();
+    for (name, _) in COVERED {
+        let scenario = lifeboat_scenarios::find(name).unwrap_or_else(|| panic!("{name} is not in the catalogue"));
+        assert!(scenario.harnesses.contains(&lifeboat_scenarios::Harness::Processes), "{name}");
+    }
+    for scenario in
+        catalogue.iter().filter(|scenario| scenario.harnesses.contains(&lifeboat_scenarios::Harness::Processes))
+    {
+        assert!(
+            COVERED.iter().any(|(name, _)| *name == scenario.name) || PENDING.contains(&scenario.name),
+            "{} is neither covered nor listed as pending",
+            scenario.name
+        );
+    }
 }

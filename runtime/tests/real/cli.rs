@@ -130,3 +130,64 @@ fn check_reports_health_with_exit_codes() {
     assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
     assert!(stderr(&output).contains("no etcd endpoint answered"), "{}", stderr(&output));
 }
+
+/// Every `lifeboat` command line in the shipped systemd units parses.
+#[test]
+fn systemd_units_call_real_subcommands() {
+    let units = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    let mut checked = 0;
+    let mut files = vec![];
+    for entry in std::fs::read_dir(&units).unwrap().flatten() {
+        if entry.path().is_dir() {
+            files.extend(std::fs::read_dir(entry.path()).unwrap().flatten().map(|entry| entry.path()));
+        } else {
+            files.push(entry.path());
+        }
+    }
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for line in text.lines() {
+            let Some((_, command)) = line.split_once("=/opt/bin/lifeboat ") else { continue };
+            let mut args: Vec<&str> = command.split_whitespace().collect();
+            args.push("--help");
+            let output = run(&args, &[]);
+            assert!(
+                output.status.success(),
+                "{}: `lifeboat {command}` does not parse: {}",
+                file.display(),
+                stderr(&output)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "found only {checked} lifeboat command lines in the units");
+}
+
+/// `replace --dry-run` says what it would do and changes nothing.
+#[test]
+fn replace_dry_run_changes_nothing() {
+    let Some(fixture) = fixture(StoreKind::File, 3) else { return };
+    let before = etcdctl(&fixture.etcd.members[0].client_url, &["member", "list"]);
+    let member = &fixture.etcd.members[2];
+    let data_dir = member.data_dir.to_str().unwrap().to_owned();
+    let output = fixture.lifeboat(&[
+        "replace",
+        "--dry-run",
+        "--member-control",
+        "none",
+        "--name",
+        &member.name,
+        "--data-dir",
+        &data_dir,
+        "--client-url",
+        &member.client_url,
+        "--peer-url",
+        &member.peer_url,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("would stop etcd2 and remove member"), "{text}");
+    assert!(text.contains("would add etcd2"), "{text}");
+    assert_eq!(etcdctl(&fixture.etcd.members[0].client_url, &["member", "list"]), before);
+    assert!(member.data_dir.join("member").is_dir(), "data dir untouched");
+}
