@@ -183,11 +183,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock> Driver<E, S, L,
                 let outcome = if self.settings.dry_run {
                     Outcome::SaveFailed
                 } else {
-                    let settings = SaveSettings {
-                        cluster: self.settings.cluster.clone(),
-                        compression: self.settings.compression,
-                        pipeline: self.settings.pipeline.clone(),
-                    };
+                    let settings = self.save_settings();
                     match save::save(&self.etcd, &self.store, &self.layout, &settings, now).await {
                         Ok(report) => {
                             self.record("saved", json!({ "snapshot": report.name, "revision": report.revision, "size_bytes": report.size_bytes, "elapsed_ms": report.elapsed_ms }));
@@ -247,14 +243,8 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock> Driver<E, S, L,
                     json!({ "action": "disaster-recovery", "newest_verified": snapshot,
                             "members_seen": members.iter().map(|member| member.name.clone()).collect::<Vec<_>>() }),
                 );
-                let outcome = match self.disaster_recovery(snapshot).await {
-                    Ok(()) => Outcome::Recovered,
-                    Err(error) => {
-                        self.record("recovery-failed", json!({ "error": error }));
-                        Outcome::RecoveryFailed
-                    }
-                };
-                self.agent.handle_outcome(self.clock.now(), outcome);
+                let result = self.disaster_recovery(snapshot).await;
+                self.report_recovery(result);
             }
             Action::Warn(warning) => {
                 tracing::warn!(?warning, "needs attention");
@@ -462,7 +452,12 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock> Driver<E, S, L,
     /// Applies an epoch another agent claimed, and tells the core a recovery
     /// happened, so it waits for the new cluster instead of claiming another epoch.
     async fn join_epoch(&mut self, record: &EpochRecord) {
-        let outcome = match self.apply_epoch(record).await {
+        let result = self.apply_epoch(record).await;
+        self.report_recovery(result);
+    }
+
+    fn report_recovery(&mut self, result: Result<(), String>) {
+        let outcome = match result {
             Ok(()) => Outcome::Recovered,
             Err(error) => {
                 self.record("recovery-failed", json!({ "error": error }));
@@ -470,6 +465,14 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock> Driver<E, S, L,
             }
         };
         self.agent.handle_outcome(self.clock.now(), outcome);
+    }
+
+    fn save_settings(&self) -> SaveSettings {
+        SaveSettings {
+            cluster: self.settings.cluster.clone(),
+            compression: self.settings.compression,
+            pipeline: self.settings.pipeline.clone(),
+        }
     }
 
     async fn start(&self, launch: Launch) -> Result<(), String> {
@@ -488,11 +491,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock> Driver<E, S, L,
         let mut snapshot = newest_verified;
         if let Some(local) = self.local_client_status().await {
             if local.revision > snapshot.revision() {
-                let settings = SaveSettings {
-                    cluster: self.settings.cluster.clone(),
-                    compression: self.settings.compression,
-                    pipeline: self.settings.pipeline.clone(),
-                };
+                let settings = self.save_settings();
                 match save::save_from(&self.etcd, &self.store, &self.layout, &settings, self.clock.now(), &local).await
                 {
                     Ok(report) => {
