@@ -75,8 +75,12 @@ impl AgentSettings {
     pub fn initial_cluster(&self) -> String {
         self.members.iter().map(|member| format!("{}={}", member.name, member.peer_url)).collect::<Vec<_>>().join(",")
     }
+    /// Three missed checks, plus the store's timestamp resolution: S3 reports
+    /// `LastModified` in whole seconds, so two heartbeats written 100 ms apart can
+    /// look a second apart. Too short a window makes fresh peers look dead, and an
+    /// isolated agent would then recover a healthy cluster (split brain).
     fn heartbeat_freshness_ms(&self) -> u64 {
-        3 * self.policy.check_interval_ms
+        3 * self.policy.check_interval_ms + 2_000
     }
 }
 

@@ -5,6 +5,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 pub struct S3Server {
+    /// The address it listens on and advertises (loopback unless a test needs otherwise).
+    pub host: String,
     pub port: u16,
     pub access_key: String,
     pub secret_key: String,
@@ -14,10 +16,16 @@ pub struct S3Server {
 }
 
 impl S3Server {
-    /// Starts SeaweedFS and waits (at most 30 s) for its S3 API.
+    /// Starts SeaweedFS on loopback and waits (at most 30 s) for its S3 API.
     pub fn start() -> S3Server {
+        S3Server::start_on("127.0.0.1")
+    }
+
+    /// Starts SeaweedFS on `host` (an address of this machine).
+    pub fn start_on(host: &str) -> S3Server {
         let directory = tempfile::Builder::new().prefix("lifeboat-s3-").tempdir().expect("create a temp dir");
         let mut server = S3Server {
+            host: host.to_owned(),
             port: free_port(&[10000]),
             access_key: "lifeboat-test".into(),
             secret_key: "lifeboat-test-secret".into(),
@@ -36,7 +44,7 @@ impl S3Server {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     fn spawn(&mut self) {
@@ -47,7 +55,8 @@ impl S3Server {
             .arg("-logtostderr")
             .arg("mini")
             .arg(format!("-dir={}", path.join("data").display()))
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            .arg(format!("-ip={}", self.host))
+            .arg(format!("-ip.bind={}", self.host))
             .arg(format!("-s3.port={}", self.port))
             .arg(format!("-master.port={master}"))
             .arg(format!("-volume.port={volume}"))
@@ -67,7 +76,7 @@ impl S3Server {
             .spawn()
             .expect("start weed (run scripts/install-deps)");
         self.child = Some(child);
-        let address = format!("127.0.0.1:{}", self.port);
+        let address = format!("{}:{}", self.host, self.port);
         let up = wait_until(Duration::from_secs(30), || http_get(&address, "/").is_some());
         assert!(up, "S3 server did not answer within 30 s: {}", self.log_tail());
     }

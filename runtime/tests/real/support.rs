@@ -154,7 +154,19 @@ impl Fixture {
 }
 
 pub fn lifeboat_command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
+    lifeboat_command_in(None)
+}
+
+/// `lifeboat`, run inside network namespace `netns` when given (`ip netns exec`).
+pub fn lifeboat_command_in(netns: Option<&str>) -> Command {
+    let mut command = match netns {
+        Some(netns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_lifeboat")]);
+            command
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_lifeboat")),
+    };
     for (key, _) in std::env::vars() {
         if key.starts_with("LIFEBOAT_") && key != "LIFEBOAT_BIN_DIR" {
             command.env_remove(key);
