@@ -71,7 +71,9 @@ struct PartWriter {
     part_size_bytes: usize,
     next_number: i32,
     offset: u64,
-    hasher: Sha256,
+    /// Hashes the stored bytes; `None` when they are the plain snapshot, whose
+    /// hash the snapshot digest computes anyway.
+    hasher: Option<Sha256>,
     size_bytes: u64,
     sender: mpsc::Sender<Part>,
 }
@@ -107,11 +109,16 @@ impl PartWriter {
             let part = std::mem::take(&mut self.buffer).freeze();
             self.send(part).await?;
         }
-        Ok(Digest256 { sha256: hex::encode(self.hasher.finalize()), size_bytes: self.size_bytes })
+        Ok(Digest256 {
+            sha256: self.hasher.map(|hasher| hex::encode(hasher.finalize())).unwrap_or_default(),
+            size_bytes: self.size_bytes,
+        })
     }
 
     async fn send(&mut self, bytes: Bytes) -> Result<(), PipelineError> {
-        self.hasher.update(&bytes);
+        if let Some(hasher) = self.hasher.as_mut() {
+            hasher.update(&bytes);
+        }
         self.size_bytes += bytes.len() as u64;
         let part = Part { number: self.next_number, offset: self.offset, bytes };
         self.next_number += 1;
@@ -204,7 +211,7 @@ pub async fn run<S: ByteSource, U: Upload>(
             part_size_bytes: settings.part_size_bytes,
             next_number: 1,
             offset: 0,
-            hasher: Sha256::new(),
+            hasher: (target.compression != Compression::None).then(Sha256::new),
             size_bytes: 0,
             sender,
         });
@@ -221,7 +228,12 @@ pub async fn run<S: ByteSource, U: Upload>(
     for result in uploaded {
         result?;
     }
-    let (digest, stored) = produced?;
+    let (digest, mut stored) = produced?;
     let (plain, trailer, is_bolt) = digest.finish();
+    for (target, stored) in targets.iter().zip(stored.iter_mut()) {
+        if target.compression == Compression::None {
+            stored.sha256.clone_from(&plain.sha256);
+        }
+    }
     Ok(PipelineReport { plain, trailer, is_bolt, stored, elapsed: started.elapsed() })
 }

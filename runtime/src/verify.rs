@@ -34,10 +34,10 @@ pub enum Trailer {
     Mismatch,
 }
 
-/// Hashes a plain etcd snapshot as it streams: the whole (for the manifest), the
-/// body without its last 32 bytes (for the trailer), and the bolt magic.
+/// Hashes a plain etcd snapshot as it streams: the body without its last 32 bytes
+/// (for the trailer), the whole (for the manifest: the body's hasher state plus
+/// those 32 bytes, so the data is hashed once), and the bolt magic.
 pub struct SnapshotDigest {
-    whole: Sha256,
     body: Sha256,
     tail: Vec<u8>,
     head: Vec<u8>,
@@ -47,7 +47,6 @@ pub struct SnapshotDigest {
 impl Default for SnapshotDigest {
     fn default() -> Self {
         SnapshotDigest {
-            whole: Sha256::new(),
             body: Sha256::new(),
             tail: Vec::with_capacity(2 * TRAILER_BYTES),
             head: Vec::with_capacity(BOLT_MAGIC_OFFSET + BOLT_MAGIC.len()),
@@ -58,7 +57,6 @@ impl Default for SnapshotDigest {
 
 impl SnapshotDigest {
     pub fn update(&mut self, chunk: &[u8]) {
-        self.whole.update(chunk);
         self.size_bytes += chunk.len() as u64;
         let head_missing = (BOLT_MAGIC_OFFSET + BOLT_MAGIC.len()).saturating_sub(self.head.len());
         self.head.extend_from_slice(&chunk[..head_missing.min(chunk.len())]);
@@ -79,6 +77,8 @@ impl SnapshotDigest {
 
     pub fn finish(self) -> (Digest256, Trailer, bool) {
         let is_bolt = self.head.get(BOLT_MAGIC_OFFSET..BOLT_MAGIC_OFFSET + BOLT_MAGIC.len()) == Some(&BOLT_MAGIC[..]);
+        let mut whole = self.body.clone();
+        whole.update(&self.tail);
         let trailer = if self.size_bytes < (TRAILER_BYTES as u64) || self.size_bytes % 512 != TRAILER_BYTES as u64 {
             Trailer::Missing
         } else if self.body.finalize().as_slice() == self.tail.as_slice() {
@@ -86,7 +86,7 @@ impl SnapshotDigest {
         } else {
             Trailer::Mismatch
         };
-        let digest = Digest256 { sha256: hex::encode(self.whole.finalize()), size_bytes: self.size_bytes };
+        let digest = Digest256 { sha256: hex::encode(whole.finalize()), size_bytes: self.size_bytes };
         (digest, trailer, is_bolt)
     }
 }
