@@ -237,8 +237,9 @@ pub struct SaveArgs {
     /// Parts uploaded at once
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=32), value_name = "N")]
     pub upload_concurrency: u64,
-    /// zstd level when --compression zstd
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19), value_name = "LEVEL")]
+    /// zstd level when --compression zstd (1 by measurement: ~230 MiB/s on one core, faster than etcd
+    /// streams a snapshot; level 3 ran at ~100 MiB/s and would slow the save)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=19), value_name = "LEVEL")]
     pub zstd_level: i32,
 }
 
