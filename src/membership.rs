@@ -6,11 +6,6 @@ pub fn quorum(voters: usize) -> usize {
     voters / 2 + 1
 }
 
-/// How many voters may fail while the cluster still commits: `(N-1)/2`.
-pub fn fault_tolerance(voters: usize) -> usize {
-    voters.saturating_sub(1) / 2
-}
-
 /// Whether removing one unhealthy voter, then adding its replacement back, keeps
 /// quorum at every step. `healthy_voters` must not count the member being replaced.
 ///
@@ -29,7 +24,6 @@ mod tests {
     #[test]
     fn small_clusters() {
         assert_eq!((quorum(1), quorum(3), quorum(4), quorum(5)), (1, 2, 3, 3));
-        assert_eq!((fault_tolerance(1), fault_tolerance(3), fault_tolerance(5)), (0, 1, 2));
         assert!(replacement_keeps_quorum(3, 2));
         assert!(!replacement_keeps_quorum(3, 1));
         assert!(replacement_keeps_quorum(5, 3));

@@ -48,10 +48,6 @@ impl EtcdClient {
         EtcdClient { endpoints, timeout }
     }
 
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     async fn connect(&self, endpoints: &[String], request_timeout: bool) -> Result<Client, EtcdError> {
         let mut options = ConnectOptions::new().with_connect_timeout(self.timeout);
         if request_timeout {

@@ -16,10 +16,6 @@ impl Journal {
         Ok(Journal { path: state_dir.join("journal.jsonl") })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Appends one entry; a failed write is logged, never fatal (the journal
     /// explains decisions, it does not make them).
     pub fn record(&self, at: &str, event: &str, details: Value) {

@@ -1,7 +1,7 @@
 //! A real etcd cluster of N members on loopback.
 
 use super::{binary, free_port, http_get, terminate, wait_until};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -59,10 +59,6 @@ impl LocalEtcdCluster {
         cluster
     }
 
-    pub fn directory(&self) -> &Path {
-        self.directory.path()
-    }
-
     /// `etcd0=http://…,etcd1=http://…`, as `--initial-cluster` takes it.
     pub fn initial_cluster(&self) -> String {
         self.members.iter().map(|member| format!("{}={}", member.name, member.peer_url)).collect::<Vec<_>>().join(",")
@@ -111,13 +107,6 @@ impl LocalEtcdCluster {
         self.members[index].child = Some(child);
     }
 
-    /// Restarts a stopped member on its existing data dir.
-    pub fn restart(&mut self, index: usize) {
-        let initial_cluster = self.initial_cluster();
-        let token = self.token.clone();
-        self.spawn(index, &initial_cluster, "existing", &token);
-    }
-
     /// Waits until every running member reports healthy; panics with the logs' tail otherwise.
     pub fn wait_healthy(&self, timeout: Duration) {
         let healthy = wait_until(timeout, || self.members.iter().all(EtcdMember::is_healthy));
@@ -150,12 +139,6 @@ impl LocalEtcdCluster {
         if let Some(mut child) = self.members[index].child.take() {
             let _ = child.kill();
             let _ = child.wait();
-        }
-    }
-
-    pub fn stop_all(&mut self) {
-        for index in 0..self.members.len() {
-            self.stop(index);
         }
     }
 
