@@ -490,20 +490,44 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock> Driver<E, S, L,
             return self.apply_epoch(record).await;
         }
         let next = latest.map(|record| record.epoch).unwrap_or(0).max(self.epoch) + 1;
-        // Never restore something older than what a surviving member holds: when our
-        // member still answers (without quorum), save its data first and use that.
+        // Never restore something older than what a surviving member holds. The most
+        // up-to-date survivor claims: a survivor defers while a live peer of this epoch
+        // reports newer data; the claimer saves its own data first when it is newer
+        // than every stored snapshot.
         let mut snapshot = newest_verified;
-        if let Some(local) = self.local_client_status().await {
-            if local.revision > snapshot.revision() {
-                let settings = self.save_settings();
-                match save::save_from(&self.etcd, &self.store, &self.layout, &settings, self.clock.now(), &local).await
-                {
-                    Ok(report) => {
-                        self.record("saved-survivor", json!({ "snapshot": report.name, "revision": report.revision }));
-                        snapshot = report.name;
-                    }
-                    Err(error) => self.record("save-survivor-failed", json!({ "error": error.to_string() })),
+        let local = self.local_client_status().await;
+        let local_revision = local.as_ref().map(|status| status.revision.0);
+        let peers = coordination::fresh_peer_heartbeats(
+            &self.store,
+            &self.layout,
+            &self.local.spec().name,
+            self.settings.heartbeat_freshness_ms(),
+        )
+        .await
+        .map_err(|error| error.to_string())?;
+        let best_peer = peers
+            .iter()
+            .filter(|peer| peer.epoch == self.epoch)
+            .filter_map(|peer| peer.revision.map(|revision| (revision, peer.member.clone())))
+            .max();
+        self.record(
+            "survivor",
+            json!({ "local_revision": local_revision, "newest_verified_revision": snapshot.revision().0,
+                    "best_peer": best_peer }),
+        );
+        if let Some((peer_revision, peer)) = &best_peer {
+            if *peer_revision > local_revision.unwrap_or(0) && *peer_revision > snapshot.revision().0 {
+                return Err(format!("{peer} holds newer data (revision {peer_revision}); it claims the recovery"));
+            }
+        }
+        if let Some(local) = local.filter(|local| local.revision > snapshot.revision()) {
+            let settings = self.save_settings();
+            match save::save_from(&self.etcd, &self.store, &self.layout, &settings, self.clock.now(), &local).await {
+                Ok(report) => {
+                    self.record("saved-survivor", json!({ "snapshot": report.name, "revision": report.revision }));
+                    snapshot = report.name;
                 }
+                Err(error) => self.record("save-survivor-failed", json!({ "error": error.to_string() })),
             }
         }
         let catalog = catalog::load(&self.store, &self.layout).await.map_err(|error| error.to_string())?;

@@ -413,8 +413,24 @@ fn majority_wiped_runs_one_disaster_recovery(size: usize, wiped: &[usize]) {
         (last_acked - restored_revision).max(0),
         epochs[0]["claimed_by"]
     );
-    let survivors_saved = (0..size).any(|index| cluster.journal(index).contains("\"saved-survivor\""));
-    assert!(survivors_saved, "a survivor's newer data was saved before the restore");
+    // Never older than a surviving member's data: every survivor that weighed in
+    // recorded its revision, and the restored snapshot is at least as new.
+    let survivor_revisions: Vec<i64> = (0..size)
+        .flat_map(|index| {
+            cluster
+                .journal(index)
+                .lines()
+                .filter(|line| line.contains("\"event\":\"survivor\""))
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?["local_revision"].as_i64())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(!survivor_revisions.is_empty(), "no survivor weighed in on the recovery");
+    let newest_survivor = survivor_revisions.iter().copied().max().unwrap_or(0);
+    assert!(
+        restored_revision >= newest_survivor,
+        "restored revision {restored_revision} is older than a survivor's data ({newest_survivor})"
+    );
 }
 
 #[test]
