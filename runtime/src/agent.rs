@@ -405,6 +405,8 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock> Driver<E, S, L,
             Err(_) => None,
         };
         let latest = coordination::latest_epoch(&self.store, &self.layout).await.ok().flatten();
+        // Unsure (store unreachable) counts as "the cluster existed": never bootstrap an
+        // empty new cluster over one whose backups we merely failed to see.
         let snapshots_exist =
             quick_metas(&self.store, &self.layout).await.map(|metas| !metas.is_empty()).unwrap_or(true);
         let facts = Facts {
