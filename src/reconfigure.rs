@@ -29,7 +29,8 @@ pub enum StartPlan {
     /// A recovery epoch newer than the local data was claimed: restore that
     /// epoch's snapshot (members of an older epoch never start as is).
     RestoreEpoch { epoch: u64 },
-    /// Listed as added but never started (someone ran the add): join with `existing`.
+    /// Listed but never started (a bootstrap member that was late, or one someone
+    /// added): start with `existing`, no membership change.
     Join,
     /// Empty disk but the cluster knows an older incarnation (or none): replace
     /// ourselves: remove the old ID if any, add, start with `existing`.
@@ -56,7 +57,9 @@ pub fn plan(facts: &Facts) -> StartPlan {
     }
     match &facts.peers {
         Some(members) => match members.iter().find(|member| is_ours(member, &facts.peer_url)) {
-            Some(member) if member.name.is_empty() => StartPlan::Join,
+            // etcd names bootstrap members from --initial-cluster before they start; only
+            // the client URLs, published at first start, tell "never started".
+            Some(member) if member.client_urls.is_empty() => StartPlan::Join,
             Some(member) => StartPlan::Replace { old: Some(member.id) },
             None => StartPlan::Replace { old: None },
         },
@@ -74,7 +77,7 @@ mod tests {
             id: MemberId(id),
             name: name.into(),
             peer_urls: vec![format!("http://127.0.0.1:{port}")],
-            client_urls: vec![],
+            client_urls: vec![format!("http://127.0.0.1:{}", port + 1000)],
             is_learner: false,
         }
     }
@@ -94,8 +97,12 @@ mod tests {
     fn decides_like_etcdadm_reconfigure_and_more() {
         assert_eq!(plan(&Facts { has_data: true, ..facts() }), StartPlan::StartAsIs);
         assert_eq!(plan(&facts()), StartPlan::Replace { old: Some(MemberId(2)) });
-        let unstarted = Facts { peers: Some(vec![member(1, "a", 1), member(3, "", 2)]), ..facts() };
+        let added = Member { client_urls: vec![], ..member(3, "", 2) };
+        let unstarted = Facts { peers: Some(vec![member(1, "a", 1), added]), ..facts() };
         assert_eq!(plan(&unstarted), StartPlan::Join);
+        // A bootstrap member that starts late has its name already, but no client URLs.
+        let late = Member { client_urls: vec![], ..member(2, "b", 2) };
+        assert_eq!(plan(&Facts { peers: Some(vec![member(1, "a", 1), late]), ..facts() }), StartPlan::Join);
         let gone = Facts { peers: Some(vec![member(1, "a", 1)]), ..facts() };
         assert_eq!(plan(&gone), StartPlan::Replace { old: None });
         assert_eq!(plan(&Facts { peers: None, ..facts() }), StartPlan::AwaitRecovery);

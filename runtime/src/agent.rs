@@ -439,7 +439,21 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock> Driver<E, S, L,
                 })
                 .await
             }
-            StartPlan::Join | StartPlan::Replace { .. } => self.replace_local(self.clock.now().0).await,
+            // An interrupted replacement (its state file is there) resumes: its learner
+            // still needs the promotion a plain join would never do.
+            StartPlan::Join | StartPlan::Replace { .. } if replace::state_path(&spec).exists() => {
+                self.replace_local(self.clock.now().0).await
+            }
+            StartPlan::Join => {
+                let members = facts.peers.clone().unwrap_or_default();
+                self.start(Launch {
+                    initial_cluster: replace::initial_cluster(&members, &spec),
+                    initial_cluster_state: "existing".into(),
+                    initial_cluster_token: self.settings.initial_cluster_token.clone(),
+                })
+                .await
+            }
+            StartPlan::Replace { .. } => self.replace_local(self.clock.now().0).await,
             StartPlan::RestoreEpoch { .. } => match latest {
                 Some(record) => {
                     self.join_epoch(&record).await;

@@ -68,6 +68,14 @@ impl AgentCluster {
             cluster.start_agent(index);
         }
         cluster.wait_all_healthy(Duration::from_secs(60));
+        // A member that starts late joins as it is: bootstrap never replaces anyone.
+        for index in 0..size {
+            assert!(
+                !cluster.journal(index).contains("replace-started"),
+                "n{index} replaced itself during bootstrap:\n{}",
+                cluster.journal(index)
+            );
+        }
         Some(cluster)
     }
 
