@@ -205,6 +205,21 @@ impl SystemdMember {
     }
 }
 
+impl SystemdMember {
+    /// `systemctl VERB UNIT`, where a non-zero exit is an error carrying systemctl's stderr.
+    async fn systemctl_checked(&self, verb: &'static str) -> Result<(), MemberError> {
+        let output = self.systemctl(verb).await?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(MemberError::Systemd {
+            verb,
+            unit: self.unit.clone(),
+            detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+}
+
 /// The `ETCD_*` environment for one launch (etcd reads these like its flags).
 pub fn environment(spec: &MemberSpec, launch: &Launch) -> String {
     format!(
@@ -246,27 +261,11 @@ impl LocalMember for SystemdMember {
 
     async fn start(&self, launch: &Launch) -> Result<(), MemberError> {
         write_atomically(&self.environment_file, environment(&self.spec, launch).as_bytes())?;
-        let output = self.systemctl("start").await?;
-        if !output.status.success() {
-            return Err(MemberError::Systemd {
-                verb: "start",
-                unit: self.unit.clone(),
-                detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            });
-        }
-        Ok(())
+        self.systemctl_checked("start").await
     }
 
     async fn stop(&self) -> Result<(), MemberError> {
-        let output = self.systemctl("stop").await?;
-        if !output.status.success() {
-            return Err(MemberError::Systemd {
-                verb: "stop",
-                unit: self.unit.clone(),
-                detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            });
-        }
-        Ok(())
+        self.systemctl_checked("stop").await
     }
 }
 
