@@ -9,13 +9,17 @@
 pub mod agent;
 pub mod catalog;
 pub mod check;
+#[cfg(feature = "real")]
 pub mod cli;
+#[cfg(feature = "real")]
 pub mod config;
 pub mod coordination;
+#[cfg(feature = "real")]
 pub mod etcd;
 pub mod exit;
 pub mod journal;
 pub mod member;
+#[cfg(feature = "real")]
 pub mod output;
 pub mod pipeline;
 pub mod ports;
@@ -23,5 +27,6 @@ pub mod replace;
 pub mod restore;
 pub mod save;
 pub mod store;
+#[cfg(feature = "real")]
 pub mod testkit;
 pub mod verify;

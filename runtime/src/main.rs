@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use lifeboat::{Compression, Millis, StoreLayout};
+use lifeboat::{Compression, Millis, Sabotage, StoreLayout};
 use lifeboat_runtime::agent::{self, AgentSettings, ConfiguredMember, Driver, SystemClock};
 use lifeboat_runtime::catalog::{self, Catalog};
 use lifeboat_runtime::check;
@@ -21,7 +21,7 @@ use lifeboat_runtime::output::{self, Format};
 use lifeboat_runtime::pipeline::PipelineSettings;
 use lifeboat_runtime::ports::{EtcdError, StoreError};
 use lifeboat_runtime::replace::{self, ReplaceError, ReplaceSettings};
-use lifeboat_runtime::restore::{self, RestoreError, RestoreSettings, SnapshotChoice};
+use lifeboat_runtime::restore::{self, Etcdutl, RestoreError, RestoreSettings, SnapshotChoice};
 use lifeboat_runtime::save::{self, wall_clock_now, SaveError, SaveSettings};
 use lifeboat_runtime::store::AnyStore;
 use lifeboat_runtime::verify::VerifyError;
@@ -268,7 +268,6 @@ fn agent_settings(resolved: &Resolved, args: &MemberArgs) -> anyhow::Result<Agen
         policy: resolved.file.policy.clone().unwrap_or_default(),
         compression: resolved.file.compression.unwrap_or(Compression::None),
         pipeline: PipelineSettings::default(),
-        etcdutl: args.etcdutl.clone().or_else(|| resolved.file.etcdutl.clone()).unwrap_or_else(|| "etcdutl".into()),
         members: configured_members(resolved, args)?,
         initial_cluster_token: args.initial_cluster_token.clone(),
         state_dir: args.state_dir.clone().unwrap_or_else(|| default_state_dir(args)),
@@ -276,6 +275,10 @@ fn agent_settings(resolved: &Resolved, args: &MemberArgs) -> anyhow::Result<Agen
         prepare_only: false,
         dry_run: args.dry_run,
     })
+}
+
+fn etcdutl(resolved: &Resolved, args: &MemberArgs) -> Etcdutl {
+    Etcdutl(args.etcdutl.clone().or_else(|| resolved.file.etcdutl.clone()).unwrap_or_else(|| "etcdutl".into()))
 }
 
 async fn run_agent(resolved: &Resolved, args: &AgentArgs) -> anyhow::Result<Exit> {
@@ -296,8 +299,8 @@ async fn run_agent(resolved: &Resolved, args: &AgentArgs) -> anyhow::Result<Exit
     let etcd = resolved.etcd()?;
     let (store, layout) = resolved.store().await?;
     let local = local_member(&args.member);
-    let mut driver =
-        Driver::new(settings, etcd, store, layout, local, SystemClock).context("cannot open the agent's state dir")?;
+    let mut driver = Driver::new(settings, etcd, store, layout, local, SystemClock, etcdutl(resolved, &args.member))
+        .context("cannot open the agent's state dir")?;
     if supervise {
         driver.reconfigure_and_start().await;
     }
@@ -327,6 +330,7 @@ async fn run_replace(resolved: &Resolved, args: &MemberArgs, format: Format) -> 
         learner: managed,
         start: managed,
         dry_run: args.dry_run,
+        sabotage: Sabotage::None,
     };
     let local = local_member(args);
     let report = replace::replace(&etcd, &local, &settings, wall_clock_now().0)
@@ -358,8 +362,8 @@ async fn run_reconfigure(resolved: &Resolved, args: &MemberArgs) -> anyhow::Resu
     let (store, layout) = resolved.store().await?;
     let local =
         AnyMember::EnvironmentFile(EnvironmentFileMember::new(member_spec(args), args.environment_file.clone()));
-    let mut driver =
-        Driver::new(settings, etcd, store, layout, local, SystemClock).context("cannot open the agent's state dir")?;
+    let mut driver = Driver::new(settings, etcd, store, layout, local, SystemClock, etcdutl(resolved, args))
+        .context("cannot open the agent's state dir")?;
     driver.reconfigure_and_start().await;
     Ok(Exit::Success)
 }
@@ -536,10 +540,12 @@ async fn run_restore(resolved: &Resolved, args: &RestoreArgs, format: Format) ->
         initial_advertise_peer_urls: args.initial_advertise_peer_urls.clone(),
         initial_cluster_token: args.initial_cluster_token.clone(),
         snapshot,
-        etcdutl: args.etcdutl.clone().or_else(|| resolved.file.etcdutl.clone()).unwrap_or_else(|| "etcdutl".into()),
         cluster: resolved.store_settings()?.cluster.clone(),
+        sabotage: Sabotage::None,
     };
-    let report = restore::restore(&store, &layout, &settings)
+    let etcdutl =
+        Etcdutl(args.etcdutl.clone().or_else(|| resolved.file.etcdutl.clone()).unwrap_or_else(|| "etcdutl".into()));
+    let report = restore::restore(&store, &layout, &settings, &etcdutl)
         .await
         .context(format!("restore into {} failed; the data dir was not touched", args.data_dir.display()))?;
     match format {

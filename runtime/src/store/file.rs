@@ -26,7 +26,9 @@ fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(std::io:
     move |source| StoreError::Io { operation, path: path.display().to_string(), source }
 }
 
-/// Runs blocking file work off the async threads.
+/// Runs blocking file work off the async threads. (The simulator never uses a
+/// file store; madsim merely warns that its build has no blocking threads.)
+#[cfg_attr(madsim, allow(deprecated))]
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
