@@ -180,6 +180,14 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             Action::CheckHealth => {
                 if self.settings.supervise && !self.local.is_running().await {
                     self.reconfigure_and_start().await;
+                } else if !self.settings.dry_run && replace::state_path(self.local.spec()).exists() {
+                    // A replacement was interrupted (agent killed, promotion timed out) with
+                    // etcd still running, e.g. as a learner nobody promotes: finish it.
+                    // Found by the simulator (member-disk-wiped, seed 89).
+                    self.record("replace-resume", json!({ "member": self.local.spec().name }));
+                    if let Err(error) = self.replace_local(now.0).await {
+                        self.record("replace-failed", json!({ "error": error }));
+                    }
                 }
                 let observation = self.observe().await;
                 self.agent.handle_observation(self.clock.now(), observation);

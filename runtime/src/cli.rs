@@ -130,6 +130,17 @@ pub enum Command {
     Reconfigure(MemberArgs),
     /// The agent's latest view and decisions, from its journal
     Status(StatusArgs),
+    /// Run the deterministic simulator (forwards to `lifeboat-sim`)
+    ///
+    /// The simulator is built on its own, with `--cfg madsim`: run `scripts/sim` once
+    /// from a checkout. Then `lifeboat sim --scenario all --seeds 200` finds it beside
+    /// this binary, in $PATH, or in the checkout's target/sim/release. `lifeboat sim
+    /// -- --help` shows its options.
+    Sim {
+        /// Arguments for lifeboat-sim, e.g. `--scenario two-of-three-lost --seed 4 --seeds 1 --trace`
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
 }
 
 /// The local member, as the agent, replace and reconfigure see it.

@@ -168,6 +168,9 @@ impl Resolved {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Exit> {
+    if let Command::Sim { args } = &cli.command {
+        return run_sim(args);
+    }
     let resolved = resolve(&cli.common)?;
     let format = cli.common.output;
     match cli.command {
@@ -187,6 +190,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Replace(args) => run_replace(&resolved, &args.member, format).await,
         Command::Reconfigure(args) => run_reconfigure(&resolved, &args).await,
         Command::Status(args) => run_status(&args, format),
+        Command::Sim { args } => run_sim(&args),
     }
 }
 
@@ -758,4 +762,34 @@ async fn run_prune(
         }
     }
     Ok(Exit::Success)
+}
+
+/// Where `lifeboat-sim` may be: beside this binary, in $PATH, or where scripts/sim builds it.
+fn find_simulator() -> Option<std::path::PathBuf> {
+    let name = "lifeboat-sim";
+    let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|dir| dir.join(name)));
+    let in_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join(name)).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/sim/release").join(name);
+    beside.into_iter().chain(in_path).chain(std::iter::once(built)).find(|path| path.is_file())
+}
+
+fn run_sim(args: &[String]) -> anyhow::Result<Exit> {
+    let Some(simulator) = find_simulator() else {
+        eprintln!(
+            "error: lifeboat-sim not found (beside this binary, in $PATH, or in target/sim/release).\n\
+             It is built separately with --cfg madsim: run scripts/sim from a lifeboat checkout."
+        );
+        return Ok(Exit::Usage);
+    };
+    let status = std::process::Command::new(&simulator)
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot run {}", simulator.display()))?;
+    Ok(match status.code() {
+        Some(0) => Exit::Success,
+        Some(2) => Exit::Usage,
+        _ => Exit::Failure,
+    })
 }
