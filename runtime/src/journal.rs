@@ -23,10 +23,14 @@ impl Journal {
         if let (Some(object), Value::Object(extra)) = (line.as_object_mut(), details) {
             object.extend(extra);
         }
-        let result = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).and_then(|mut file| {
-            writeln!(file, "{line}")?;
-            file.flush()
-        });
+        // One write per line: `writeln!` on a File issues one syscall per JSON token, and
+        // a whole line in one append cannot interleave with another writer's.
+        let text = format!("{line}\n");
+        let result = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .and_then(|mut file| file.write_all(text.as_bytes()));
         if let Err(error) = result {
             tracing::warn!(path = %self.path.display(), error = %error, "cannot write the journal");
         }

@@ -120,6 +120,8 @@ pub struct Cluster {
     /// For a restored cluster: the cluster and revision it came from, and the content's digest.
     pub source: Option<(u64, i64)>,
     pub digest: Option<String>,
+    /// The last state computed by `state_at`, and its log length.
+    checkpoint: Option<(usize, Arc<BTreeMap<String, u64>>)>,
 }
 
 impl Cluster {
@@ -129,12 +131,22 @@ impl Cluster {
     pub fn revision(&self, len: usize) -> i64 {
         self.base_revision + len as i64
     }
-    /// The key-value state after the first `len` log entries.
-    pub fn state_at(&self, len: usize) -> BTreeMap<String, u64> {
-        let mut state = (*self.base).clone();
-        for (key, id) in &self.log[..len.min(self.log.len())] {
-            state.insert(key.clone(), *id);
+    /// The key-value state after the first `len` log entries. Snapshots are taken
+    /// at growing lengths, so the last result is kept and replay starts from it.
+    pub fn state_at(&mut self, len: usize) -> Arc<BTreeMap<String, u64>> {
+        let len = len.min(self.log.len());
+        let (mut from, mut state) = match &self.checkpoint {
+            Some((at, state)) if *at <= len => (*at, state.clone()),
+            _ => (0, self.base.clone()),
+        };
+        if from < len {
+            let map = Arc::make_mut(&mut state);
+            for (key, id) in &self.log[from..len] {
+                map.insert(key.clone(), *id);
+            }
+            from = len;
         }
+        self.checkpoint = Some((from, state.clone()));
         state
     }
 }
@@ -409,6 +421,7 @@ impl World {
             self.writes.retain(|write| !(write.cluster == id && write.index > leader_len));
             if let Some(cluster) = self.clusters.get_mut(&id) {
                 cluster.log.truncate(leader_len);
+                cluster.checkpoint = None;
             }
         }
         let zone = self.nodes[leader].zone;
@@ -522,22 +535,19 @@ impl World {
     fn bootstrap(&mut self, node: usize, initial_cluster: &str, token: &str) -> Result<u64, String> {
         let id = stable_id(&[token, initial_cluster]);
         let peer_url = self.nodes[node].peer_url.clone();
-        if !self.clusters.contains_key(&id) {
-            let members = parse_initial_cluster(initial_cluster, token);
-            self.clusters.insert(
+        if let std::collections::btree_map::Entry::Vacant(entry) = self.clusters.entry(id) {
+            entry.insert(Cluster {
                 id,
-                Cluster {
-                    id,
-                    token: token.to_owned(),
-                    base: Arc::new(BTreeMap::new()),
-                    base_revision: 1,
-                    log: Vec::new(),
-                    members,
-                    leader: None,
-                    source: None,
-                    digest: None,
-                },
-            );
+                token: token.to_owned(),
+                base: Arc::new(BTreeMap::new()),
+                base_revision: 1,
+                log: Vec::new(),
+                members: parse_initial_cluster(initial_cluster, token),
+                leader: None,
+                source: None,
+                digest: None,
+                checkpoint: None,
+            });
             self.event(format!("cluster {id:x} bootstrapped with token {token}"));
         }
         let member = self.clusters[&id]
@@ -780,14 +790,11 @@ impl World {
     // ---- snapshots and restore ---------------------------------------------
 
     /// `etcdctl snapshot save` from `node`: its state, framed as a bolt file with etcd's trailer.
-    pub fn snapshot_bytes(&self, node: usize) -> Option<Bytes> {
-        let disk = self.disk_of(node)?;
-        let cluster = self.clusters.get(&disk.cluster)?;
-        let content = SnapshotContent {
-            cluster: cluster.id,
-            revision: cluster.revision(disk.len),
-            kv: cluster.state_at(disk.len),
-        };
+    pub fn snapshot_bytes(&mut self, node: usize) -> Option<Bytes> {
+        let (cluster, len) = self.disk_of(node).map(|disk| (disk.cluster, disk.len))?;
+        let cluster = self.clusters.get_mut(&cluster)?;
+        let kv = cluster.state_at(len);
+        let content = SnapshotContent { cluster: cluster.id, revision: cluster.revision(len), kv: (*kv).clone() };
         let mut bytes = vec![0u8; 16];
         bytes.extend_from_slice(&BOLT_MAGIC);
         bytes.extend_from_slice(&serde_json::to_vec(&content).ok()?);
@@ -819,9 +826,9 @@ impl World {
                 .map_err(|error| format!("cannot read the snapshot: {error}"))?;
         let digest = hex::encode(Sha256::digest(body));
         // Invariant 2: the snapshot holds exactly the source cluster's state at its revision.
-        if let Some(source) = self.clusters.get(&content.cluster) {
+        if let Some(source) = self.clusters.get_mut(&content.cluster) {
             let len = (content.revision - source.base_revision).max(0) as usize;
-            if len > source.log.len() || source.state_at(len) != content.kv {
+            if len > source.log.len() || *source.state_at(len) != content.kv {
                 self.violate(
                     Invariant::RestoredStateExact,
                     format!(
@@ -887,6 +894,7 @@ impl World {
                 leader: None,
                 source: Some((content.cluster, content.revision)),
                 digest: Some(digest),
+                checkpoint: None,
             },
         );
         self.stats.epochs.push(id);
@@ -930,8 +938,9 @@ impl World {
         }
     }
 
-    /// Damages the newest versioned snapshot (a flipped byte in the middle).
-    pub fn corrupt_latest_snapshot(&mut self) {
+    /// Damages the newest versioned snapshot: a flipped byte in the middle, or
+    /// (`truncate`) its second half gone, as an interrupted copy would leave it.
+    pub fn corrupt_latest_snapshot(&mut self, truncate: bool) {
         let newest = self
             .objects
             .keys()
@@ -943,12 +952,16 @@ impl World {
             if let Some(object) = self.objects.get_mut(&key) {
                 let mut bytes = object.bytes.to_vec();
                 let middle = bytes.len() / 2;
-                bytes[middle] ^= 0x01;
+                if truncate {
+                    bytes.truncate(middle);
+                } else {
+                    bytes[middle] ^= 0x01;
+                }
                 object.bytes = Bytes::from(bytes);
                 object.corrupted = true;
             }
             self.stats.corrupted_keys.push(key.clone());
-            self.event(format!("store: {key} corrupted"));
+            self.event(format!("store: {key} {}", if truncate { "truncated" } else { "corrupted" }));
         }
     }
 }

@@ -320,7 +320,10 @@ async fn apply(machines: &Machines, fault: Fault) {
             sleep_ms(duration_ms).await;
             store_down(machines, false);
         }
-        Fault::CorruptLatestSnapshot => lock(&machines.world).corrupt_latest_snapshot(),
+        Fault::CorruptLatestSnapshot => {
+            let truncate = thread_rng().gen_bool(0.5);
+            lock(&machines.world).corrupt_latest_snapshot(truncate);
+        }
         Fault::AgentCrashMidReplace { member, after_step } => {
             let peer_url = lock(&machines.world).nodes[member].peer_url.clone();
             loop {
@@ -468,9 +471,21 @@ fn final_checks(world: &mut World, scenario: &Scenario, faults_end: u64) {
         );
         world.violate(Invariant::Expectation, text);
     }
-    if scenario.expected.loss == Loss::None && world.stats.lost_by_recovery > 0 {
-        let text = format!("{} acknowledged writes lost to a disaster recovery", world.stats.lost_by_recovery);
+    let lost = world.stats.lost_by_recovery;
+    if scenario.expected.loss == Loss::None && lost > 0 {
+        let text = format!("{lost} acknowledged writes lost to a disaster recovery");
         world.violate(Invariant::NoAcknowledgedWriteLost, text);
+    }
+    // Invariant 2's bound (the RPO): what a recovery leaves behind was written within
+    // one snapshot interval plus a check interval (the save's own time) before the loss.
+    let policy = Policy::default();
+    let window_ms = policy.snapshot_interval_ms + policy.check_interval_ms;
+    let bound = scenario.workload.writes_per_second as u64 * window_ms / 1000;
+    if lost > bound {
+        let text = format!(
+            "a disaster recovery left {lost} acknowledged writes behind, more than {window_ms} ms of writes ({bound})"
+        );
+        world.violate(Invariant::RestoredStateExact, text);
     }
     for check in scenario.expected.checks {
         if let Err(text) = extra_check(world, scenario, *check) {
