@@ -44,12 +44,16 @@ impl S3Store {
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
             .operation_attempt_timeout(settings.timeout)
             .build();
-        let shared = aws_config::defaults(BehaviorVersion::latest())
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.clone()))
             .timeout_config(timeouts)
-            .retry_config(RetryConfig::standard().with_max_attempts(3))
-            .load()
-            .await;
+            .retry_config(RetryConfig::standard().with_max_attempts(3));
+        if settings.s3.endpoint.as_deref().is_some_and(|endpoint| endpoint.starts_with("http://")) {
+            // Plain HTTP needs no CA roots: a scratch or distroless container has none,
+            // and the default HTTPS client refuses to start without them.
+            loader = loader.http_client(aws_smithy_http_client::Builder::new().build_http());
+        }
+        let shared = loader.load().await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             // We send our own SHA-256 part checksums; the SDK's automatic CRCs confuse some
             // S3-compatible servers, so only send what an operation requires.

@@ -126,7 +126,9 @@ impl S3Server {
     pub async fn create_bucket(&self, bucket: &str) {
         let client = self.client();
         let mut last_error = String::new();
-        for _ in 0..100 {
+        // A loaded machine can take a while between the port answering and the S3 API being ready.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
             match client.create_bucket().bucket(bucket).send().await {
                 Ok(_) => return,
                 Err(error) => {
@@ -137,9 +139,9 @@ impl S3Server {
                     last_error = text;
                 }
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        panic!("cannot create bucket {bucket}: {last_error}");
+        panic!("cannot create bucket {bucket} within 60 s: {last_error}\n{}", self.log_tail());
     }
 }
 

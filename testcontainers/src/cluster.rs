@@ -1,0 +1,393 @@
+//! A cluster in containers: an S3 server and N members, each member container
+//! running `lifeboat agent` which supervises its own etcd, on a private network
+//! with its own names. Faults act on containers: kill, stop/start, pause,
+//! disconnect from the network, lose the machine (container and disk).
+//!
+//! Containers and the network go when the cluster is dropped (testcontainers
+//! removes them), even when a test fails; member disks are bind-mounted temp
+//! dirs, removed with the cluster.
+
+use crate::images::{images, Images, S3Flavour, S3_ACCESS_KEY, S3_PORT, S3_SECRET_KEY};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use testcontainers::core::{IntoContainerPort, Mount, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+pub const BUCKET: &str = "lifeboat";
+pub const CLUSTER: &str = "tc";
+pub const CHECK_INTERVAL_MS: u64 = 500;
+
+static CLUSTERS: AtomicU32 = AtomicU32::new(0);
+
+pub struct Member {
+    pub name: String,
+    /// The container's name on the network: the host in its URLs.
+    pub host: String,
+    pub container: Option<ContainerAsync<GenericImage>>,
+    /// Bind-mounted as /data: the etcd data dir and the agent's state dir.
+    pub disk: PathBuf,
+}
+
+pub struct DockerCluster {
+    pub images: Images,
+    pub network: String,
+    pub s3: ContainerAsync<GenericImage>,
+    s3_host: String,
+    pub members: Vec<Member>,
+    directory: PathBuf,
+}
+
+/// Polls `probe` until it holds or `timeout` passes.
+pub async fn wait_for<F: std::future::Future<Output = bool>>(timeout: Duration, mut probe: impl FnMut() -> F) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if probe().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn docker(args: &[&str]) -> Result<String, String> {
+    let output = std::process::Command::new("docker").args(args).output().map_err(|error| error.to_string())?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(format!("docker {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim()))
+    }
+}
+
+impl DockerCluster {
+    /// Starts the S3 server and `size` members, and waits until every member is healthy.
+    pub async fn start(size: usize) -> DockerCluster {
+        let images = images().await.clone();
+        let id = format!("lbtc{}x{}", std::process::id(), CLUSTERS.fetch_add(1, Ordering::Relaxed));
+        let network = format!("{id}-net");
+        let directory = std::env::temp_dir().join(&id);
+        std::fs::create_dir_all(&directory).expect("create the cluster's temp dir");
+        let s3_host = format!("{id}-s3");
+        let s3 = start_s3(&images, &network, &s3_host, &directory).await;
+        let members = (0..size)
+            .map(|index| Member {
+                name: format!("m{index}"),
+                host: format!("{id}-m{index}"),
+                container: None,
+                disk: directory.join(format!("m{index}")),
+            })
+            .collect();
+        let mut cluster = DockerCluster { images, network, s3, s3_host, members, directory };
+        cluster.create_bucket().await;
+        for index in 0..size {
+            cluster.start_member(index).await;
+        }
+        let all = cluster.wait_healthy(size, Duration::from_secs(90)).await;
+        assert!(all, "the cluster did not become healthy:\n{}", cluster.logs().await);
+        cluster
+    }
+
+    pub async fn s3_endpoint_on_host(&self) -> String {
+        let port = self.s3.get_host_port_ipv4(S3_PORT.tcp()).await.expect("the S3 port is mapped");
+        format!("http://127.0.0.1:{port}")
+    }
+
+    pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+        let credentials = aws_sdk_s3::config::Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY, None, None, "tc");
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .force_path_style(true)
+            .credentials_provider(credentials)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    async fn create_bucket(&self) {
+        let client = DockerCluster::s3_client(&self.s3_endpoint_on_host().await);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let error = match client.create_bucket().bucket(BUCKET).send().await {
+                Ok(_) => return,
+                Err(error) => format!("{}", aws_sdk_s3::error::DisplayErrorContext(&error)),
+            };
+            if error.contains("BucketAlreadyOwnedByYou") || error.contains("BucketAlreadyExists") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "cannot create the bucket: {error}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|member| format!("{}=http://{}:2380", member.name, member.host))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn endpoints(&self) -> String {
+        self.members.iter().map(|member| format!("http://{}:2379", member.host)).collect::<Vec<_>>().join(",")
+    }
+
+    /// Starts (or starts again) member `index`'s container: its agent starts etcd.
+    pub async fn start_member(&mut self, index: usize) {
+        let (initial_cluster, endpoints) = (self.initial_cluster(), self.endpoints());
+        let member = &self.members[index];
+        std::fs::create_dir_all(&member.disk).expect("create the member's disk");
+        let host = member.host.clone();
+        let args: Vec<String> = vec![
+            "agent".into(),
+            "--member-control".into(),
+            "child".into(),
+            "--name".into(),
+            member.name.clone(),
+            "--data-dir".into(),
+            "/data/etcd".into(),
+            "--state-dir".into(),
+            "/data/state".into(),
+            "--client-url".into(),
+            format!("http://{host}:2379"),
+            "--peer-url".into(),
+            format!("http://{host}:2380"),
+            "--initial-cluster".into(),
+            initial_cluster,
+            "--endpoints".into(),
+            endpoints,
+            "--initial-cluster-token".into(),
+            "tc".into(),
+            "--store".into(),
+            format!("s3://{BUCKET}/tc"),
+            "--cluster".into(),
+            CLUSTER.into(),
+            "--check-interval-ms".into(),
+            CHECK_INTERVAL_MS.to_string(),
+            "--failures-max".into(),
+            "3".into(),
+            "--snapshot-interval-ms".into(),
+            "2000".into(),
+            "--timeout-ms".into(),
+            "1000".into(),
+            "--etcd".into(),
+            "/usr/local/bin/etcd".into(),
+            "--etcdutl".into(),
+            "/usr/local/bin/etcdutl".into(),
+            // etcd listens on every interface; it advertises the container's name.
+            "--etcd-arg=--listen-client-urls=http://0.0.0.0:2379".into(),
+            "--etcd-arg=--listen-peer-urls=http://0.0.0.0:2380".into(),
+            "--etcd-arg=--heartbeat-interval=100".into(),
+            "--etcd-arg=--election-timeout=1000".into(),
+            "--etcd-arg=--log-level=warn".into(),
+        ];
+        let container = self
+            .images
+            .agent
+            .generic()
+            .with_exposed_port(2379.tcp())
+            .with_wait_for(WaitFor::Nothing)
+            .with_network(self.network.clone())
+            .with_container_name(host)
+            .with_mount(Mount::bind_mount(member.disk.display().to_string(), "/data"))
+            .with_env_var("LIFEBOAT_LOG", "info")
+            .with_env_var("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+            .with_env_var("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+            .with_env_var("AWS_EC2_METADATA_DISABLED", "true")
+            .with_env_var("LIFEBOAT_S3_ENDPOINT", format!("http://{}:{S3_PORT}", self.s3_host))
+            .with_env_var("LIFEBOAT_S3_REGION", "us-east-1")
+            .with_cmd(args)
+            .start()
+            .await
+            .expect("start a member container");
+        self.members[index].container = Some(container);
+    }
+
+    fn container(&self, index: usize) -> &ContainerAsync<GenericImage> {
+        self.members[index].container.as_ref().expect("the member's container runs")
+    }
+
+    /// `host:port` of member `index`'s client port on this machine.
+    pub async fn client_address(&self, index: usize) -> Option<String> {
+        let container = self.members[index].container.as_ref()?;
+        let port = container.get_host_port_ipv4(2379.tcp()).await.ok()?;
+        Some(format!("127.0.0.1:{port}"))
+    }
+
+    pub async fn healthy(&self, index: usize) -> bool {
+        let Some(address) = self.client_address(index).await else { return false };
+        tokio::task::spawn_blocking(move || {
+            lifeboat_runtime::testkit::http_get(&address, "/health")
+                .is_some_and(|(status, body)| status == 200 && body.contains("\"true\""))
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    pub async fn healthy_count(&self) -> usize {
+        let mut count = 0;
+        for index in 0..self.members.len() {
+            if self.healthy(index).await {
+                count += 1;
+            }
+        }
+        count
+    }
+
+    pub async fn wait_healthy(&self, count: usize, timeout: Duration) -> bool {
+        wait_for(timeout, || async { self.healthy_count().await >= count }).await
+    }
+
+    /// etcd clients on this machine: every member's mapped client port that answers.
+    pub async fn client(&self) -> Option<etcd_client::Client> {
+        let mut endpoints = Vec::new();
+        for index in 0..self.members.len() {
+            if self.healthy(index).await {
+                if let Some(address) = self.client_address(index).await {
+                    endpoints.push(format!("http://{address}"));
+                }
+            }
+        }
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(3));
+        etcd_client::Client::connect(endpoints, Some(options)).await.ok()
+    }
+
+    // ---- faults ------------------------------------------------------------
+
+    /// `docker kill`: the machine stops at once (agent and etcd); its disk stays.
+    pub async fn kill(&self, index: usize) {
+        docker(&["kill", self.container(index).id()]).expect("docker kill");
+    }
+
+    /// Starts a stopped or killed member's container again, with its disk.
+    pub async fn restart(&self, index: usize) {
+        self.container(index).start().await.expect("docker start");
+    }
+
+    pub async fn pause_s3(&self) {
+        self.s3.pause().await.expect("docker pause");
+    }
+
+    pub async fn unpause_s3(&self) {
+        self.s3.unpause().await.expect("docker unpause");
+    }
+
+    /// Cuts the member off the network (peers, clients, store); `reconnect` heals it.
+    pub fn disconnect(&self, index: usize) {
+        docker(&["network", "disconnect", &self.network, self.container(index).id()]).expect("disconnect");
+    }
+
+    pub fn reconnect(&self, index: usize) {
+        docker(&["network", "connect", &self.network, self.container(index).id()]).expect("connect");
+    }
+
+    /// The machine is gone for good: its container and its disk. `start_member` then
+    /// brings a fresh machine with an empty disk in its place.
+    pub async fn lose(&mut self, index: usize) {
+        if let Some(container) = self.members[index].container.take() {
+            let _ = container.rm().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.members[index].disk);
+    }
+
+    // ---- observation ------------------------------------------------------
+
+    pub fn journal(&self, index: usize) -> String {
+        std::fs::read_to_string(self.members[index].disk.join("state/journal.jsonl")).unwrap_or_default()
+    }
+
+    /// The agents' logs (stderr) and journal tails, for a failure message.
+    pub async fn logs(&self) -> String {
+        let mut out = String::new();
+        for (index, member) in self.members.iter().enumerate() {
+            out.push_str(&format!("--- {} ---\n", member.name));
+            if let Some(container) = &member.container {
+                if let Ok(bytes) = container.stderr_to_vec().await {
+                    let text = String::from_utf8_lossy(&bytes);
+                    let lines: Vec<&str> = text.lines().rev().take(15).collect();
+                    out.push_str(&lines.into_iter().rev().collect::<Vec<_>>().join("\n"));
+                    out.push('\n');
+                }
+            }
+            let journal = self.journal(index);
+            let tail: Vec<&str> =
+                journal.lines().filter(|line| !line.contains("\"observation\"")).rev().take(10).collect();
+            out.push_str(&tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Keys under the store's prefix.
+    pub async fn store_keys(&self, prefix: &str) -> Vec<String> {
+        let client = DockerCluster::s3_client(&self.s3_endpoint_on_host().await);
+        match client.list_objects_v2().bucket(BUCKET).prefix(prefix).send().await {
+            Ok(listing) => listing.contents().iter().filter_map(|object| object.key().map(str::to_owned)).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub async fn get_object(&self, key: &str) -> Option<Vec<u8>> {
+        let client = DockerCluster::s3_client(&self.s3_endpoint_on_host().await);
+        let object = client.get_object().bucket(BUCKET).key(key).send().await.ok()?;
+        object.body.collect().await.ok().map(|bytes| bytes.into_bytes().to_vec())
+    }
+}
+
+impl Drop for DockerCluster {
+    fn drop(&mut self) {
+        // The containers go with their handles (testcontainers removes them); the
+        // disks, written by root in the containers, go here.
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
+}
+
+async fn start_s3(
+    images: &Images,
+    network: &str,
+    host: &str,
+    directory: &std::path::Path,
+) -> ContainerAsync<GenericImage> {
+    let image = images.s3.generic().with_exposed_port(S3_PORT.tcp()).with_wait_for(WaitFor::Nothing);
+    let request = match images.s3_flavour {
+        S3Flavour::SeaweedFs => {
+            let config = format!(
+                "{{\"identities\":[{{\"name\":\"test\",\"credentials\":[{{\"accessKey\":\"{S3_ACCESS_KEY}\",\"secretKey\":\"{S3_SECRET_KEY}\"}}],\"actions\":[\"Admin\",\"Read\",\"List\",\"Tagging\",\"Write\"]}}]}}"
+            );
+            let config_dir = directory.join("s3-config");
+            std::fs::create_dir_all(&config_dir).expect("create the S3 config dir");
+            std::fs::write(config_dir.join("s3.json"), config).expect("write s3.json");
+            image
+                .with_network(network)
+                .with_container_name(host)
+                .with_mount(Mount::bind_mount(config_dir.display().to_string(), "/config"))
+                .with_env_var("TMPDIR", "/tmp")
+                .with_cmd([
+                    "-logtostderr",
+                    "mini",
+                    "-dir=/data",
+                    "-ip=127.0.0.1",
+                    "-ip.bind=0.0.0.0",
+                    "-s3.port=8333",
+                    "-admin.ui=false",
+                    "-webdav=false",
+                    "-s3.port.iceberg=0",
+                    "-s3.port.lance=0",
+                    "-master.telemetry=false",
+                    "-s3.config=/config/s3.json",
+                ])
+        }
+        S3Flavour::Minio => image
+            .with_network(network)
+            .with_container_name(host)
+            .with_env_var("MINIO_ROOT_USER", S3_ACCESS_KEY)
+            .with_env_var("MINIO_ROOT_PASSWORD", S3_SECRET_KEY)
+            .with_cmd(["server", "/data", "--address", ":8333"]),
+    };
+    request.start().await.expect("start the S3 container")
+}

@@ -1,0 +1,243 @@
+//! The catalogue's scenarios that containers can express, against real etcd, a
+//! real S3 server and real agents in locally built images: a member lost and
+//! replaced, the majority lost and restored, an isolated member, an S3 outage,
+//! a crash-restart; and the image override.
+
+use lifeboat_testcontainers::cluster::{wait_for, DockerCluster, CHECK_INTERVAL_MS};
+use lifeboat_testcontainers::images::{self, require_docker, Overrides};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use testcontainers::core::WaitFor;
+use testcontainers::runners::AsyncRunner;
+use testcontainers::ImageExt;
+
+/// A client writing `w/<n>` keys in the background, logging what was acknowledged.
+struct Writer {
+    acked: Arc<Mutex<Vec<(String, i64)>>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    async fn start(cluster: &DockerCluster) -> Writer {
+        let mut client = cluster.client().await.expect("an etcd client");
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log, done) = (acked.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut next = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let key = format!("w/{next:08}");
+                if let Ok(response) = client.put(key.clone(), "value", None).await {
+                    let revision = response.header().map(|header| header.revision()).unwrap_or(0);
+                    log.lock().unwrap().push((key, revision));
+                    next += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        Writer { acked, stop, task }
+    }
+
+    async fn finish(self) -> Vec<(String, i64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        let acked = self.acked.lock().unwrap().clone();
+        acked
+    }
+}
+
+async fn keys(cluster: &DockerCluster) -> std::collections::BTreeSet<String> {
+    let mut client = cluster.client().await.expect("an etcd client");
+    let options = etcd_client::GetOptions::new().with_prefix().with_keys_only();
+    let response = client.get("w/", Some(options)).await.expect("read the keys back");
+    response.kvs().iter().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()).collect()
+}
+
+async fn assert_all_present(cluster: &DockerCluster, acked: &[(String, i64)], up_to_revision: i64) {
+    let present = keys(cluster).await;
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|(key, revision)| *revision <= up_to_revision && !present.contains(key))
+        .map(|(key, _)| key)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
+fn epochs(keys: &[String]) -> Vec<&String> {
+    keys.iter().filter(|key| key.contains("/coordination/epochs/")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_lost_and_replaced_without_losing_a_write() {
+    if !require_docker() {
+        return;
+    }
+    let mut cluster = DockerCluster::start(3).await;
+    println!("images built in {:.1} s", images::images().await.build_seconds);
+    let writer = Writer::start(&cluster).await;
+    assert!(wait_for(Duration::from_secs(10), || async { writer.acked.lock().unwrap().len() >= 50 }).await);
+
+    let started = Instant::now();
+    cluster.lose(2).await;
+    cluster.start_member(2).await;
+    let replaced = wait_for(Duration::from_secs(120), || async {
+        cluster.journal(2).contains("\"replaced\"") && cluster.healthy_count().await == 3
+    })
+    .await;
+    assert!(replaced, "m2 was not replaced:\n{}", cluster.logs().await);
+    println!("member lost → 3 healthy again in {:.1} s", started.elapsed().as_secs_f64());
+    let acked = writer.finish().await;
+    assert_all_present(&cluster, &acked, i64::MAX).await;
+    assert!(epochs(&cluster.store_keys("tc/").await).is_empty(), "a minority failure must not start a recovery");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn majority_lost_and_restored_from_the_newest_snapshot() {
+    if !require_docker() {
+        return;
+    }
+    let mut cluster = DockerCluster::start(3).await;
+    let writer = Writer::start(&cluster).await;
+    assert!(wait_for(Duration::from_secs(10), || async { writer.acked.lock().unwrap().len() >= 50 }).await);
+    let acked = writer.finish().await;
+    // Wait for a snapshot of the writes, as a periodic save would have made.
+    let last = acked.last().map(|(_, revision)| *revision).unwrap_or(0);
+    let saved = wait_for(Duration::from_secs(30), || async {
+        cluster
+            .store_keys("tc/")
+            .await
+            .iter()
+            .filter_map(|key| key.rsplit('/').next()?.parse::<lifeboat::SnapshotName>().ok())
+            .any(|name| name.revision().0 >= last)
+    })
+    .await;
+    assert!(saved, "no snapshot at revision {last}:\n{}", cluster.logs().await);
+
+    let started = Instant::now();
+    cluster.lose(1).await;
+    cluster.lose(2).await;
+    cluster.start_member(1).await;
+    cluster.start_member(2).await;
+    let restored = wait_for(Duration::from_secs(180), || async {
+        !epochs(&cluster.store_keys("tc/").await).is_empty() && cluster.healthy_count().await == 3
+    })
+    .await;
+    assert!(restored, "no recovery:\n{}", cluster.logs().await);
+    println!("2 of 3 lost → restored, 3 healthy in {:.1} s", started.elapsed().as_secs_f64());
+    let keys = cluster.store_keys("tc/").await;
+    let epochs = epochs(&keys);
+    assert_eq!(epochs.len(), 1, "exactly one recovery epoch: {epochs:?}");
+    let record: serde_json::Value =
+        serde_json::from_slice(&cluster.get_object(epochs[0]).await.expect("the epoch record")).expect("json");
+    let snapshot: lifeboat::SnapshotName =
+        record["snapshot"].as_str().expect("a snapshot name").parse().expect("a snapshot name");
+    // The data equals the chosen snapshot: every write it covers is back, nothing else is.
+    assert_all_present(&cluster, &acked, snapshot.revision().0).await;
+    let written: std::collections::BTreeSet<String> = acked.iter().map(|(key, _)| key.clone()).collect();
+    assert!(self::keys(&cluster).await.is_subset(&written));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_member_rejoins_without_a_recovery() {
+    if !require_docker() {
+        return;
+    }
+    let cluster = DockerCluster::start(3).await;
+    let writer = Writer::start(&cluster).await;
+    cluster.disconnect(0);
+    // Long enough for the agents to count K failed checks on both sides.
+    tokio::time::sleep(Duration::from_millis(CHECK_INTERVAL_MS * 12)).await;
+    assert!(cluster.healthy(1).await && cluster.healthy(2).await, "the majority must keep serving");
+    let started = Instant::now();
+    cluster.reconnect(0);
+    assert!(cluster.wait_healthy(3, Duration::from_secs(60)).await, "m0 did not rejoin:\n{}", cluster.logs().await);
+    println!("isolated member back in {:.1} s", started.elapsed().as_secs_f64());
+    let acked = writer.finish().await;
+    assert!(!acked.is_empty());
+    assert_all_present(&cluster, &acked, i64::MAX).await;
+    assert!(epochs(&cluster.store_keys("tc/").await).is_empty(), "an isolated agent must not start a recovery");
+    assert!(
+        !cluster.journal(0).contains("replace-started"),
+        "the isolated member was replaced:\n{}",
+        cluster.journal(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_outage_then_saves_resume_whole() {
+    if !require_docker() {
+        return;
+    }
+    let cluster = DockerCluster::start(3).await;
+    let manifests = |keys: Vec<String>| keys.into_iter().filter(|key| key.ends_with(".manifest.json")).count();
+    assert!(wait_for(Duration::from_secs(30), || async { manifests(cluster.store_keys("tc/").await) >= 1 }).await);
+    cluster.pause_s3().await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    cluster.unpause_s3().await;
+    let before = manifests(cluster.store_keys("tc/").await);
+    let resumed =
+        wait_for(Duration::from_secs(60), || async { manifests(cluster.store_keys("tc/").await) > before }).await;
+    assert!(resumed, "no save after the outage:\n{}", cluster.logs().await);
+    // Every snapshot in the store verifies (nothing partial under a final name).
+    let lifeboat = images::lifeboat_binary().expect("the lifeboat binary");
+    let output = std::process::Command::new(lifeboat)
+        .args(["snapshots", "verify", "--all", "--store", "s3://lifeboat/tc", "--cluster", "tc"])
+        .env("LIFEBOAT_S3_ENDPOINT", cluster.s3_endpoint_on_host().await)
+        .env("LIFEBOAT_S3_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", images::S3_ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", images::S3_SECRET_KEY)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("run lifeboat snapshots verify");
+    assert!(
+        output.status.success(),
+        "verify failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_restart_is_transient() {
+    if !require_docker() {
+        return;
+    }
+    let cluster = DockerCluster::start(3).await;
+    cluster.kill(1).await;
+    tokio::time::sleep(Duration::from_millis(CHECK_INTERVAL_MS)).await;
+    cluster.restart(1).await;
+    assert!(cluster.wait_healthy(3, Duration::from_secs(60)).await, "m1 did not come back:\n{}", cluster.logs().await);
+    for index in 0..3 {
+        assert!(!cluster.journal(index).contains("replace-started"), "a transient crash caused a replacement");
+    }
+}
+
+/// LIFEBOAT_ETCD_IMAGE points the harness at another image: here a second tag of
+/// the local one; elsewhere e.g. quay.io/coreos/etcd. The agent image is then built
+/// FROM it, and both run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_override_is_honoured() {
+    if !require_docker() {
+        return;
+    }
+    let default = images::images().await.clone();
+    let other = images::ImageRef { name: "lifeboat-test-etcd-override".into(), tag: default.etcd.tag.clone() };
+    let tagged = std::process::Command::new("docker").args(["tag", &default.etcd.full(), &other.full()]).status();
+    assert!(tagged.is_ok_and(|status| status.success()), "docker tag failed");
+    let overrides = Overrides::from_lookup(|name| (name == "LIFEBOAT_ETCD_IMAGE").then(|| other.full()));
+    let built = images::build(&overrides).await.expect("build with the override");
+    assert_eq!(built.etcd, other);
+    assert_ne!(built.agent, default.agent, "the agent image is built FROM the overriding etcd image");
+    let etcd = built.etcd.generic().with_wait_for(WaitFor::message_on_stdout("etcd Version")).with_cmd(["--version"]);
+    etcd.start().await.expect("the overriding etcd image runs");
+    let agent = built.agent.generic().with_wait_for(WaitFor::message_on_stdout("lifeboat")).with_cmd(["--version"]);
+    agent.start().await.expect("the agent image built on it runs");
+    let _ = std::process::Command::new("docker").args(["rmi", &other.full(), &built.agent.full()]).status();
+}
