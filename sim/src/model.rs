@@ -556,14 +556,7 @@ impl World {
             .find(|member| member.peer_url == peer_url)
             .cloned()
             .ok_or_else(|| format!("{peer_url} is not in --initial-cluster"))?;
-        if !member.name.is_empty() {
-            return Err(
-                self.crash(node, "raft: tocommit is out of range (an empty disk for a member that had started)")
-            );
-        }
-        let disk = self.new_disk(id, member.id);
-        self.write_marker(node, disk)?;
-        Ok(disk)
+        self.empty_disk_for(node, id, &member)
     }
 
     fn join_existing(&mut self, node: usize) -> Result<u64, String> {
@@ -582,6 +575,12 @@ impl World {
         let Some((cluster, member)) = found else {
             return Err(self.crash(node, "could not retrieve cluster information from the given URLs"));
         };
+        self.empty_disk_for(node, cluster, &member)
+    }
+
+    /// An empty data dir joins only as a member that never started: raft panics when a
+    /// member the leader already replicated to comes back without its log.
+    fn empty_disk_for(&mut self, node: usize, cluster: u64, member: &ClusterMember) -> Result<u64, String> {
         if !member.name.is_empty() {
             return Err(
                 self.crash(node, "raft: tocommit is out of range (an empty disk for a member that had started)")

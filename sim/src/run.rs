@@ -477,9 +477,11 @@ fn final_checks(world: &mut World, scenario: &Scenario, faults_end: u64) {
         world.violate(Invariant::NoAcknowledgedWriteLost, text);
     }
     // Invariant 2's bound (the RPO): what a recovery leaves behind was written within
-    // one snapshot interval plus a check interval (the save's own time) before the loss.
+    // one snapshot interval plus a check interval (the save's own time) before the loss,
+    // one more interval for each damaged snapshot the recovery had to skip.
     let policy = Policy::default();
-    let window_ms = policy.snapshot_interval_ms + policy.check_interval_ms;
+    let intervals = 1 + world.stats.corrupted_keys.len() as u64;
+    let window_ms = intervals * policy.snapshot_interval_ms + policy.check_interval_ms;
     let bound = scenario.workload.writes_per_second as u64 * window_ms / 1000;
     if lost > bound {
         let text = format!(
