@@ -286,6 +286,42 @@ impl DockerCluster {
         docker(&["network", "connect", &self.network, self.container(index).id()]).expect("connect");
     }
 
+    fn store_network(&self) -> String {
+        format!("{}-store", self.network)
+    }
+
+    /// Cuts the member off its peers and the clients but not the store: it moves to a
+    /// network only the S3 server is also on. `rejoin` moves it back.
+    pub fn isolate_keeping_store(&self, index: usize) {
+        let store = self.store_network();
+        if docker(&["network", "inspect", &store]).is_err() {
+            docker(&["network", "create", &store]).expect("create the store-only network");
+            docker(&["network", "connect", &store, self.s3.id()]).expect("connect S3 to it");
+        }
+        docker(&["network", "disconnect", &self.network, self.container(index).id()]).expect("disconnect");
+        docker(&["network", "connect", &store, self.container(index).id()]).expect("connect to the store");
+    }
+
+    pub fn rejoin(&self, index: usize) {
+        docker(&["network", "disconnect", &self.store_network(), self.container(index).id()]).expect("disconnect");
+        self.reconnect(index);
+    }
+
+    /// `docker stop` (SIGTERM, then SIGKILL after `grace_seconds`): a clean shutdown.
+    pub async fn stop(&self, index: usize, grace_seconds: i32) {
+        self.container(index).stop_with_timeout(Some(grace_seconds)).await.expect("docker stop");
+    }
+
+    /// The member's volume is wiped while its container is down; the same container
+    /// (same name, same agent settings) then starts on the empty disk.
+    pub async fn wipe(&self, index: usize) {
+        self.kill(index).await;
+        let disk = &self.members[index].disk;
+        let _ = std::fs::remove_dir_all(disk);
+        std::fs::create_dir_all(disk).expect("recreate the member's disk");
+        self.restart(index).await;
+    }
+
     /// The machine is gone for good: its container and its disk. `start_member` then
     /// brings a fresh machine with an empty disk in its place.
     pub async fn lose(&mut self, index: usize) {
@@ -341,6 +377,16 @@ impl DockerCluster {
 
 impl Drop for DockerCluster {
     fn drop(&mut self) {
+        // A store-only network of ours goes first (testcontainers knows only the main one).
+        let store = self.store_network();
+        if docker(&["network", "inspect", &store]).is_ok() {
+            let ids =
+                self.members.iter().filter_map(|member| member.container.as_ref()).map(|container| container.id());
+            for id in ids.chain(std::iter::once(self.s3.id())) {
+                let _ = docker(&["network", "disconnect", "-f", &store, id]);
+            }
+            let _ = docker(&["network", "rm", &store]);
+        }
         // The containers go with their handles (testcontainers removes them); the
         // disks, written by root in the containers, go here.
         let _ = std::fs::remove_dir_all(&self.directory);

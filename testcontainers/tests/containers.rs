@@ -171,6 +171,82 @@ async fn isolated_member_rejoins_without_a_recovery() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_agent_that_sees_the_store_starts_no_recovery() {
+    if !require_docker() {
+        return;
+    }
+    let cluster = DockerCluster::start(3).await;
+    cluster.isolate_keeping_store(0);
+    // m0's agent sees quorum lost for well over K checks, but its peers' heartbeats
+    // in the store are fresh: no recovery.
+    tokio::time::sleep(Duration::from_millis(CHECK_INTERVAL_MS * 16)).await;
+    assert!(cluster.journal(0).contains("QuorumLostPeersHealthy"), "m0 never saw quorum lost:\n{}", cluster.journal(0));
+    cluster.rejoin(0);
+    assert!(cluster.wait_healthy(3, Duration::from_secs(60)).await, "m0 did not rejoin:\n{}", cluster.logs().await);
+    assert!(epochs(&cluster.store_keys("tc/").await).is_empty(), "an isolated agent started a recovery");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_five_lost_are_replaced_one_at_a_time() {
+    if !require_docker() {
+        return;
+    }
+    let mut cluster = DockerCluster::start(5).await;
+    let writer = Writer::start(&cluster).await;
+    assert!(wait_for(Duration::from_secs(10), || async { writer.acked.lock().unwrap().len() >= 50 }).await);
+    let started = Instant::now();
+    cluster.lose(3).await;
+    cluster.lose(4).await;
+    cluster.start_member(3).await;
+    cluster.start_member(4).await;
+    let replaced = wait_for(Duration::from_secs(180), || async {
+        cluster.journal(3).contains("\"replaced\"")
+            && cluster.journal(4).contains("\"replaced\"")
+            && cluster.healthy_count().await == 5
+    })
+    .await;
+    assert!(replaced, "m3 and m4 were not both replaced:\n{}", cluster.logs().await);
+    println!("2 of 5 lost → 5 healthy again in {:.1} s", started.elapsed().as_secs_f64());
+    let acked = writer.finish().await;
+    assert_all_present(&cluster, &acked, i64::MAX).await;
+    assert!(epochs(&cluster.store_keys("tc/").await).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_restarted_empty_restore_one_epoch() {
+    if !require_docker() {
+        return;
+    }
+    let mut cluster = DockerCluster::start(3).await;
+    let writer = Writer::start(&cluster).await;
+    assert!(wait_for(Duration::from_secs(10), || async { writer.acked.lock().unwrap().len() >= 50 }).await);
+    let acked = writer.finish().await;
+    let last = acked.last().map(|(_, revision)| *revision).unwrap_or(0);
+    let saved = wait_for(Duration::from_secs(30), || async {
+        cluster
+            .store_keys("tc/")
+            .await
+            .iter()
+            .filter_map(|key| key.rsplit('/').next()?.parse::<lifeboat::SnapshotName>().ok())
+            .any(|name| name.revision().0 >= last)
+    })
+    .await;
+    assert!(saved, "no snapshot at revision {last}");
+    let started = Instant::now();
+    for index in 0..3 {
+        cluster.lose(index).await;
+    }
+    for index in 0..3 {
+        cluster.start_member(index).await;
+    }
+    let restored = wait_for(Duration::from_secs(180), || async { cluster.healthy_count().await == 3 }).await;
+    assert!(restored, "no recovery:\n{}", cluster.logs().await);
+    println!("all restarted empty → restored in {:.1} s", started.elapsed().as_secs_f64());
+    assert_eq!(epochs(&cluster.store_keys("tc/").await).len(), 1, "exactly one recovery epoch");
+    assert_all_present(&cluster, &acked, last).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_outage_then_saves_resume_whole() {
     if !require_docker() {
         return;
@@ -205,6 +281,26 @@ async fn s3_outage_then_saves_resume_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_volume_is_replaced_without_losing_a_write() {
+    if !require_docker() {
+        return;
+    }
+    let cluster = DockerCluster::start(3).await;
+    let writer = Writer::start(&cluster).await;
+    assert!(wait_for(Duration::from_secs(10), || async { writer.acked.lock().unwrap().len() >= 50 }).await);
+    let started = Instant::now();
+    cluster.wipe(1).await;
+    let replaced = wait_for(Duration::from_secs(120), || async {
+        cluster.journal(1).contains("\"replaced\"") && cluster.healthy_count().await == 3
+    })
+    .await;
+    assert!(replaced, "m1 was not replaced:\n{}", cluster.logs().await);
+    println!("volume wiped → 3 healthy again in {:.1} s", started.elapsed().as_secs_f64());
+    let acked = writer.finish().await;
+    assert_all_present(&cluster, &acked, i64::MAX).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_restart_is_transient() {
     if !require_docker() {
         return;
@@ -214,6 +310,10 @@ async fn crash_restart_is_transient() {
     tokio::time::sleep(Duration::from_millis(CHECK_INTERVAL_MS)).await;
     cluster.restart(1).await;
     assert!(cluster.wait_healthy(3, Duration::from_secs(60)).await, "m1 did not come back:\n{}", cluster.logs().await);
+    // A clean stop and start too: same disk, same member.
+    cluster.stop(2, 5).await;
+    cluster.restart(2).await;
+    assert!(cluster.wait_healthy(3, Duration::from_secs(60)).await, "m2 did not come back:\n{}", cluster.logs().await);
     for index in 0..3 {
         assert!(!cluster.journal(index).contains("replace-started"), "a transient crash caused a replacement");
     }
@@ -240,4 +340,29 @@ async fn image_override_is_honoured() {
     let agent = built.agent.generic().with_wait_for(WaitFor::message_on_stdout("lifeboat")).with_cmd(["--version"]);
     agent.start().await.expect("the agent image built on it runs");
     let _ = std::process::Command::new("docker").args(["rmi", &other.full(), &built.agent.full()]).status();
+}
+
+/// Every catalogue scenario the container harness can express has a test here.
+#[test]
+fn the_catalogue_is_covered() {
+    let covered = [
+        ("steady-snapshots", "s3_outage_then_saves_resume_whole (saves every 2 s, verified)"),
+        ("member-crash-restart", "crash_restart_is_transient"),
+        ("member-disk-wiped", "wiped_volume_is_replaced_without_losing_a_write"),
+        ("two-of-five-lost", "two_of_five_lost_are_replaced_one_at_a_time"),
+        ("two-of-three-lost", "majority_lost_and_restored_from_the_newest_snapshot"),
+        ("all-restarted-empty", "all_restarted_empty_restore_one_epoch"),
+        ("minority-partition", "isolated_member_rejoins_without_a_recovery"),
+        ("isolated-agent-sees-store", "isolated_agent_that_sees_the_store_starts_no_recovery"),
+        ("store-outage-during-save", "s3_outage_then_saves_resume_whole"),
+    ];
+    for scenario in lifeboat_scenarios::catalogue() {
+        if scenario.harnesses.contains(&lifeboat_scenarios::Harness::Containers) {
+            assert!(
+                covered.iter().any(|(name, _)| *name == scenario.name),
+                "{} is marked for containers but no container test runs it",
+                scenario.name
+            );
+        }
+    }
 }
