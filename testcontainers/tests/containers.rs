@@ -40,6 +40,12 @@ impl Writer {
         Writer { acked, stop, task }
     }
 
+    /// Waits (at most 10 s) until `count` writes were acknowledged.
+    async fn wait_acked(&self, count: usize) {
+        let acked = wait_for(Duration::from_secs(10), || async { self.acked.lock().unwrap().len() >= count }).await;
+        assert!(acked, "fewer than {count} writes acknowledged in 10 s");
+    }
+
     async fn finish(self) -> Vec<(String, i64)> {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.task.await;
@@ -70,6 +76,26 @@ async fn assert_all_present(cluster: &DockerCluster, acked: &[(String, i64)], up
     );
 }
 
+/// Writes at least 50 keys, then waits for a periodic save to cover them all.
+/// Returns the acknowledged writes and the last one's revision.
+async fn writes_then_a_snapshot(cluster: &DockerCluster) -> (Vec<(String, i64)>, i64) {
+    let writer = Writer::start(cluster).await;
+    writer.wait_acked(50).await;
+    let acked = writer.finish().await;
+    let last = acked.last().map(|(_, revision)| *revision).unwrap_or(0);
+    let saved = wait_for(Duration::from_secs(30), || async {
+        cluster
+            .store_keys("tc/")
+            .await
+            .iter()
+            .filter_map(|key| key.rsplit('/').next()?.parse::<lifeboat::SnapshotName>().ok())
+            .any(|name| name.revision().0 >= last)
+    })
+    .await;
+    assert!(saved, "no snapshot at revision {last}:\n{}", cluster.logs().await);
+    (acked, last)
+}
+
 fn epochs(keys: &[String]) -> Vec<&String> {
     keys.iter().filter(|key| key.contains("/coordination/epochs/")).collect()
 }
@@ -82,7 +108,7 @@ async fn member_lost_and_replaced_without_losing_a_write() {
     let mut cluster = DockerCluster::start(3).await;
     println!("images built in {:.1} s", images::images().await.build_seconds);
     let writer = Writer::start(&cluster).await;
-    assert!(wait_for(Duration::from_secs(10), || async { writer.acked.lock().unwrap().len() >= 50 }).await);
+    writer.wait_acked(50).await;
 
     let started = Instant::now();
     cluster.lose(2).await;
@@ -104,21 +130,7 @@ async fn majority_lost_and_restored_from_the_newest_snapshot() {
         return;
     }
     let mut cluster = DockerCluster::start(3).await;
-    let writer = Writer::start(&cluster).await;
-    assert!(wait_for(Duration::from_secs(10), || async { writer.acked.lock().unwrap().len() >= 50 }).await);
-    let acked = writer.finish().await;
-    // Wait for a snapshot of the writes, as a periodic save would have made.
-    let last = acked.last().map(|(_, revision)| *revision).unwrap_or(0);
-    let saved = wait_for(Duration::from_secs(30), || async {
-        cluster
-            .store_keys("tc/")
-            .await
-            .iter()
-            .filter_map(|key| key.rsplit('/').next()?.parse::<lifeboat::SnapshotName>().ok())
-            .any(|name| name.revision().0 >= last)
-    })
-    .await;
-    assert!(saved, "no snapshot at revision {last}:\n{}", cluster.logs().await);
+    let (acked, _) = writes_then_a_snapshot(&cluster).await;
 
     let started = Instant::now();
     cluster.lose(1).await;
@@ -193,7 +205,7 @@ async fn two_of_five_lost_are_replaced_one_at_a_time() {
     }
     let mut cluster = DockerCluster::start(5).await;
     let writer = Writer::start(&cluster).await;
-    assert!(wait_for(Duration::from_secs(10), || async { writer.acked.lock().unwrap().len() >= 50 }).await);
+    writer.wait_acked(50).await;
     let started = Instant::now();
     cluster.lose(3).await;
     cluster.lose(4).await;
@@ -218,20 +230,7 @@ async fn all_restarted_empty_restore_one_epoch() {
         return;
     }
     let mut cluster = DockerCluster::start(3).await;
-    let writer = Writer::start(&cluster).await;
-    assert!(wait_for(Duration::from_secs(10), || async { writer.acked.lock().unwrap().len() >= 50 }).await);
-    let acked = writer.finish().await;
-    let last = acked.last().map(|(_, revision)| *revision).unwrap_or(0);
-    let saved = wait_for(Duration::from_secs(30), || async {
-        cluster
-            .store_keys("tc/")
-            .await
-            .iter()
-            .filter_map(|key| key.rsplit('/').next()?.parse::<lifeboat::SnapshotName>().ok())
-            .any(|name| name.revision().0 >= last)
-    })
-    .await;
-    assert!(saved, "no snapshot at revision {last}");
+    let (acked, last) = writes_then_a_snapshot(&cluster).await;
     let started = Instant::now();
     for index in 0..3 {
         cluster.lose(index).await;
@@ -287,7 +286,7 @@ async fn wiped_volume_is_replaced_without_losing_a_write() {
     }
     let cluster = DockerCluster::start(3).await;
     let writer = Writer::start(&cluster).await;
-    assert!(wait_for(Duration::from_secs(10), || async { writer.acked.lock().unwrap().len() >= 50 }).await);
+    writer.wait_acked(50).await;
     let started = Instant::now();
     cluster.wipe(1).await;
     let replaced = wait_for(Duration::from_secs(120), || async {
