@@ -289,7 +289,9 @@ pub enum SnapshotsCommand {
     List,
     /// Download snapshots and check them against their manifests and etcd's own hash
     ///
-    /// Exit code 0 when all checked snapshots verify, 6 when one does not.
+    /// Exit code 0 when all checked snapshots verify, 6 when one does not. With --all, an
+    /// object without a manifest is listed as skipped, not failed: saves write the manifest
+    /// last, so it is a save in progress or an interrupted one, never a backup.
     Verify {
         /// Snapshot names, `latest` (the newest versioned one) or `snapshot.db` [default: latest and snapshot.db]
         names: Vec<String>,

@@ -621,6 +621,9 @@ async fn run_list(resolved: &Resolved, format: Format) -> anyhow::Result<Exit> {
 struct VerifyRow {
     snapshot: String,
     ok: bool,
+    /// Not a backup, so not checked: an object whose save has not written its manifest (yet).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    skipped: bool,
     sha256: Option<String>,
     size_bytes: Option<u64>,
     detail: String,
@@ -629,6 +632,7 @@ struct VerifyRow {
 async fn run_verify(resolved: &Resolved, names: &[String], all: bool, format: Format) -> anyhow::Result<Exit> {
     let (store, layout) = resolved.store().await?;
     let catalog = catalog::load(&store, &layout).await?;
+    let now: Millis = wall_clock_now();
     let mut wanted: Vec<String> = if all {
         catalog.snapshots.iter().map(|entry| entry.name.to_string()).collect()
     } else if names.is_empty() {
@@ -643,12 +647,20 @@ async fn run_verify(resolved: &Resolved, names: &[String], all: bool, format: Fo
     for wanted_name in wanted {
         let row = if wanted_name == StoreLayout::LATEST {
             if catalog.latest.is_none() {
-                VerifyRow { snapshot: wanted_name, ok: false, sha256: None, size_bytes: None, detail: "missing".into() }
+                VerifyRow {
+                    snapshot: wanted_name,
+                    ok: false,
+                    skipped: false,
+                    sha256: None,
+                    size_bytes: None,
+                    detail: "missing".into(),
+                }
             } else {
                 match catalog::verify_latest(&store, &layout, &catalog).await {
                     Ok((fetched, matching)) => VerifyRow {
                         snapshot: wanted_name,
                         ok: true,
+                        skipped: false,
                         sha256: Some(fetched.plain.sha256),
                         size_bytes: Some(fetched.plain.size_bytes),
                         detail: match matching {
@@ -659,6 +671,7 @@ async fn run_verify(resolved: &Resolved, names: &[String], all: bool, format: Fo
                     Err(error) => VerifyRow {
                         snapshot: wanted_name,
                         ok: false,
+                        skipped: false,
                         sha256: None,
                         size_bytes: None,
                         detail: error.to_string(),
@@ -677,9 +690,34 @@ async fn run_verify(resolved: &Resolved, names: &[String], all: bool, format: Fo
                 catalog.find(&name)
             };
             match entry {
+                // With --all, an object without a manifest is listed but not judged:
+                // a save writes its manifest last, so this is a save in progress or
+                // one that was interrupted (prune removes those after an hour).
+                Some(entry) if all && entry.manifest.is_none() && entry.object.is_some() => {
+                    let age_ms = entry
+                        .object
+                        .as_ref()
+                        .and_then(|object| object.modified_ms)
+                        .map(|modified| now.0.saturating_sub(modified));
+                    VerifyRow {
+                        snapshot: entry.name.to_string(),
+                        ok: true,
+                        skipped: true,
+                        sha256: None,
+                        size_bytes: entry.object.as_ref().map(|object| object.size_bytes),
+                        detail: match age_ms {
+                            Some(age) if age > catalog::ORPHAN_GRACE_MS => {
+                                "not a backup: an interrupted save without a manifest; `snapshots prune` removes it"
+                                    .into()
+                            }
+                            _ => "not a backup yet: no manifest, a save in progress or just interrupted".into(),
+                        },
+                    }
+                }
                 None => VerifyRow {
                     snapshot: wanted_name,
                     ok: false,
+                    skipped: false,
                     sha256: None,
                     size_bytes: None,
                     detail: "not found".into(),
@@ -688,6 +726,7 @@ async fn run_verify(resolved: &Resolved, names: &[String], all: bool, format: Fo
                     Ok(fetched) => VerifyRow {
                         snapshot: entry.name.to_string(),
                         ok: true,
+                        skipped: false,
                         sha256: Some(fetched.plain.sha256),
                         size_bytes: Some(fetched.plain.size_bytes),
                         detail: "sha256 and etcd hash match the manifest".into(),
@@ -695,6 +734,7 @@ async fn run_verify(resolved: &Resolved, names: &[String], all: bool, format: Fo
                     Err(error) => VerifyRow {
                         snapshot: entry.name.to_string(),
                         ok: false,
+                        skipped: false,
                         sha256: None,
                         size_bytes: None,
                         detail: error.to_string(),
@@ -712,7 +752,11 @@ async fn run_verify(resolved: &Resolved, names: &[String], all: bool, format: Fo
                 .map(|row| {
                     vec![
                         row.snapshot.clone(),
-                        if row.ok { "ok".into() } else { "FAILED".into() },
+                        match (row.ok, row.skipped) {
+                            (_, true) => "skipped".into(),
+                            (true, false) => "ok".into(),
+                            (false, false) => "FAILED".into(),
+                        },
                         row.size_bytes.map(output::bytes).unwrap_or_else(|| "-".into()),
                         row.detail.clone(),
                     ]

@@ -73,6 +73,24 @@ fn versioned_snapshots_match_their_manifests() {
             serde_json::from_str(&fixture.lifeboat_ok(&["snapshots", "verify", "--all", "--output", "json"])).unwrap();
         assert_eq!(verify.as_array().unwrap().len(), 3, "two versioned snapshots and snapshot.db: {verify}");
         assert!(verify.as_array().unwrap().iter().all(|row| row["ok"] == true), "{verify}");
+
+        // An object whose manifest is not written (yet): a save in progress. `verify --all`
+        // lists it as skipped and still succeeds; asked for by name, it is not a backup.
+        let orphan = "20260101T000000.000Z-r1.db";
+        fixture.write_object(
+            &format!("{}{orphan}", fixture.snapshots_prefix()),
+            fixture.read_object(plain["key"].as_str().unwrap()),
+        );
+        let verify: serde_json::Value =
+            serde_json::from_str(&fixture.lifeboat_ok(&["snapshots", "verify", "--all", "--output", "json"])).unwrap();
+        let rows = verify.as_array().unwrap();
+        assert_eq!(rows.len(), 4, "{verify}");
+        let skipped: Vec<_> = rows.iter().filter(|row| row["skipped"] == true).collect();
+        assert_eq!(skipped.len(), 1, "{verify}");
+        assert_eq!(skipped[0]["snapshot"], orphan, "{verify}");
+        let output = fixture.lifeboat(&["snapshots", "verify", orphan]);
+        assert_eq!(output.status.code(), Some(6), "{kind:?}: {}", String::from_utf8_lossy(&output.stdout));
+        assert!(String::from_utf8_lossy(&output.stdout).contains("no manifest"));
     }
 }
 
