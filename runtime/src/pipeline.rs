@@ -82,16 +82,27 @@ struct PartWriter {
 impl PartWriter {
     async fn write(&mut self, chunk: &[u8]) -> Result<(), PipelineError> {
         match self.encoder.as_mut() {
-            None => self.buffer.extend_from_slice(chunk),
+            None => self.fill(chunk).await,
             Some(encoder) => {
                 encoder.write_all(chunk).map_err(PipelineError::Compress)?;
                 let compressed = std::mem::take(encoder.get_mut());
-                self.buffer.extend_from_slice(&compressed);
+                self.fill(&compressed).await
             }
         }
-        while self.buffer.len() >= self.part_size_bytes {
-            let part = self.buffer.split_to(self.part_size_bytes).freeze();
-            self.send(part).await?;
+    }
+
+    /// Copies into the part being filled, which is allocated at its final size:
+    /// a growing buffer would reallocate (and copy) each part several times and
+    /// hand the uploader allocations twice the part size.
+    async fn fill(&mut self, mut data: &[u8]) -> Result<(), PipelineError> {
+        while !data.is_empty() {
+            let take = (self.part_size_bytes - self.buffer.len()).min(data.len());
+            self.buffer.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buffer.len() == self.part_size_bytes {
+                let full = std::mem::replace(&mut self.buffer, BytesMut::with_capacity(self.part_size_bytes));
+                self.send(full.freeze()).await?;
+            }
         }
         Ok(())
     }
@@ -99,11 +110,7 @@ impl PartWriter {
     async fn finish(mut self) -> Result<Digest256, PipelineError> {
         if let Some(encoder) = self.encoder.take() {
             let rest = encoder.finish().map_err(PipelineError::Compress)?;
-            self.buffer.extend_from_slice(&rest);
-        }
-        while self.buffer.len() >= self.part_size_bytes {
-            let part = self.buffer.split_to(self.part_size_bytes).freeze();
-            self.send(part).await?;
+            self.fill(&rest).await?;
         }
         // Always send a last part, even an empty one, so an empty object is still an object.
         if !self.buffer.is_empty() || self.next_number == 1 {
@@ -208,8 +215,8 @@ pub async fn run<S: ByteSource, U: Upload>(
         };
         writers.push(PartWriter {
             encoder,
-            buffer: BytesMut::with_capacity(settings.part_size_bytes + (64 << 10)),
-            part_size_bytes: settings.part_size_bytes,
+            buffer: BytesMut::with_capacity(settings.part_size_bytes.max(1)),
+            part_size_bytes: settings.part_size_bytes.max(1),
             next_number: 1,
             offset: 0,
             hasher: (target.compression != Compression::None).then(Sha256::new),

@@ -8,3 +8,4 @@ mod chaos;
 mod cli;
 mod failures;
 mod save_restore;
+mod store;
