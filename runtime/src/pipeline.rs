@@ -4,6 +4,8 @@
 //! Memory is bounded by `part_size_bytes × (upload_concurrency + 2)` per target,
 //! whatever the database size: parts flow through a channel of capacity one, so a
 //! slow store slows the snapshot stream down (backpressure) instead of buffering it.
+//! Part buffers are recycled once their upload is done: fresh ones would fault in
+//! and zero new pages for every part, and freed ones fragment the heap.
 
 use crate::ports::{BoxError, ByteSource, Part, StoreError, Upload};
 use crate::verify::{Digest256, SnapshotDigest, Trailer};
@@ -13,6 +15,7 @@ use futures::{SinkExt, StreamExt, TryStreamExt};
 use lifeboat::Compression;
 use sha2::{Digest, Sha256};
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
@@ -77,6 +80,30 @@ struct PartWriter {
     hasher: Option<Sha256>,
     size_bytes: u64,
     sender: mpsc::Sender<Part>,
+    pool: Pool,
+}
+
+/// Part buffers whose upload finished, ready to be filled again.
+#[derive(Clone, Default)]
+struct Pool(Arc<Mutex<Vec<BytesMut>>>);
+
+impl Pool {
+    fn take(&self, capacity: usize) -> BytesMut {
+        let recycled = self.0.lock().ok().and_then(|mut buffers| buffers.pop());
+        recycled.unwrap_or_else(|| BytesMut::with_capacity(capacity))
+    }
+
+    /// Keeps `bytes`' buffer if nothing else holds it any more (the upload dropped its copy).
+    fn recycle(&self, bytes: Bytes, capacity: usize) {
+        if let Ok(mut buffer) = bytes.try_into_mut() {
+            if buffer.capacity() >= capacity {
+                buffer.clear();
+                if let Ok(mut buffers) = self.0.lock() {
+                    buffers.push(buffer);
+                }
+            }
+        }
+    }
 }
 
 impl PartWriter {
@@ -100,7 +127,8 @@ impl PartWriter {
             self.buffer.extend_from_slice(&data[..take]);
             data = &data[take..];
             if self.buffer.len() == self.part_size_bytes {
-                let full = std::mem::replace(&mut self.buffer, BytesMut::with_capacity(self.part_size_bytes));
+                let next = self.pool.take(self.part_size_bytes);
+                let full = std::mem::replace(&mut self.buffer, next);
                 self.send(full.freeze()).await?;
             }
         }
@@ -145,9 +173,18 @@ async fn upload_parts<U: Upload>(
     upload: &U,
     receiver: mpsc::Receiver<Part>,
     concurrency: usize,
+    pool: Pool,
+    part_size_bytes: usize,
 ) -> Result<(), StoreError> {
     receiver
-        .map(|part| upload.put_part(part))
+        .map(|part| {
+            let (pool, kept) = (pool.clone(), part.bytes.clone());
+            async move {
+                upload.put_part(part).await?;
+                pool.recycle(kept, part_size_bytes);
+                Ok(())
+            }
+        })
         .buffer_unordered(concurrency.max(1))
         .try_for_each(|()| async { Ok(()) })
         .await
@@ -205,8 +242,10 @@ pub async fn run<S: ByteSource, U: Upload>(
     let started = Instant::now();
     let mut writers = Vec::new();
     let mut receivers = Vec::new();
+    let part_size_bytes = settings.part_size_bytes.max(1);
     for target in targets {
         let (sender, receiver) = mpsc::channel::<Part>(0);
+        let pool = Pool::default();
         let encoder = match target.compression {
             Compression::None => None,
             Compression::Zstd => Some(
@@ -215,22 +254,20 @@ pub async fn run<S: ByteSource, U: Upload>(
         };
         writers.push(PartWriter {
             encoder,
-            buffer: BytesMut::with_capacity(settings.part_size_bytes.max(1)),
-            part_size_bytes: settings.part_size_bytes.max(1),
+            buffer: BytesMut::with_capacity(part_size_bytes),
+            part_size_bytes,
             next_number: 1,
             offset: 0,
             hasher: (target.compression != Compression::None).then(Sha256::new),
             size_bytes: 0,
             sender,
+            pool: pool.clone(),
         });
-        receivers.push(receiver);
+        receivers.push((receiver, pool));
     }
-    let uploads = futures::future::join_all(
-        targets
-            .iter()
-            .zip(receivers)
-            .map(|(target, receiver)| upload_parts(&target.upload, receiver, settings.upload_concurrency)),
-    );
+    let uploads = futures::future::join_all(targets.iter().zip(receivers).map(|(target, (receiver, pool))| {
+        upload_parts(&target.upload, receiver, settings.upload_concurrency, pool, part_size_bytes)
+    }));
     let (produced, uploaded) = futures::join!(produce(source, writers, settings), uploads);
     // An upload error explains a producer that stopped because its channel closed.
     for result in uploaded {
@@ -244,4 +281,118 @@ pub async fn run<S: ByteSource, U: Upload>(
         }
     }
     Ok(PipelineReport { plain, trailer, is_bolt, stored, elapsed: started.elapsed() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::ObjectInfo;
+    use proptest::prelude::*;
+    use std::collections::VecDeque;
+
+    struct Chunks(VecDeque<Bytes>);
+
+    impl ByteSource for Chunks {
+        async fn next_chunk(&mut self) -> Result<Option<Bytes>, BoxError> {
+            Ok(self.0.pop_front())
+        }
+    }
+
+    /// Keeps a copy of each part's bytes and drops the part, as the S3 and file
+    /// uploads do, so the pipeline may recycle the buffer at once.
+    #[derive(Default)]
+    struct Copying(Mutex<Vec<(i32, u64, Vec<u8>)>>);
+
+    impl Upload for Copying {
+        async fn put_part(&self, part: Part) -> Result<(), StoreError> {
+            self.0.lock().expect("not poisoned").push((part.number, part.offset, part.bytes.to_vec()));
+            Ok(())
+        }
+        async fn complete(self) -> Result<ObjectInfo, StoreError> {
+            unreachable!("the pipeline never completes")
+        }
+        async fn abort(self) {}
+    }
+
+    fn run_blocking(
+        data: &[u8],
+        cuts: &[usize],
+        part_size_bytes: usize,
+        compression: Compression,
+    ) -> Vec<(i32, u64, Vec<u8>)> {
+        let mut chunks = VecDeque::new();
+        let mut start = 0;
+        let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut % (data.len() + 1)).collect();
+        cuts.sort_unstable();
+        for cut in cuts.into_iter().chain([data.len()]) {
+            chunks.push_back(Bytes::copy_from_slice(&data[start..cut]));
+            start = cut;
+        }
+        let settings = PipelineSettings { part_size_bytes, upload_concurrency: 2, ..PipelineSettings::default() };
+        let targets = [Target { upload: Copying::default(), compression }];
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+        let report = runtime.block_on(run(&mut Chunks(chunks), &targets, &settings)).expect("the pipeline runs");
+        let [target] = targets;
+        let mut parts = target.upload.0.into_inner().expect("not poisoned");
+        parts.sort_by_key(|(number, _, _)| *number);
+        assert_eq!(report.stored[0].size_bytes, parts.iter().map(|(_, _, bytes)| bytes.len() as u64).sum::<u64>());
+        parts
+    }
+
+    proptest! {
+        /// However etcd chunks the stream, the parts are numbered from 1, each starts
+        /// where the previous ended, all but the last are exactly the part size, and
+        /// together they are the input: recycled buffers never leak into sent parts.
+        #[test]
+        fn parts_reassemble_the_stream(
+            size in 0usize..40_000,
+            cuts in proptest::collection::vec(0usize..40_000, 0..12),
+            part_size_bytes in 1usize..9_000,
+            seed in any::<u64>(),
+        ) {
+            let mut state = seed | 1;
+            let data: Vec<u8> = (0..size).map(|_| { state ^= state << 13; state ^= state >> 7; state ^= state << 17; state as u8 }).collect();
+            let parts = run_blocking(&data, &cuts, part_size_bytes, Compression::None);
+            let mut offset = 0u64;
+            for (index, (number, part_offset, bytes)) in parts.iter().enumerate() {
+                prop_assert_eq!(*number as usize, index + 1);
+                prop_assert_eq!(*part_offset, offset);
+                if index + 1 < parts.len() {
+                    prop_assert_eq!(bytes.len(), part_size_bytes);
+                }
+                offset += bytes.len() as u64;
+            }
+            prop_assert!(!parts.is_empty(), "an empty stream still makes one (empty) part");
+            let joined: Vec<u8> = parts.into_iter().flat_map(|(_, _, bytes)| bytes).collect();
+            prop_assert_eq!(joined, data);
+        }
+    }
+
+    /// A buffer comes back only when nothing else (a retrying request, a test
+    /// upload keeping parts) still holds it.
+    #[test]
+    fn pool_reuses_only_buffers_nothing_else_holds() {
+        let pool = Pool::default();
+        let mut buffer = pool.take(64);
+        buffer.extend_from_slice(&[1; 64]);
+        let bytes = buffer.freeze();
+        let pointer = bytes.as_ptr();
+        let held = bytes.clone();
+        pool.recycle(bytes, 64);
+        assert!(pool.0.lock().expect("not poisoned").is_empty(), "still held: not recycled");
+        pool.recycle(held, 64);
+        let again = pool.take(64);
+        assert_eq!(again.as_ptr(), pointer, "the same allocation");
+        assert!(again.is_empty() && again.capacity() >= 64);
+    }
+
+    #[test]
+    fn zstd_parts_decode_to_the_stream() {
+        let data: Vec<u8> =
+            (0..200_000u32).flat_map(|index| format!("/registry/pods/{index}\n").into_bytes()).collect();
+        let parts = run_blocking(&data, &[1, 4_096, 70_000, 1_000_000], 5_000, Compression::Zstd);
+        assert!(parts.len() > 2, "compressed output spans several parts");
+        let joined: Vec<u8> = parts.into_iter().flat_map(|(_, _, bytes)| bytes).collect();
+        assert_eq!(zstd::decode_all(&joined[..]).expect("valid zstd"), data);
+    }
 }
