@@ -27,6 +27,8 @@ pub enum ReplaceError {
     WouldLoseQuorum { name: String, healthy: usize, voters: usize },
     #[error("another membership change is in flight (lock {key} is held); try again when it finishes")]
     Busy { key: String },
+    #[error("another lifeboat process on this host is replacing {name} (it holds {path}); wait for it to finish, or stop it and run replace again to resume")]
+    LocalBusy { name: String, path: PathBuf },
     #[error("{name} did not catch up within {seconds} s; run replace again to resume")]
     CatchUpTimeout { name: String, seconds: u64 },
     #[error("state file {path}: {detail}")]
@@ -40,7 +42,9 @@ impl Classify for ReplaceError {
         match self {
             ReplaceError::Etcd(error) => error.exit(),
             ReplaceError::Member(error) => error.exit(),
-            ReplaceError::WouldLoseQuorum { .. } | ReplaceError::Busy { .. } => Exit::Refused,
+            ReplaceError::WouldLoseQuorum { .. } | ReplaceError::Busy { .. } | ReplaceError::LocalBusy { .. } => {
+                Exit::Refused
+            }
             ReplaceError::CatchUpTimeout { .. } | ReplaceError::State { .. } => Exit::Failure,
             ReplaceError::AddRefused { .. } => Exit::Refused,
         }
@@ -90,6 +94,31 @@ pub fn state_path(spec: &MemberSpec) -> PathBuf {
     let mut path = spec.data_dir.as_os_str().to_owned();
     path.push(".lifeboat-replace.json");
     PathBuf::from(path)
+}
+
+/// Held by the one process on this host that runs the replacement of its member.
+/// The agent resuming a replacement and a manual `lifeboat replace` hold the etcd
+/// lock under the same name (so a restarted agent can take its own lock back);
+/// only this tells them apart. The OS drops it when the process exits or dies.
+struct LocalGuard {
+    _file: std::fs::File,
+}
+
+fn lock_locally(spec: &MemberSpec) -> Result<LocalGuard, ReplaceError> {
+    let mut path = spec.data_dir.as_os_str().to_owned();
+    path.push(".lifeboat-replace.lock");
+    let path = PathBuf::from(path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|error| ReplaceError::State { path: path.clone(), detail: error.to_string() })?;
+    match file.try_lock() {
+        Ok(()) => Ok(LocalGuard { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ReplaceError::LocalBusy { name: spec.name.clone(), path }),
+        Err(std::fs::TryLockError::Error(error)) => Err(ReplaceError::State { path, detail: error.to_string() }),
+    }
 }
 
 fn load_state(spec: &MemberSpec) -> Result<Option<ReplaceState>, ReplaceError> {
@@ -153,6 +182,8 @@ pub async fn replace<E: EtcdCluster, L: LocalMember>(
     let started = Instant::now();
     let spec = local.spec().clone();
     let mut report = ReplaceReport { name: spec.name.clone(), dry_run: settings.dry_run, ..ReplaceReport::default() };
+    // Before the state file is read, so two processes never act on the same state.
+    let _local = if settings.dry_run { None } else { Some(lock_locally(&spec)?) };
     let members = etcd.member_list().await?;
     let current = members.iter().find(|member| is_ours(member, &spec)).cloned();
     let mut state = match load_state(&spec)? {
@@ -314,4 +345,34 @@ async fn replace_locked<E: EtcdCluster, L: LocalMember>(
     }
     std::fs::remove_file(state_path(spec)).ok();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two replacements of the same member on one host: the second is refused
+    /// until the first lets go; a different member is not held up.
+    #[test]
+    fn one_local_replacement_per_member() {
+        let scratch = tempfile::tempdir().expect("a temp dir");
+        let spec = |name: &str| MemberSpec {
+            name: name.into(),
+            data_dir: scratch.path().join(format!("{name}.etcd")),
+            client_url: "http://127.0.0.1:2379".into(),
+            peer_url: "http://127.0.0.1:2380".into(),
+            extra_args: Vec::new(),
+        };
+        let first = lock_locally(&spec("m0")).expect("the first takes the lock");
+        match lock_locally(&spec("m0")) {
+            Err(error @ ReplaceError::LocalBusy { .. }) => {
+                assert_eq!(error.exit(), Exit::Refused);
+                assert!(error.to_string().contains("another lifeboat process"), "{error}");
+            }
+            other => panic!("expected LocalBusy, got {:?}", other.map(|_| ())),
+        }
+        let _other_member = lock_locally(&spec("m1")).expect("another member is independent");
+        drop(first);
+        lock_locally(&spec("m0")).expect("free again once the first is done");
+    }
 }
