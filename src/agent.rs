@@ -181,7 +181,9 @@ impl Agent {
         let voters: Vec<MemberId> = self.voters().collect();
         let checks: Vec<MemberHealth> =
             observation.health.iter().filter(|check| voters.contains(&check.id)).copied().collect();
-        self.tracker.record(&checks);
+        // Failures count only in rounds where this agent sees a quorum answer.
+        let sees_quorum = checks.iter().filter(|check| check.healthy).count() >= quorum(voters.len().max(1));
+        self.tracker.record(&checks, sees_quorum);
         self.leader = observation.leader;
         if observation.store.reachable {
             self.snapshots = observation.store.snapshots.clone();

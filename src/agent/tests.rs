@@ -376,6 +376,42 @@ fn a_dead_member_of_three_is_replaced_after_k_checks() {
     assert_eq!(agent.change_in_flight(), Some(MemberId(3)));
 }
 
+/// An agent cut off with its member sees every check fail. Those rounds are not
+/// evidence: back on the network, its member (catching up) gets K fresh checks
+/// before a replacement, however long the isolation lasted.
+#[test]
+fn an_isolated_agent_counts_no_failures_until_it_sees_quorum() {
+    let members: Vec<Member> = (1..=3).map(member).collect();
+    let mut agent = Agent::new(policy(), members.clone(), Millis(0)).with_local_member(MemberId(1));
+    let mut replaced_at = None;
+    for round in 0..20u64 {
+        // Rounds 0-9: isolated (nothing answers). Then the others answer, the local member does not.
+        let isolated = round < 10;
+        agent.handle_observation(
+            Millis(round * 1_000),
+            Observation {
+                members: Some(members.clone()),
+                health: members
+                    .iter()
+                    .map(|member| MemberHealth { id: member.id, healthy: !isolated && member.id != MemberId(1) })
+                    .collect(),
+                leader: (!isolated).then_some(MemberId(2)),
+                store: StoreObservation { reachable: true, ..StoreObservation::default() },
+            },
+        );
+        if isolated {
+            assert_eq!(agent.tracker().successive_failures(MemberId(1)), 0, "round {round}");
+        }
+        while let Some(action) = agent.poll_action() {
+            if let Action::Replace { member } = action {
+                assert_eq!(member.id, MemberId(1));
+                replaced_at.get_or_insert(round);
+            }
+        }
+    }
+    assert_eq!(replaced_at, Some(10 + u64::from(K) - 1), "K checks after the network came back");
+}
+
 #[test]
 fn lost_quorum_restores_the_newest_verified_snapshot() {
     let members: Vec<Member> = (1..=3).map(member).collect();

@@ -37,6 +37,8 @@ pub struct DockerCluster {
     s3_host: String,
     pub members: Vec<Member>,
     directory: PathBuf,
+    /// The agents' `--failures-max` (K).
+    failures_max: u32,
 }
 
 /// Polls `probe` until it holds or `timeout` passes.
@@ -65,6 +67,11 @@ fn docker(args: &[&str]) -> Result<String, String> {
 impl DockerCluster {
     /// Starts the S3 server and `size` members, and waits until every member is healthy.
     pub async fn start(size: usize) -> DockerCluster {
+        DockerCluster::start_with_failures_max(size, 3).await
+    }
+
+    /// As `start`, with agents that replace a member after `failures_max` failed checks.
+    pub async fn start_with_failures_max(size: usize, failures_max: u32) -> DockerCluster {
         let images = images().await.clone();
         let id = format!("lbtc{}x{}", std::process::id(), CLUSTERS.fetch_add(1, Ordering::Relaxed));
         let network = format!("{id}-net");
@@ -80,7 +87,7 @@ impl DockerCluster {
                 disk: directory.join(format!("m{index}")),
             })
             .collect();
-        let mut cluster = DockerCluster { images, network, s3, s3_host, members, directory };
+        let mut cluster = DockerCluster { images, network, s3, s3_host, members, directory, failures_max };
         cluster.create_bucket().await;
         for index in 0..size {
             cluster.start_member(index).await;
@@ -168,7 +175,7 @@ impl DockerCluster {
             "--check-interval-ms".into(),
             CHECK_INTERVAL_MS.to_string(),
             "--failures-max".into(),
-            "3".into(),
+            self.failures_max.to_string(),
             "--snapshot-interval-ms".into(),
             "2000".into(),
             "--timeout-ms".into(),

@@ -161,7 +161,10 @@ async fn isolated_member_rejoins_without_a_recovery() {
     if !require_docker() {
         return;
     }
-    let cluster = DockerCluster::start(3).await;
+    // K = 6: back on the network, m0's etcd needs its peers' reconnect backoff and a
+    // catch-up before it answers a health check, up to ~2 s under CI load; at K = 3
+    // (1.5 s of checks) its agent could replace a member that is only catching up.
+    let cluster = DockerCluster::start_with_failures_max(3, 6).await;
     let writer = Writer::start(&cluster).await;
     cluster.disconnect(0);
     // Long enough for the agents to count K failed checks on both sides.
