@@ -346,6 +346,16 @@ fn the_properties_reach_every_decision() {
     }
 }
 
+/// One round of checks with the store reachable: `healthy` says which members answered.
+fn observation(members: &[Member], healthy: impl Fn(MemberId) -> bool, leader: Option<MemberId>) -> Observation {
+    Observation {
+        members: Some(members.to_vec()),
+        health: members.iter().map(|member| MemberHealth { id: member.id, healthy: healthy(member.id) }).collect(),
+        leader,
+        store: StoreObservation { reachable: true, ..StoreObservation::default() },
+    }
+}
+
 #[test]
 fn a_dead_member_of_three_is_replaced_after_k_checks() {
     let members: Vec<Member> = (1..=3).map(member).collect();
@@ -354,15 +364,7 @@ fn a_dead_member_of_three_is_replaced_after_k_checks() {
     for round in 0..10u64 {
         agent.handle_observation(
             Millis(round * 1_000),
-            Observation {
-                members: Some(members.clone()),
-                health: members
-                    .iter()
-                    .map(|member| MemberHealth { id: member.id, healthy: member.id != MemberId(3) })
-                    .collect(),
-                leader: Some(MemberId(1)),
-                store: StoreObservation { reachable: true, ..StoreObservation::default() },
-            },
+            observation(&members, |id| id != MemberId(3), Some(MemberId(1))),
         );
         while let Some(action) = agent.poll_action() {
             if let Action::Replace { member } = action {
@@ -389,15 +391,7 @@ fn an_isolated_agent_counts_no_failures_until_it_sees_quorum() {
         let isolated = round < 10;
         agent.handle_observation(
             Millis(round * 1_000),
-            Observation {
-                members: Some(members.clone()),
-                health: members
-                    .iter()
-                    .map(|member| MemberHealth { id: member.id, healthy: !isolated && member.id != MemberId(1) })
-                    .collect(),
-                leader: (!isolated).then_some(MemberId(2)),
-                store: StoreObservation { reachable: true, ..StoreObservation::default() },
-            },
+            observation(&members, |id| !isolated && id != MemberId(1), (!isolated).then_some(MemberId(2))),
         );
         if isolated {
             assert_eq!(agent.tracker().successive_failures(MemberId(1)), 0, "round {round}");
