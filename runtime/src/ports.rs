@@ -105,6 +105,8 @@ pub enum StoreError {
     Unreachable { endpoint: String, detail: String },
     #[error("{operation} {location} failed: {detail}")]
     Request { operation: &'static str, location: String, detail: String },
+    #[error("HTTPS to {endpoint} needs CA certificates and none were found (system store, SSL_CERT_FILE, SSL_CERT_DIR): install the ca-certificates package, or mount a CA bundle and set SSL_CERT_FILE to it")]
+    NoCaRoots { endpoint: String },
     #[error("{operation} {path} failed: {source}")]
     Io { operation: &'static str, path: String, source: std::io::Error },
 }

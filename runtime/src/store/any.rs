@@ -24,6 +24,10 @@ impl AnyStore {
     pub async fn open(settings: &StoreSettings) -> Result<AnyStore, StoreError> {
         match &settings.url {
             StoreUrl::S3 { bucket, .. } => {
+                if s3::uses_tls(settings) && !s3::ca_roots_available() {
+                    let endpoint = settings.s3.endpoint.clone().unwrap_or_else(|| "AWS S3".into());
+                    return Err(StoreError::NoCaRoots { endpoint });
+                }
                 let store = S3Store::connect(settings, bucket).await;
                 store.check_bucket().await?;
                 Ok(AnyStore::S3(store))

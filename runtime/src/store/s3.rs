@@ -205,6 +205,19 @@ fn crc32c_base64(bytes: &[u8]) -> String {
     aws_smithy_types::base64::encode(crc.to_be_bytes())
 }
 
+/// Whether the store is reached over TLS: AWS itself, or an `https://` endpoint.
+pub fn uses_tls(settings: &StoreSettings) -> bool {
+    !settings.s3.endpoint.as_deref().is_some_and(|endpoint| endpoint.starts_with("http://"))
+}
+
+/// Whether the HTTPS client would trust anyone. It loads the system's CA roots (or
+/// SSL_CERT_FILE / SSL_CERT_DIR) the same way; a scratch or distroless image has
+/// none, and the client then fails every request (debug builds panic) instead of
+/// saying why.
+pub fn ca_roots_available() -> bool {
+    !rustls_native_certs::load_native_certs().certs.is_empty()
+}
+
 pub struct S3Upload {
     store: S3Store,
     key: String,

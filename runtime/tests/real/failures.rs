@@ -191,3 +191,30 @@ fn crash_or_outage_half_way_leaves_nothing_partial() {
     let next = fixture.save_json(&[]);
     assert_ne!(next["sha256"], first["sha256"]);
 }
+
+/// HTTPS to the store with no CA certificates to trust (a scratch or distroless
+/// image): a clear error naming the fix, exit 5, instead of a TLS failure on every
+/// request (or a panic in debug builds). Plain http needs none.
+#[test]
+fn https_store_without_ca_certificates_says_so() {
+    let scratch = tempfile::tempdir().unwrap();
+    let no_bundle = scratch.path().join("no-such-bundle.pem");
+    let run = |endpoint: &str| {
+        let mut command = lifeboat_command();
+        command
+            .env("SSL_CERT_FILE", &no_bundle)
+            .env_remove("SSL_CERT_DIR")
+            .env("AWS_ACCESS_KEY_ID", "x")
+            .env("AWS_SECRET_ACCESS_KEY", "x")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .args(["snapshots", "list", "--store", "s3://bucket/p", "--cluster", "c", "--s3-endpoint", endpoint]);
+        command.output().unwrap()
+    };
+    let output = run("https://127.0.0.1:9");
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    assert!(stderr(&output).contains("needs CA certificates"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("SSL_CERT_FILE"), "{}", stderr(&output));
+    let output = run("http://127.0.0.1:9");
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    assert!(stderr(&output).contains("unreachable"), "plain http needs no CA roots: {}", stderr(&output));
+}
