@@ -95,6 +95,46 @@ impl S3Server {
 
     pub fn resume(&mut self) {
         self.spawn();
+        self.wait_serving(Duration::from_secs(60));
+    }
+
+    /// Waits until an object can be written and read back. After a restart the S3
+    /// API answers before the volume server has registered again, and reads of
+    /// existing objects fail with InternalError until it has. The probe lives in a
+    /// bucket of its own, so tests listing theirs never see it.
+    fn wait_serving(&self, timeout: Duration) {
+        const PROBE_BUCKET: &str = "lifeboat-testkit-probe";
+        let client = self.client();
+        let probe = || async {
+            let _ = client.create_bucket().bucket(PROBE_BUCKET).send().await;
+            let body = aws_sdk_s3::primitives::ByteStream::from_static(b"probe");
+            client.put_object().bucket(PROBE_BUCKET).key("probe").body(body).send().await.ok()?;
+            let read = client.get_object().bucket(PROBE_BUCKET).key("probe").send().await.ok()?;
+            read.body.collect().await.ok().map(|bytes| bytes.into_bytes() == b"probe"[..])
+        };
+        // A thread of its own: callers may already be inside a runtime.
+        let serving = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime =
+                        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+                    runtime.block_on(async {
+                        let deadline = std::time::Instant::now() + timeout;
+                        loop {
+                            if probe().await == Some(true) {
+                                return true;
+                            }
+                            if std::time::Instant::now() >= deadline {
+                                return false;
+                            }
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    })
+                })
+                .join()
+                .expect("the probe thread does not panic")
+        });
+        assert!(serving, "S3 server did not serve objects within {timeout:?} of a restart: {}", self.log_tail());
     }
 
     /// Environment for a `lifeboat` process talking to this server.
