@@ -100,6 +100,16 @@ fn epochs(keys: &[String]) -> Vec<&String> {
     keys.iter().filter(|key| key.contains("/coordination/epochs/")).collect()
 }
 
+/// Waits until member `index`'s agent has replaced it and all 3 members are healthy.
+async fn wait_replaced(cluster: &DockerCluster, index: usize, fault: &str, started: Instant) {
+    let replaced = wait_for(Duration::from_secs(120), || async {
+        cluster.journal(index).contains("\"replaced\"") && cluster.healthy_count().await == 3
+    })
+    .await;
+    assert!(replaced, "m{index} was not replaced:\n{}", cluster.logs().await);
+    println!("{fault} → 3 healthy again in {:.1} s", started.elapsed().as_secs_f64());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_lost_and_replaced_without_losing_a_write() {
     if !require_docker() {
@@ -113,12 +123,7 @@ async fn member_lost_and_replaced_without_losing_a_write() {
     let started = Instant::now();
     cluster.lose(2).await;
     cluster.start_member(2).await;
-    let replaced = wait_for(Duration::from_secs(120), || async {
-        cluster.journal(2).contains("\"replaced\"") && cluster.healthy_count().await == 3
-    })
-    .await;
-    assert!(replaced, "m2 was not replaced:\n{}", cluster.logs().await);
-    println!("member lost → 3 healthy again in {:.1} s", started.elapsed().as_secs_f64());
+    wait_replaced(&cluster, 2, "member lost", started).await;
     let acked = writer.finish().await;
     assert_all_present(&cluster, &acked, i64::MAX).await;
     assert!(epochs(&cluster.store_keys("tc/").await).is_empty(), "a minority failure must not start a recovery");
@@ -292,12 +297,7 @@ async fn wiped_volume_is_replaced_without_losing_a_write() {
     writer.wait_acked(50).await;
     let started = Instant::now();
     cluster.wipe(1).await;
-    let replaced = wait_for(Duration::from_secs(120), || async {
-        cluster.journal(1).contains("\"replaced\"") && cluster.healthy_count().await == 3
-    })
-    .await;
-    assert!(replaced, "m1 was not replaced:\n{}", cluster.logs().await);
-    println!("volume wiped → 3 healthy again in {:.1} s", started.elapsed().as_secs_f64());
+    wait_replaced(&cluster, 1, "volume wiped", started).await;
     let acked = writer.finish().await;
     assert_all_present(&cluster, &acked, i64::MAX).await;
 }

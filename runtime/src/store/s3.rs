@@ -58,7 +58,7 @@ impl S3Store {
             .region(Region::new(region.clone()))
             .timeout_config(timeouts)
             .retry_config(RetryConfig::standard().with_max_attempts(3));
-        if settings.s3.endpoint.as_deref().is_some_and(|endpoint| endpoint.starts_with("http://")) {
+        if !uses_tls(settings) {
             // Plain HTTP needs no CA roots: a scratch or distroless container has none,
             // and the default HTTPS client refuses to start without them.
             loader = loader.http_client(aws_smithy_http_client::Builder::new().build_http());
@@ -76,12 +76,11 @@ impl S3Store {
             }
             None => format!("AWS S3 ({region})"),
         };
-        let sign_payload = settings.s3.endpoint.as_deref().is_some_and(|endpoint| endpoint.starts_with("http://"));
         S3Store {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
             bucket: bucket.to_owned(),
             endpoint,
-            sign_payload,
+            sign_payload: !uses_tls(settings),
         }
     }
 
