@@ -83,22 +83,29 @@ struct PartWriter {
     pool: Pool,
 }
 
-/// Part buffers whose upload finished, ready to be filled again.
-#[derive(Clone, Default)]
-struct Pool(Arc<Mutex<Vec<BytesMut>>>);
+/// Part buffers of one size whose upload finished, ready to be filled again.
+#[derive(Clone)]
+struct Pool {
+    buffers: Arc<Mutex<Vec<BytesMut>>>,
+    capacity: usize,
+}
 
 impl Pool {
-    fn take(&self, capacity: usize) -> BytesMut {
-        let recycled = self.0.lock().ok().and_then(|mut buffers| buffers.pop());
-        recycled.unwrap_or_else(|| BytesMut::with_capacity(capacity))
+    fn new(capacity: usize) -> Pool {
+        Pool { buffers: Arc::default(), capacity }
+    }
+
+    fn take(&self) -> BytesMut {
+        let recycled = self.buffers.lock().ok().and_then(|mut buffers| buffers.pop());
+        recycled.unwrap_or_else(|| BytesMut::with_capacity(self.capacity))
     }
 
     /// Keeps `bytes`' buffer if nothing else holds it any more (the upload dropped its copy).
-    fn recycle(&self, bytes: Bytes, capacity: usize) {
+    fn recycle(&self, bytes: Bytes) {
         if let Ok(mut buffer) = bytes.try_into_mut() {
-            if buffer.capacity() >= capacity {
+            if buffer.capacity() >= self.capacity {
                 buffer.clear();
-                if let Ok(mut buffers) = self.0.lock() {
+                if let Ok(mut buffers) = self.buffers.lock() {
                     buffers.push(buffer);
                 }
             }
@@ -127,7 +134,7 @@ impl PartWriter {
             self.buffer.extend_from_slice(&data[..take]);
             data = &data[take..];
             if self.buffer.len() == self.part_size_bytes {
-                let next = self.pool.take(self.part_size_bytes);
+                let next = self.pool.take();
                 let full = std::mem::replace(&mut self.buffer, next);
                 self.send(full.freeze()).await?;
             }
@@ -174,14 +181,13 @@ async fn upload_parts<U: Upload>(
     receiver: mpsc::Receiver<Part>,
     concurrency: usize,
     pool: Pool,
-    part_size_bytes: usize,
 ) -> Result<(), StoreError> {
     receiver
         .map(|part| {
             let (pool, kept) = (pool.clone(), part.bytes.clone());
             async move {
                 upload.put_part(part).await?;
-                pool.recycle(kept, part_size_bytes);
+                pool.recycle(kept);
                 Ok(())
             }
         })
@@ -245,7 +251,7 @@ pub async fn run<S: ByteSource, U: Upload>(
     let part_size_bytes = settings.part_size_bytes.max(1);
     for target in targets {
         let (sender, receiver) = mpsc::channel::<Part>(0);
-        let pool = Pool::default();
+        let pool = Pool::new(part_size_bytes);
         let encoder = match target.compression {
             Compression::None => None,
             Compression::Zstd => Some(
@@ -254,7 +260,7 @@ pub async fn run<S: ByteSource, U: Upload>(
         };
         writers.push(PartWriter {
             encoder,
-            buffer: BytesMut::with_capacity(part_size_bytes),
+            buffer: pool.take(),
             part_size_bytes,
             next_number: 1,
             offset: 0,
@@ -265,9 +271,10 @@ pub async fn run<S: ByteSource, U: Upload>(
         });
         receivers.push((receiver, pool));
     }
-    let uploads = futures::future::join_all(targets.iter().zip(receivers).map(|(target, (receiver, pool))| {
-        upload_parts(&target.upload, receiver, settings.upload_concurrency, pool, part_size_bytes)
-    }));
+    let uploads =
+        futures::future::join_all(targets.iter().zip(receivers).map(|(target, (receiver, pool))| {
+            upload_parts(&target.upload, receiver, settings.upload_concurrency, pool)
+        }));
     let (produced, uploaded) = futures::join!(produce(source, writers, settings), uploads);
     // An upload error explains a producer that stopped because its channel closed.
     for result in uploaded {
@@ -372,16 +379,16 @@ mod tests {
     /// upload keeping parts) still holds it.
     #[test]
     fn pool_reuses_only_buffers_nothing_else_holds() {
-        let pool = Pool::default();
-        let mut buffer = pool.take(64);
+        let pool = Pool::new(64);
+        let mut buffer = pool.take();
         buffer.extend_from_slice(&[1; 64]);
         let bytes = buffer.freeze();
         let pointer = bytes.as_ptr();
         let held = bytes.clone();
-        pool.recycle(bytes, 64);
-        assert!(pool.0.lock().expect("not poisoned").is_empty(), "still held: not recycled");
-        pool.recycle(held, 64);
-        let again = pool.take(64);
+        pool.recycle(bytes);
+        assert!(pool.buffers.lock().expect("not poisoned").is_empty(), "still held: not recycled");
+        pool.recycle(held);
+        let again = pool.take();
         assert_eq!(again.as_ptr(), pointer, "the same allocation");
         assert!(again.is_empty() && again.capacity() >= 64);
     }

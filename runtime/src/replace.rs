@@ -91,8 +91,13 @@ pub struct ReplaceReport {
 }
 
 pub fn state_path(spec: &MemberSpec) -> PathBuf {
+    beside_data_dir(spec, ".lifeboat-replace.json")
+}
+
+/// `<data dir><suffix>`: beside the data dir, so moving the data dir aside keeps it.
+fn beside_data_dir(spec: &MemberSpec, suffix: &str) -> PathBuf {
     let mut path = spec.data_dir.as_os_str().to_owned();
-    path.push(".lifeboat-replace.json");
+    path.push(suffix);
     PathBuf::from(path)
 }
 
@@ -105,9 +110,7 @@ struct LocalGuard {
 }
 
 fn lock_locally(spec: &MemberSpec) -> Result<LocalGuard, ReplaceError> {
-    let mut path = spec.data_dir.as_os_str().to_owned();
-    path.push(".lifeboat-replace.lock");
-    let path = PathBuf::from(path);
+    let path = beside_data_dir(spec, ".lifeboat-replace.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

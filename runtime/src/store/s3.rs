@@ -90,7 +90,7 @@ impl S3Store {
             client,
             bucket: bucket.to_owned(),
             endpoint: endpoint.to_owned(),
-            sign_payload: !endpoint.starts_with("https://"),
+            sign_payload: endpoint.starts_with("http://"),
         }
     }
 
