@@ -78,13 +78,22 @@ pub enum Warning {
 /// The result of an action, reported back by the driver.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
-    Saved { snapshot: SnapshotMeta },
+    Saved {
+        snapshot: SnapshotMeta,
+    },
     SaveFailed,
     Pruned,
-    Replaced { member: MemberId },
-    ReplaceFailed { member: MemberId },
+    Replaced {
+        member: MemberId,
+    },
+    ReplaceFailed {
+        member: MemberId,
+    },
     Recovered,
     RecoveryFailed,
+    /// A claim waits for a quorum of members to join it: nothing restored yet, and
+    /// no new claim while it stands (the driver follows it every round).
+    RecoveryPending,
 }
 
 /// The recovery state machine of one agent.
@@ -228,6 +237,10 @@ impl Agent {
                 // The replacement has a new member ID; a failed attempt is counted again from scratch
                 // so the next try waits K more checks instead of looping.
                 self.tracker.retain(|id| id != member);
+            }
+            Outcome::RecoveryPending => {
+                self.recovery_in_flight = false;
+                self.quorum_lost_checks = 0;
             }
             Outcome::Recovered | Outcome::RecoveryFailed => {
                 self.recovery_in_flight = false;

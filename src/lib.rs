@@ -17,6 +17,7 @@ pub mod layout;
 pub mod membership;
 pub mod policy;
 pub mod reconfigure;
+pub mod recovery;
 pub mod retention;
 pub mod snapshot;
 pub mod time;

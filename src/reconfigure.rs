@@ -11,8 +11,13 @@ pub struct Facts {
     pub has_data: bool,
     /// The recovery epoch the local data belongs to (0 before any recovery).
     pub local_epoch: u64,
-    /// The newest recovery epoch claimed in the store, if the store answered.
+    /// The newest committed recovery epoch in the store, if the store answered
+    /// (a claim only counts once committed: see [`crate::recovery`]).
     pub latest_epoch: Option<u64>,
+    /// This member stopped its etcd for a claim that is not decided yet: it must
+    /// not start as is until the claim is committed or abandoned.
+    #[serde(default)]
+    pub holding: bool,
     /// The member list as healthy peers report it; `None` when no peer with
     /// quorum answered.
     pub peers: Option<Vec<Member>>,
@@ -39,6 +44,7 @@ pub enum StartPlan {
     Bootstrap,
     /// Empty disk, no quorum, and a cluster that existed: wait for a recovery
     /// epoch (the agents decide disaster recovery, not a booting member alone).
+    /// Also: this member holds for an undecided claim, data or not.
     AwaitRecovery,
 }
 
@@ -51,6 +57,9 @@ pub fn plan(facts: &Facts) -> StartPlan {
         if latest > facts.local_epoch {
             return StartPlan::RestoreEpoch { epoch: latest };
         }
+    }
+    if facts.holding {
+        return StartPlan::AwaitRecovery;
     }
     if facts.has_data {
         return StartPlan::StartAsIs;
@@ -90,6 +99,7 @@ mod tests {
             peers: Some(vec![member(1, "a", 1), member(2, "b", 2)]),
             peer_url: "http://127.0.0.1:2".into(),
             snapshots_exist: true,
+            holding: false,
         }
     }
 
@@ -107,6 +117,16 @@ mod tests {
         assert_eq!(plan(&gone), StartPlan::Replace { old: None });
         assert_eq!(plan(&Facts { peers: None, ..facts() }), StartPlan::AwaitRecovery);
         assert_eq!(plan(&Facts { peers: None, snapshots_exist: false, ..facts() }), StartPlan::Bootstrap);
+    }
+
+    /// A member that stopped for an undecided claim stays stopped, data or not.
+    #[test]
+    fn holding_members_wait() {
+        for has_data in [true, false] {
+            assert_eq!(plan(&Facts { has_data, holding: true, ..facts() }), StartPlan::AwaitRecovery);
+        }
+        let committed = Facts { has_data: true, holding: true, latest_epoch: Some(1), ..facts() };
+        assert_eq!(plan(&committed), StartPlan::RestoreEpoch { epoch: 1 });
     }
 
     /// A member of an older epoch never starts as is, data or not.

@@ -90,16 +90,18 @@ impl FromStr for SnapshotName {
             return Err(invalid());
         };
         let (time, revision) = stem.split_once("Z-r").ok_or_else(invalid)?;
+        // Store listings are untrusted: walk bytes, never slice a `str` at an offset
+        // that could fall inside a multi-byte character.
         let bytes = time.as_bytes();
-        if bytes.len() != 19 || bytes[8] != b'T' || bytes[15] != b'.' {
+        if bytes.len() != 19 || bytes.get(8) != Some(&b'T') || bytes.get(15) != Some(&b'.') {
             return Err(invalid());
         }
         let field = |range: std::ops::Range<usize>| -> Result<u32, String> {
-            let digits = &time[range];
-            if !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+            let digits = bytes.get(range).ok_or_else(invalid)?;
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
                 return Err(invalid());
             }
-            digits.parse::<u32>().map_err(|_| invalid())
+            Ok(digits.iter().fold(0u32, |value, digit| value * 10 + u32::from(digit - b'0')))
         };
         let created = Millis::from_utc(
             i64::from(field(0..4)?),
@@ -115,7 +117,13 @@ impl FromStr for SnapshotName {
             return Err(invalid());
         }
         let revision = Revision(revision.parse::<i64>().map_err(|_| invalid())?);
-        Ok(SnapshotName::new(created, revision, compression))
+        let name = SnapshotName::new(created, revision, compression);
+        // Only the canonical spelling counts (no `r007`): the manifest's key is derived
+        // from the name, so a second spelling would be a snapshot without a manifest.
+        if name.to_string() != text {
+            return Err(invalid());
+        }
+        Ok(name)
     }
 }
 
@@ -214,8 +222,40 @@ mod tests {
             "20261125T233200Z-r1.db",
             "x0261125T233200.123Z-r1.db",
             "20261125T233200.123Z-r1.db.manifest.json",
+            "20261125T233200.123Z-r007.db",
+            "20261125T233200.123Z-r+7.db",
         ] {
             assert!(text.parse::<SnapshotName>().is_err(), "{text} parsed");
+        }
+    }
+
+    /// A name a user crafted in the bucket once panicked every agent (a byte slice
+    /// inside a two-byte character).
+    #[test]
+    fn rejects_multibyte_names_without_panicking() {
+        for text in
+            ["000é000T000000.000Z-r1.db", "2026112ééT233200.123Z-r1.db", "20261125T23320é.12Z-r1.db", "éZ-r1.db"]
+        {
+            assert!(text.parse::<SnapshotName>().is_err(), "{text} parsed");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+        /// Store listings are untrusted: any string parses to a name or an error, never a panic,
+        /// and whatever parses prints back as the same text.
+        #[test]
+        fn any_text_parses_or_is_refused(text in ".{0,40}", stem in "[0-9T.Zé-]{15,24}", suffix in "(\\.db|\\.db\\.zst|r1\\.db|)") {
+            for candidate in [text.clone(), format!("{stem}{suffix}"), format!("{stem}Z-r7{suffix}")] {
+                if let Ok(name) = candidate.parse::<SnapshotName>() {
+                    prop_assert_eq!(name.to_string(), candidate);
+                }
+            }
+        }
+
+        #[test]
+        fn any_bytes_as_a_manifest_are_data(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = serde_json::from_slice::<Manifest>(&bytes);
         }
     }
 

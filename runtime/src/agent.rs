@@ -7,7 +7,7 @@
 //! so the simulator can run the same driver.
 
 use crate::catalog;
-use crate::coordination::{self, EpochRecord, Heartbeat};
+use crate::coordination::{self, EpochListing, EpochRecord, Heartbeat, JoinRecord};
 use crate::journal::Journal;
 use crate::member::{self, Launch, LocalMember};
 use crate::pipeline::PipelineSettings;
@@ -16,9 +16,10 @@ use crate::replace::{self, ReplaceSettings};
 use crate::restore::{self, DataDirBuilder, RestoreSettings, SnapshotChoice};
 use crate::save::{self, SaveSettings};
 use lifeboat::reconfigure::{self, Facts, StartPlan};
+use lifeboat::recovery::{self, EpochOutcome, EpochStep, LocalFacts};
 use lifeboat::{
-    Action, Agent, Compression, Member, MemberHealth, MemberId, Millis, Observation, Outcome, Policy, Sabotage,
-    SnapshotMeta, SnapshotName, StoreLayout, StoreObservation,
+    Action, Agent, Compression, Member, MemberHealth, MemberId, Millis, Observation, Outcome, Policy, Revision,
+    Sabotage, SnapshotMeta, SnapshotName, StoreLayout, StoreObservation,
 };
 use serde_json::json;
 use std::future::Future;
@@ -96,6 +97,26 @@ pub struct Driver<E, S, L, C, B> {
     /// The recovery epoch of the local data (persisted in the state dir).
     epoch: u64,
     local_id: Option<MemberId>,
+    /// The last epoch-protocol step journaled, so a wait is journaled once.
+    last_step: EpochStep,
+    /// Malformed coordination records already journaled.
+    malformed_seen: Vec<String>,
+}
+
+/// Where a recovery stands after this agent's part in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Progress {
+    /// This member was restored into the epoch.
+    Applied,
+    /// The claim waits for votes (this member joined it, or is about to).
+    Pending,
+}
+
+const HOLDING_FILE: &str = "holding-epoch";
+
+/// The epoch this member stopped its etcd for, if any.
+pub fn read_holding(state_dir: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(state_dir.join(HOLDING_FILE)).ok().and_then(|text| text.trim().parse().ok())
 }
 
 fn epoch_path(settings: &AgentSettings) -> PathBuf {
@@ -136,7 +157,21 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         let journal = Journal::open(&settings.state_dir)?;
         let agent = Agent::new(settings.policy.clone(), configured_members(&settings), clock.now());
         let epoch = read_epoch(&settings.state_dir);
-        Ok(Driver { settings, builder, etcd, store, layout, local, clock, agent, journal, epoch, local_id: None })
+        Ok(Driver {
+            settings,
+            builder,
+            etcd,
+            store,
+            layout,
+            local,
+            clock,
+            agent,
+            journal,
+            epoch,
+            local_id: None,
+            last_step: EpochStep::Nothing,
+            malformed_seen: Vec::new(),
+        })
     }
 
     fn now_text(&self) -> String {
@@ -331,20 +366,22 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                 self.settings.heartbeat_freshness_ms(),
             )
             .await?;
-            let epoch = coordination::latest_epoch(&self.store, &self.layout).await?;
-            Ok::<_, crate::ports::StoreError>((snapshots, peers, epoch))
+            let epochs =
+                coordination::load_epochs(&self.store, &self.layout, self.epoch, &self.configured_names()).await?;
+            Ok::<_, crate::ports::StoreError>((snapshots, peers, epochs))
         }
         .await;
+        // The old cluster has quorum when a quorum of its voters answered healthy this round.
+        let voters: Vec<MemberId> = known.iter().filter(|member| member.is_voter()).map(|member| member.id).collect();
+        let healthy_voters = health.iter().filter(|check| check.healthy && voters.contains(&check.id)).count();
+        let old_cluster_has_quorum = !voters.is_empty() && healthy_voters >= lifeboat::membership::quorum(voters.len());
+        let local_revision = local_status.as_ref().map(|status| status.revision);
         let store = match store {
-            Ok((snapshots, peers, latest_epoch)) => {
-                if let Some(record) = latest_epoch.filter(|record| record.epoch > self.epoch) {
-                    // A recovery epoch newer than our data: this member belongs to an
-                    // older incarnation and must not serve it. Join the new one.
-                    self.record(
-                        "epoch-newer",
-                        json!({ "local_epoch": self.epoch, "epoch": record.epoch, "snapshot": record.snapshot }),
-                    );
-                    self.join_epoch(&record).await;
+            Ok((snapshots, peers, epochs)) => {
+                if let Some(result) = self.follow_epochs(epochs, old_cluster_has_quorum, local_revision).await {
+                    if !matches!(result, Ok(Progress::Pending)) {
+                        self.report_recovery(result);
+                    }
                 }
                 let healthy_peer_heartbeats = peers
                     .iter()
@@ -415,7 +452,17 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             }
             Err(_) => None,
         };
-        let latest = coordination::latest_epoch(&self.store, &self.layout).await.ok().flatten();
+        let listing = coordination::load_epochs(&self.store, &self.layout, self.epoch, &self.configured_names()).await;
+        // Holding for a claim that is still undecided (or unknown: the store did not
+        // answer) keeps etcd stopped; a decided or superseded claim releases it.
+        let holding = match (&listing, self.holding_for()) {
+            (_, None) => false,
+            (Err(_), Some(_)) => true,
+            (Ok(listing), Some(held)) => {
+                listing.newest.as_ref().is_some_and(|(record, view)| record.epoch == held && view.outcome.is_none())
+            }
+        };
+        let latest = listing.ok().and_then(|listing| listing.newest_committed);
         // Unsure (store unreachable) counts as "the cluster existed": never bootstrap an
         // empty new cluster over one whose backups we merely failed to see.
         let snapshots_exist =
@@ -424,6 +471,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             has_data: member::has_data(&spec),
             local_epoch: self.epoch,
             latest_epoch: latest.as_ref().map(|record| record.epoch),
+            holding,
             peers,
             peer_url: spec.peer_url.clone(),
             snapshots_exist,
@@ -467,7 +515,8 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             StartPlan::Replace { .. } => self.replace_local(self.clock.now().0).await,
             StartPlan::RestoreEpoch { .. } => match latest {
                 Some(record) => {
-                    self.join_epoch(&record).await;
+                    let result = self.apply_epoch(&record).await.map(|()| Progress::Applied);
+                    self.report_recovery(result);
                     Ok(())
                 }
                 None => Err("the epoch vanished".into()),
@@ -480,22 +529,163 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         }
     }
 
-    /// Applies an epoch another agent claimed, and tells the core a recovery
-    /// happened, so it waits for the new cluster instead of claiming another epoch.
-    async fn join_epoch(&mut self, record: &EpochRecord) {
-        let result = self.apply_epoch(record).await;
-        self.report_recovery(result);
-    }
-
-    fn report_recovery(&mut self, result: Result<(), String>) {
+    /// Tells the core where a recovery stands: after a restore it waits for the new
+    /// cluster instead of claiming another epoch; while a claim waits for votes it
+    /// claims nothing new.
+    fn report_recovery(&mut self, result: Result<Progress, String>) {
         let outcome = match result {
-            Ok(()) => Outcome::Recovered,
+            Ok(Progress::Applied) => Outcome::Recovered,
+            Ok(Progress::Pending) => Outcome::RecoveryPending,
             Err(error) => {
                 self.record("recovery-failed", json!({ "error": error }));
                 Outcome::RecoveryFailed
             }
         };
         self.agent.handle_outcome(self.clock.now(), outcome);
+    }
+
+    fn configured_names(&self) -> Vec<String> {
+        self.settings.members.iter().map(|member| member.name.clone()).collect()
+    }
+
+    /// Takes this agent's steps in the epoch protocol (see [`lifeboat::recovery`]):
+    /// join, commit, abandon, resume or apply. `None` when there was nothing to do.
+    async fn follow_epochs(
+        &mut self,
+        mut listing: EpochListing,
+        old_cluster_has_quorum: bool,
+        revision: Option<Revision>,
+    ) -> Option<Result<Progress, String>> {
+        if listing.malformed != self.malformed_seen {
+            self.malformed_seen = listing.malformed.clone();
+            if !listing.malformed.is_empty() {
+                tracing::warn!(keys = ?listing.malformed, "malformed coordination records skipped");
+                self.record("store-records-malformed", json!({ "skipped": listing.malformed }));
+            }
+        }
+        let mut result = None;
+        // A join or a lost race changes what the store shows: look again, a few times at most.
+        for _ in 0..3 {
+            let facts = LocalFacts {
+                member: self.local.spec().name.clone(),
+                epoch: self.epoch,
+                old_cluster_has_quorum,
+                revision: revision.filter(|_| self.holding_for().is_none()),
+                holding_for: self.holding_for(),
+                members: self.settings.members.len(),
+            };
+            let view = listing.newest.as_ref().map(|(_, view)| view);
+            let committed = listing.newest_committed.as_ref().map(|record| record.epoch);
+            let step = recovery::step(view, committed, &facts);
+            if step != self.last_step {
+                self.record("epoch-step", json!({ "step": step, "facts": facts }));
+                self.last_step = step.clone();
+            }
+            let record_of = |epoch: u64| {
+                listing
+                    .newest_committed
+                    .iter()
+                    .chain(listing.newest.iter().map(|(record, _)| record))
+                    .find(|record| record.epoch == epoch)
+                    .cloned()
+            };
+            match step {
+                EpochStep::Nothing => {
+                    if self.holding_for().is_some_and(|held| held <= self.epoch) {
+                        self.set_holding(None);
+                    }
+                    return result;
+                }
+                EpochStep::Wait { .. } => return Some(Ok(Progress::Pending)),
+                EpochStep::Apply { epoch } => {
+                    let Some(record) = record_of(epoch) else { return result };
+                    return Some(self.apply_epoch(&record).await.map(|()| Progress::Applied));
+                }
+                EpochStep::Resume { epoch } => {
+                    self.record("epoch-resume", json!({ "epoch": epoch }));
+                    self.set_holding(None);
+                    if !self.settings.dry_run {
+                        self.reconfigure_and_start().await;
+                    }
+                    return result;
+                }
+                EpochStep::Abandon { epoch, reason } => {
+                    let outcome = EpochOutcome::Abandoned { by: self.local.spec().name.clone(), reason };
+                    if self.settings.dry_run {
+                        self.record("would-abandon", json!({ "epoch": epoch, "outcome": outcome }));
+                        return result;
+                    }
+                    match coordination::decide(&self.store, &self.layout, epoch, &outcome).await {
+                        Ok(winner) => {
+                            tracing::warn!(epoch, outcome = ?winner, "recovery claim conflicts with this member's view");
+                            self.record(
+                                "epoch-conflict",
+                                json!({ "epoch": epoch, "proposed": outcome, "stands": winner }),
+                            );
+                        }
+                        Err(error) => return Some(Err(error.to_string())),
+                    }
+                }
+                EpochStep::Join { epoch, revision } => {
+                    if self.settings.dry_run {
+                        self.record("would-join", json!({ "epoch": epoch }));
+                        return result;
+                    }
+                    // Remember first, then stop, then vote: a crash at any point leaves a
+                    // member that stays stopped for the claim until it is decided.
+                    self.set_holding(Some(epoch));
+                    if let Err(error) = self.local.stop().await {
+                        return Some(Err(format!("cannot stop etcd to join epoch {epoch}: {error}")));
+                    }
+                    let vote = JoinRecord {
+                        member: self.local.spec().name.clone(),
+                        revision: revision.map(|revision| revision.0),
+                        joined_at: self.now_text(),
+                    };
+                    if let Err(error) = coordination::write_join(&self.store, &self.layout, epoch, &vote).await {
+                        return Some(Err(error.to_string()));
+                    }
+                    self.record("epoch-joined", json!({ "epoch": epoch, "revision": vote.revision }));
+                    result = Some(Ok(Progress::Pending));
+                }
+                EpochStep::Commit { epoch, joined } => {
+                    let outcome = EpochOutcome::Committed { joined };
+                    match coordination::decide(&self.store, &self.layout, epoch, &outcome).await {
+                        Ok(winner) => self.record("epoch-decided", json!({ "epoch": epoch, "outcome": winner })),
+                        Err(error) => return Some(Err(error.to_string())),
+                    }
+                }
+            }
+            listing = match coordination::load_epochs(&self.store, &self.layout, self.epoch, &self.configured_names())
+                .await
+            {
+                Ok(listing) => listing,
+                Err(error) => return Some(Err(error.to_string())),
+            };
+        }
+        result
+    }
+
+    /// The epoch this member stopped its etcd for, if any (`<state-dir>/holding-epoch`).
+    fn holding_for(&self) -> Option<u64> {
+        read_holding(&self.settings.state_dir)
+    }
+
+    fn set_holding(&mut self, epoch: Option<u64>) {
+        let path = self.settings.state_dir.join(HOLDING_FILE);
+        let result = match epoch {
+            Some(epoch) => {
+                member::write_atomically(&path, epoch.to_string().as_bytes()).map_err(|error| error.to_string())
+            }
+            None => match std::fs::remove_file(&path) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error.to_string()),
+                _ => Ok(()),
+            },
+        };
+        if let Err(error) = result {
+            tracing::warn!(error = %error, "cannot record the held epoch");
+            self.record("holding-write-failed", json!({ "error": error }));
+        }
     }
 
     fn save_settings(&self) -> SaveSettings {
@@ -510,13 +700,22 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         self.local.start(&launch).await.map_err(|error| error.to_string())
     }
 
-    /// Claims (or joins) a recovery epoch and restores this member into it.
-    async fn disaster_recovery(&mut self, newest_verified: SnapshotName) -> Result<(), String> {
-        let latest = coordination::latest_epoch(&self.store, &self.layout).await.map_err(|error| error.to_string())?;
-        if let Some(record) = latest.as_ref().filter(|record| record.epoch > self.epoch) {
-            return self.apply_epoch(record).await;
+    /// Claims a recovery epoch (an intent: see [`lifeboat::recovery`]) and takes this
+    /// member's first steps in it; or follows a claim that is already there.
+    async fn disaster_recovery(&mut self, newest_verified: SnapshotName) -> Result<Progress, String> {
+        let names = self.configured_names();
+        let listing = coordination::load_epochs(&self.store, &self.layout, self.epoch, &names)
+            .await
+            .map_err(|error| error.to_string())?;
+        let undecided_above =
+            listing.newest.as_ref().is_some_and(|(record, view)| record.epoch > self.epoch && view.outcome.is_none());
+        let committed_above = listing.newest_committed.as_ref().is_some_and(|record| record.epoch > self.epoch);
+        if undecided_above || committed_above {
+            // Quorum is lost from here: that is this round's view of the old cluster.
+            let revision = self.local_client_status().await.map(|status| status.revision);
+            return self.follow_epochs(listing, false, revision).await.unwrap_or(Ok(Progress::Pending));
         }
-        let next = latest.map(|record| record.epoch).unwrap_or(0).max(self.epoch) + 1;
+        let next = listing.newest_number.max(self.epoch) + 1;
         // Never restore something older than what a surviving member holds. The most
         // up-to-date survivor claims: a survivor defers while a live peer of this epoch
         // reports newer data; the claimer saves its own data first when it is newer
@@ -557,7 +756,11 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                     self.record("saved-survivor", json!({ "snapshot": report.name, "revision": report.revision }));
                     snapshot = report.name;
                 }
-                Err(error) => self.record("save-survivor-failed", json!({ "error": error.to_string() })),
+                Err(error) => {
+                    // Never claim a snapshot older than this member's data: try again next round.
+                    self.record("save-survivor-failed", json!({ "error": error.to_string() }));
+                    return Err(format!("could not save this survivor's newer data first: {error}"));
+                }
             }
         }
         // The chosen snapshot, else the newest older one whose hash verifies: a corrupt
@@ -589,16 +792,21 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             token: format!("{}-epoch-{next}", self.settings.cluster),
             claimed_by: self.local.spec().name.clone(),
             claimed_at: self.now_text(),
+            protocol: EpochRecord::PROTOCOL,
         };
         if sabotage == Sabotage::NoEpochClaim {
             // Broken on purpose: every agent restores its own choice, as etcdadm did.
             self.record("epoch-claim", json!({ "epoch": record.epoch, "won": true, "snapshot": record.snapshot }));
-            return self.apply_epoch(&record).await;
+            return self.apply_epoch(&record).await.map(|()| Progress::Applied);
         }
         let (winner, won) =
             coordination::claim_epoch(&self.store, &self.layout, &record).await.map_err(|error| error.to_string())?;
         self.record("epoch-claim", json!({ "epoch": winner.epoch, "won": won, "snapshot": winner.snapshot }));
-        self.apply_epoch(&winner).await
+        let listing = coordination::load_epochs(&self.store, &self.layout, self.epoch, &names)
+            .await
+            .map_err(|error| error.to_string())?;
+        let revision = self.local_client_status().await.map(|status| status.revision);
+        self.follow_epochs(listing, false, revision).await.unwrap_or(Ok(Progress::Pending))
     }
 
     async fn local_client_status(&self) -> Option<crate::ports::EndpointStatus> {
@@ -635,6 +843,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         member::write_atomically(&epoch_path(&self.settings), record.epoch.to_string().as_bytes())
             .map_err(|error| error.to_string())?;
         self.epoch = record.epoch;
+        self.set_holding(None);
         self.record(
             "restored",
             json!({ "epoch": record.epoch, "snapshot": report.snapshot, "revision": report.revision }),
@@ -657,7 +866,8 @@ pub async fn quick_metas<S: SnapshotStore>(
 ) -> Result<Vec<SnapshotMeta>, crate::ports::StoreError> {
     let prefix = layout.snapshots_prefix();
     let objects = store.list(&prefix).await?;
-    let keys: std::collections::BTreeSet<&str> = objects.iter().map(|object| &object.key[prefix.len()..]).collect();
+    let keys: std::collections::BTreeSet<&str> =
+        objects.iter().filter_map(|object| object.key.strip_prefix(prefix.as_str())).collect();
     Ok(keys
         .iter()
         .filter_map(|key| key.parse::<SnapshotName>().ok())

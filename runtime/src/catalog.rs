@@ -59,7 +59,11 @@ pub async fn load<S: SnapshotStore>(store: &S, layout: &StoreLayout) -> Result<C
     let mut latest = None;
     let mut unknown = Vec::new();
     for object in objects {
-        let relative = object.key[prefix.len()..].to_owned();
+        // A listing is untrusted: a key outside the prefix is foreign, not a crash.
+        let Some(relative) = object.key.strip_prefix(prefix.as_str()).map(str::to_owned) else {
+            unknown.push(object.key);
+            continue;
+        };
         if relative == StoreLayout::LATEST {
             latest = Some(object);
         } else if let Some(snapshot) = relative.strip_suffix(".manifest.json") {

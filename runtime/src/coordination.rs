@@ -2,17 +2,22 @@
 //!
 //! ```text
 //! <prefix>/<cluster>/coordination/heartbeats/<member>.json   one per agent, rewritten every check
-//! <prefix>/<cluster>/coordination/epochs/<epoch>.json        one per disaster recovery, created once
+//! <prefix>/<cluster>/coordination/epochs/<epoch>.json                 a claim (intent), created once
+//! <prefix>/<cluster>/coordination/epochs/<epoch>.joined/<member>.json  a member that stopped for it
+//! <prefix>/<cluster>/coordination/epochs/<epoch>.outcome.json         committed or abandoned, created once
 //! ```
 //!
 //! Freshness is judged by the store's own modification times, compared with the
-//! agent's own latest heartbeat, so skewed agent clocks do not matter. An epoch is
-//! claimed with a create-if-absent put: exactly one claimer wins, everyone applies
-//! the winner's record.
+//! agent's own latest heartbeat, so skewed agent clocks do not matter. A claim and
+//! its outcome are each written with a create-if-absent put, so one writer wins;
+//! the protocol (who joins, who commits, who abandons) is decided by the pure
+//! [`lifeboat::recovery`]. Everything read here is untrusted: a record that does
+//! not parse is reported as malformed and skipped, never an error for the round.
 
 use crate::ports::{SnapshotStore, StoreError};
 use bytes::Bytes;
-use lifeboat::{SnapshotName, StoreLayout};
+use lifeboat::recovery::{AbandonReason, EpochOutcome, EpochView, Joined};
+use lifeboat::{Revision, SnapshotName, StoreLayout};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +46,26 @@ pub struct EpochRecord {
     pub token: String,
     pub claimed_by: String,
     pub claimed_at: String,
+    /// 0 (absent) for claims of the first protocol, which took effect at once and
+    /// so count as committed; [`EpochRecord::PROTOCOL`] for intent-then-commit.
+    #[serde(default)]
+    pub protocol: u32,
 }
+
+impl EpochRecord {
+    pub const PROTOCOL: u32 = 2;
+}
+
+/// A member's vote for a claim, at `epochs/<epoch>.joined/<member>.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRecord {
+    pub member: String,
+    pub revision: Option<i64>,
+    pub joined_at: String,
+}
+
+/// Records bigger than this are not ours: refused unread.
+const MAX_RECORD_BYTES: usize = 64 * 1024;
 
 fn heartbeats_prefix(layout: &StoreLayout) -> String {
     format!("{}heartbeats/", layout.coordination_prefix())
@@ -55,13 +79,53 @@ pub fn epoch_key(layout: &StoreLayout, epoch: u64) -> String {
     format!("{}{epoch:010}.json", epochs_prefix(layout))
 }
 
+fn outcome_key(layout: &StoreLayout, epoch: u64) -> String {
+    format!("{}{epoch:010}.outcome.json", epochs_prefix(layout))
+}
+
+fn join_key(layout: &StoreLayout, epoch: u64, member: &str) -> String {
+    format!("{}{epoch:010}.joined/{member}.json", epochs_prefix(layout))
+}
+
+/// What one key under `epochs/` is, from its name alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum EpochKey {
+    Claim(u64),
+    Outcome(u64),
+    Joined(u64, String),
+}
+
+fn parse_epoch_key(relative: &str) -> Option<EpochKey> {
+    let number = |text: &str| -> Option<u64> {
+        (text.len() == 10 && text.bytes().all(|byte| byte.is_ascii_digit())).then(|| text.parse().ok()).flatten()
+    };
+    if let Some((epoch, member)) = relative.split_once(".joined/") {
+        let member = member.strip_suffix(".json")?;
+        if member.is_empty() || member.contains('/') {
+            return None;
+        }
+        return Some(EpochKey::Joined(number(epoch)?, member.into()));
+    }
+    if let Some(epoch) = relative.strip_suffix(".outcome.json") {
+        return Some(EpochKey::Outcome(number(epoch)?));
+    }
+    Some(EpochKey::Claim(number(relative.strip_suffix(".json")?)?))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    if body.len() > MAX_RECORD_BYTES {
+        return Err(format!("{} bytes, more than a record of ours ({MAX_RECORD_BYTES})", body.len()));
+    }
+    serde_json::from_slice(body).map_err(|error| error.to_string())
+}
+
 pub async fn write_heartbeat<S: SnapshotStore>(
     store: &S,
     layout: &StoreLayout,
     heartbeat: &Heartbeat,
 ) -> Result<(), StoreError> {
     let key = format!("{}{}.json", heartbeats_prefix(layout), heartbeat.member);
-    let body = serde_json::to_vec(heartbeat).expect("a heartbeat serialises");
+    let body = serde_json::to_vec(heartbeat).map_err(|error| unserialisable(store, &key, error))?;
     store.put_small(&key, Bytes::from(body), false).await
 }
 
@@ -88,7 +152,7 @@ pub async fn fresh_peer_heartbeats<S: SnapshotStore>(
         }
         match store.get_small(&object.key).await {
             Ok(body) => {
-                if let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&body) {
+                if let Ok(heartbeat) = parse::<Heartbeat>(&body) {
                     fresh.push(heartbeat);
                 }
             }
@@ -99,22 +163,113 @@ pub async fn fresh_peer_heartbeats<S: SnapshotStore>(
     Ok(fresh)
 }
 
-/// The newest claimed epoch, if any.
-pub async fn latest_epoch<S: SnapshotStore>(
+/// What the store shows of recovery epochs, as one agent needs it each round.
+#[derive(Clone, Debug, Default)]
+pub struct EpochListing {
+    /// The highest epoch number claimed, readable or not: the next claim is above it.
+    pub newest_number: u64,
+    /// The newest readable claim, with its votes and outcome.
+    pub newest: Option<(EpochRecord, EpochView)>,
+    /// The newest committed claim above the local epoch, when there is one.
+    pub newest_committed: Option<EpochRecord>,
+    /// Keys that did not parse (journaled, then ignored).
+    pub malformed: Vec<String>,
+}
+
+/// How many claims above the local epoch one round reads at most.
+const MAX_CLAIMS_READ: usize = 16;
+
+/// Reads the epochs above `local_epoch`: the newest claim with its joins (from
+/// `members` only) and outcome, and the newest committed claim.
+pub async fn load_epochs<S: SnapshotStore>(
     store: &S,
     layout: &StoreLayout,
-) -> Result<Option<EpochRecord>, StoreError> {
-    let objects = store.list(&epochs_prefix(layout)).await?;
-    let Some(newest) = objects.iter().filter(|object| object.key.ends_with(".json")).max_by(|a, b| a.key.cmp(&b.key))
-    else {
-        return Ok(None);
-    };
-    let body = store.get_small(&newest.key).await?;
-    serde_json::from_slice(&body).map(Some).map_err(|error| StoreError::Request {
-        operation: "parse",
-        location: store.location(&newest.key),
-        detail: error.to_string(),
-    })
+    local_epoch: u64,
+    members: &[String],
+) -> Result<EpochListing, StoreError> {
+    let prefix = epochs_prefix(layout);
+    let objects = store.list(&prefix).await?;
+    let mut claims = std::collections::BTreeSet::new();
+    let mut outcomes = std::collections::BTreeSet::new();
+    let mut joins: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+    let mut listing = EpochListing::default();
+    for object in &objects {
+        match object.key.strip_prefix(prefix.as_str()).and_then(parse_epoch_key) {
+            Some(EpochKey::Claim(epoch)) => {
+                claims.insert(epoch);
+            }
+            Some(EpochKey::Outcome(epoch)) => {
+                outcomes.insert(epoch);
+            }
+            Some(EpochKey::Joined(epoch, member)) => joins.entry(epoch).or_default().push(member),
+            None => listing.malformed.push(object.key.clone()),
+        }
+    }
+    listing.newest_number = claims.iter().next_back().copied().unwrap_or(0);
+    for epoch in claims.iter().rev().filter(|epoch| **epoch > local_epoch).take(MAX_CLAIMS_READ) {
+        let record = match read::<EpochRecord, _>(store, &epoch_key(layout, *epoch)).await? {
+            Some(Ok(record)) if record.epoch == *epoch => record,
+            Some(Ok(_)) => {
+                listing.malformed.push(epoch_key(layout, *epoch));
+                continue;
+            }
+            Some(Err(key)) => {
+                listing.malformed.push(key);
+                continue;
+            }
+            None => continue,
+        };
+        let outcome = if record.protocol == 0 {
+            Some(EpochOutcome::Committed { joined: Vec::new() })
+        } else if outcomes.contains(epoch) {
+            match read::<EpochOutcome, _>(store, &outcome_key(layout, *epoch)).await? {
+                Some(Ok(outcome)) => Some(outcome),
+                // Unreadable: taken as abandoned, so nothing is destroyed on its word.
+                Some(Err(key)) => {
+                    listing.malformed.push(key);
+                    Some(EpochOutcome::Abandoned { by: String::new(), reason: AbandonReason::Unreadable })
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
+        let committed = matches!(outcome, Some(EpochOutcome::Committed { .. }));
+        if listing.newest.is_none() {
+            let mut joined = Vec::new();
+            if outcome.is_none() {
+                for member in joins.get(epoch).into_iter().flatten().filter(|member| members.contains(member)) {
+                    match read::<JoinRecord, _>(store, &join_key(layout, *epoch, member)).await? {
+                        Some(Ok(record)) if record.member == *member => {
+                            joined.push(Joined { member: member.clone(), revision: record.revision.map(Revision) })
+                        }
+                        Some(_) => listing.malformed.push(join_key(layout, *epoch, member)),
+                        None => {}
+                    }
+                }
+            }
+            let view = EpochView { epoch: *epoch, snapshot_revision: record.snapshot.revision(), joined, outcome };
+            listing.newest = Some((record.clone(), view));
+        }
+        if committed {
+            listing.newest_committed = Some(record);
+            break;
+        }
+    }
+    Ok(listing)
+}
+
+/// Reads and parses one small record: `None` when it is gone, `Some(Err(key))`
+/// when it does not parse.
+async fn read<T: serde::de::DeserializeOwned, S: SnapshotStore>(
+    store: &S,
+    key: &str,
+) -> Result<Option<Result<T, String>>, StoreError> {
+    match store.get_small(key).await {
+        Ok(body) => Ok(Some(parse(&body).map_err(|_| key.to_owned()))),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(error) => Err(error),
+    }
 }
 
 /// Claims `record.epoch`; returns the record that won (ours, or a concurrent claimer's).
@@ -124,18 +279,83 @@ pub async fn claim_epoch<S: SnapshotStore>(
     record: &EpochRecord,
 ) -> Result<(EpochRecord, bool), StoreError> {
     let key = epoch_key(layout, record.epoch);
-    let body = serde_json::to_vec_pretty(record).expect("an epoch record serialises");
+    let body = serde_json::to_vec_pretty(record).map_err(|error| unserialisable(store, &key, error))?;
     match store.put_small(&key, Bytes::from(body), true).await {
         Ok(()) => Ok((record.clone(), true)),
-        Err(StoreError::AlreadyExists { .. }) => {
-            let body = store.get_small(&key).await?;
-            let winner = serde_json::from_slice(&body).map_err(|error| StoreError::Request {
+        Err(StoreError::AlreadyExists { .. }) => match read::<EpochRecord, _>(store, &key).await? {
+            Some(Ok(winner)) => Ok((winner, false)),
+            _ => Err(StoreError::Request {
                 operation: "parse",
                 location: store.location(&key),
-                detail: error.to_string(),
-            })?;
-            Ok((winner, false))
-        }
+                detail: "another claim of this epoch exists but cannot be read; the next round claims above it".into(),
+            }),
+        },
         Err(error) => Err(error),
+    }
+}
+
+/// Records that `member` stopped for `epoch` (overwrites its own earlier vote).
+pub async fn write_join<S: SnapshotStore>(
+    store: &S,
+    layout: &StoreLayout,
+    epoch: u64,
+    record: &JoinRecord,
+) -> Result<(), StoreError> {
+    let key = join_key(layout, epoch, &record.member);
+    let body = serde_json::to_vec(record).map_err(|error| unserialisable(store, &key, error))?;
+    store.put_small(&key, Bytes::from(body), false).await
+}
+
+/// Decides `epoch` once: returns the outcome that stands (ours, or the one
+/// written first).
+pub async fn decide<S: SnapshotStore>(
+    store: &S,
+    layout: &StoreLayout,
+    epoch: u64,
+    outcome: &EpochOutcome,
+) -> Result<EpochOutcome, StoreError> {
+    let key = outcome_key(layout, epoch);
+    let body = serde_json::to_vec_pretty(outcome).map_err(|error| unserialisable(store, &key, error))?;
+    match store.put_small(&key, Bytes::from(body), true).await {
+        Ok(()) => Ok(outcome.clone()),
+        Err(StoreError::AlreadyExists { .. }) => match read::<EpochOutcome, _>(store, &key).await? {
+            Some(Ok(winner)) => Ok(winner),
+            _ => Ok(EpochOutcome::Abandoned { by: String::new(), reason: AbandonReason::Unreadable }),
+        },
+        Err(error) => Err(error),
+    }
+}
+
+fn unserialisable<S: SnapshotStore>(store: &S, key: &str, error: serde_json::Error) -> StoreError {
+    StoreError::Request { operation: "serialise", location: store.location(key), detail: error.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn epoch_keys() {
+        assert_eq!(parse_epoch_key("0000000003.json"), Some(EpochKey::Claim(3)));
+        assert_eq!(parse_epoch_key("0000000003.outcome.json"), Some(EpochKey::Outcome(3)));
+        assert_eq!(parse_epoch_key("0000000003.joined/m1.json"), Some(EpochKey::Joined(3, "m1".into())));
+        for foreign in ["3.json", "000000000é.json", "0000000003.joined/.json", "0000000003.joined/a/b.json", "x", ""]
+        {
+            assert_eq!(parse_epoch_key(foreign), None, "{foreign}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+        /// Keys and records from the store are untrusted: anything parses or is refused.
+        #[test]
+        fn any_key_or_record_is_data(key in ".{0,40}", bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse_epoch_key(&key);
+            let _ = parse::<EpochRecord>(&bytes);
+            let _ = parse::<EpochOutcome>(&bytes);
+            let _ = parse::<JoinRecord>(&bytes);
+            let _ = parse::<Heartbeat>(&bytes);
+        }
     }
 }

@@ -68,6 +68,9 @@ pub enum Fault {
     Flap { member: usize, down_ms: u64, up_ms: u64, times: u32 },
     /// The agent's wall clock is off by `skew_ms` (positive: ahead).
     ClockSkew { member: usize, skew_ms: i64 },
+    /// The agent process alone is down for `down_ms` (as under systemd): its etcd
+    /// keeps serving, but no heartbeat of it reaches the store.
+    KillAgent { member: usize, down_ms: u64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -236,6 +239,20 @@ pub fn catalogue() -> Vec<Scenario> {
             duration_ms: 300_000,
         },
         Scenario {
+            name: "spurious-epoch-claim",
+            title: "coordination: an isolated agent claims a recovery while its peers' agents are down; the healthy majority keeps its data (N=3)",
+            members: 3,
+            workload: workload(),
+            faults: vec![
+                at(55_000, KillAgent { member: 1, down_ms: 150_000 }),
+                at(55_000, KillAgent { member: 2, down_ms: 150_000 }),
+                at(60_000, IsolateAgent { member: 0, heal_after_ms: 120_000 }),
+            ],
+            expected: none(),
+            harnesses: SIMULATOR_ONLY,
+            duration_ms: 400_000,
+        },
+        Scenario {
             name: "store-outage-during-save",
             title: "store: S3 outage during a save, clean failure, next save succeeds (N=3)",
             members: 3,
@@ -339,7 +356,8 @@ impl Fault {
             | Fault::AgentCrashMidReplace { member, .. }
             | Fault::AgentCrashMidRecovery { member }
             | Fault::Flap { member, .. }
-            | Fault::ClockSkew { member, .. } => vec![*member],
+            | Fault::ClockSkew { member, .. }
+            | Fault::KillAgent { member, .. } => vec![*member],
             Fault::Partition { isolated, .. } => isolated.clone(),
             Fault::RestartAllEmpty | Fault::StoreOutage { .. } | Fault::CorruptLatestSnapshot => {
                 vec![]

@@ -257,7 +257,7 @@ fn fault_end(fault: &ScheduledFault) -> u64 {
             Fault::CrashRestart { down_ms, .. } => *down_ms,
             Fault::LoseMember { .. } | Fault::RestartAllEmpty => REBOOT_MS,
             Fault::Partition { heal_after_ms, .. } | Fault::IsolateAgent { heal_after_ms, .. } => *heal_after_ms,
-            Fault::StoreOutage { duration_ms } => *duration_ms,
+            Fault::StoreOutage { duration_ms } | Fault::KillAgent { down_ms: duration_ms, .. } => *duration_ms,
             Fault::Flap { down_ms, up_ms, times, .. } => (*down_ms + *up_ms) * *times as u64,
             _ => 0,
         }
@@ -370,6 +370,11 @@ async fn apply(machines: &Machines, fault: Fault) {
         }
         Fault::ClockSkew { member, skew_ms } => {
             machines.skews[member].store(skew_ms, Ordering::Relaxed);
+        }
+        Fault::KillAgent { member, down_ms } => {
+            machines.kill_agent(member);
+            sleep_ms(down_ms).await;
+            machines.restart_agent(member);
         }
     }
 }

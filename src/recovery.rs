@@ -1,0 +1,329 @@
+//! The recovery-epoch protocol: a claim is only an intent; it takes effect once a
+//! quorum of members has joined it, and any member that still sees the old cluster
+//! with quorum abandons it.
+//!
+//! Why: a claimer can be wrong. An agent cut off from its peers, whose peers'
+//! agents could not write heartbeats for a while (restarting, their path to the
+//! store down, their VMs frozen), sees "no quorum, no healthy peer" and claims a
+//! recovery while the majority is healthy and taking writes. Under the first
+//! protocol every member obeyed any newer epoch at once and rolled that majority
+//! back to an older snapshot. Now:
+//!
+//! 1. **Intent.** The claimer writes `epochs/<N>.json` (create-if-absent: one
+//!    claimer per number) naming the snapshot. Nothing is destroyed.
+//! 2. **Join.** A member that sees no quorum in the old cluster, and holds no data
+//!    newer than the snapshot, records locally that it holds for epoch N, stops its
+//!    etcd (data left in place), then writes `epochs/<N>.joined/<member>.json` with
+//!    the revision its data held.
+//! 3. **Decide.** The outcome `epochs/<N>.outcome.json` is written once
+//!    (create-if-absent), so commit and abandon race for one key and one wins:
+//!    *committed* once a quorum of the configured members joined and no joiner held
+//!    data newer than the snapshot; *abandoned* by any member that sees the old
+//!    cluster with quorum, or that holds newer data (it then claims the next epoch
+//!    itself, saving its data first).
+//! 4. **Apply.** Only a committed epoch is restored into. After an abandoned one,
+//!    members that held for it start their etcd again as it was.
+//!
+//! Why a quorum of joins costs no liveness: the restored cluster needs a majority of
+//! members to start anyway. Why it is safe: joiners stop their etcd before they are
+//! counted, so once a quorum joined, the old cluster cannot commit another write;
+//! every write it acknowledged is on a majority, which shares a member with the
+//! joiners, whose revisions are checked against the snapshot.
+
+use crate::membership::quorum;
+use crate::types::Revision;
+use serde::{Deserialize, Serialize};
+
+/// The newest claimed epoch, as the store shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochView {
+    pub epoch: u64,
+    /// The revision of the snapshot the claim names.
+    pub snapshot_revision: Revision,
+    /// Members that joined (configured names only), with their data's revision.
+    pub joined: Vec<Joined>,
+    pub outcome: Option<EpochOutcome>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Joined {
+    pub member: String,
+    /// What the member's data held when it stopped; `None` for an empty disk.
+    pub revision: Option<Revision>,
+}
+
+/// Written once per epoch; the first writer decides.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum EpochOutcome {
+    Committed { joined: Vec<String> },
+    Abandoned { by: String, reason: AbandonReason },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum AbandonReason {
+    /// The deciding member saw the old cluster with quorum: the claim was spurious.
+    ClusterAlive,
+    /// A member holds data newer than the claimed snapshot; it claims next.
+    NewerData { member: String, revision: Revision },
+    /// The outcome record could not be read: taken as abandoned, so nothing is
+    /// destroyed on the word of a record nobody can parse.
+    Unreadable,
+}
+
+/// What this agent knows of itself in the same round.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalFacts {
+    /// The configured name of this agent's member.
+    pub member: String,
+    /// The epoch the local data belongs to.
+    pub epoch: u64,
+    /// This round's checks show a quorum of the old cluster's voters healthy.
+    pub old_cluster_has_quorum: bool,
+    /// The local member's revision, when its etcd answers (even without quorum).
+    pub revision: Option<Revision>,
+    /// The epoch this member stopped its etcd for, if any (persisted locally).
+    pub holding_for: Option<u64>,
+    /// How many members the restored cluster has (the configured cluster).
+    pub members: usize,
+}
+
+/// The one next step for this agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EpochStep {
+    /// No newer epoch, or nothing to do about it.
+    Nothing,
+    /// The epoch was abandoned and this member stopped for it: start etcd as it was.
+    Resume { epoch: u64 },
+    /// Write the outcome "abandoned" (it may lose to a commit; then follow that).
+    Abandon { epoch: u64, reason: AbandonReason },
+    /// Hold for the epoch: remember it, stop etcd, write the join with this revision.
+    Join { epoch: u64, revision: Option<Revision> },
+    /// A quorum joined: write the outcome "committed", then apply.
+    Commit { epoch: u64, joined: Vec<String> },
+    /// Joined; waiting for a quorum of members (or for the claim to be abandoned).
+    Wait { epoch: u64, joined: usize, needed: usize },
+    /// Committed: restore into it.
+    Apply { epoch: u64 },
+}
+
+/// Decides the next step of the epoch protocol for one agent. `view` is the newest
+/// claim; `newest_committed` the newest committed epoch, when that is another one.
+pub fn step(view: Option<&EpochView>, newest_committed: Option<u64>, local: &LocalFacts) -> EpochStep {
+    // A member of an older incarnation first follows the newest committed epoch: its
+    // data is no evidence about a later claim (its revisions are of another history).
+    if let Some(committed) = newest_committed.filter(|committed| *committed > local.epoch) {
+        if view.is_none_or(|view| view.outcome.is_none() || view.epoch != committed) {
+            return EpochStep::Apply { epoch: committed };
+        }
+    }
+    let Some(view) = view else {
+        return EpochStep::Nothing;
+    };
+    let epoch = view.epoch;
+    if epoch <= local.epoch {
+        return EpochStep::Nothing;
+    }
+    match &view.outcome {
+        Some(EpochOutcome::Committed { .. }) => return EpochStep::Apply { epoch },
+        Some(EpochOutcome::Abandoned { .. }) => {
+            return match local.holding_for {
+                Some(held) if held == epoch => EpochStep::Resume { epoch },
+                _ => EpochStep::Nothing,
+            };
+        }
+        None => {}
+    }
+    if local.old_cluster_has_quorum {
+        return EpochStep::Abandon { epoch, reason: AbandonReason::ClusterAlive };
+    }
+    // A joiner's revision is what its data held when it stopped; ours, when it is
+    // still running, is what it holds now.
+    let own = local.revision.filter(|_| local.holding_for != Some(epoch));
+    let newest = view
+        .joined
+        .iter()
+        .filter_map(|joined| joined.revision.map(|revision| (revision, joined.member.clone())))
+        .chain(own.map(|revision| (revision, local.member.clone())))
+        .max();
+    if let Some((revision, member)) = newest.filter(|(revision, _)| *revision > view.snapshot_revision) {
+        return EpochStep::Abandon { epoch, reason: AbandonReason::NewerData { member, revision } };
+    }
+    if !view.joined.iter().any(|joined| joined.member == local.member) {
+        return EpochStep::Join { epoch, revision: local.revision };
+    }
+    let mut joined: Vec<String> = view.joined.iter().map(|joined| joined.member.clone()).collect();
+    joined.sort();
+    joined.dedup();
+    let needed = quorum(local.members.max(1));
+    if joined.len() >= needed {
+        EpochStep::Commit { epoch, joined }
+    } else {
+        EpochStep::Wait { epoch, joined: joined.len(), needed }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn step_one(view: Option<&EpochView>, local: &LocalFacts) -> EpochStep {
+        step(view, None, local)
+    }
+
+    fn local(member: &str) -> LocalFacts {
+        LocalFacts {
+            member: member.into(),
+            epoch: 0,
+            old_cluster_has_quorum: false,
+            revision: Some(Revision(50)),
+            holding_for: None,
+            members: 3,
+        }
+    }
+
+    fn view(joined: &[(&str, Option<i64>)], outcome: Option<EpochOutcome>) -> EpochView {
+        EpochView {
+            epoch: 1,
+            snapshot_revision: Revision(100),
+            joined: joined
+                .iter()
+                .map(|(member, revision)| Joined { member: (*member).into(), revision: revision.map(Revision) })
+                .collect(),
+            outcome,
+        }
+    }
+
+    #[test]
+    fn a_healthy_majority_abandons_a_spurious_claim() {
+        let facts = LocalFacts { old_cluster_has_quorum: true, ..local("m1") };
+        assert_eq!(
+            step_one(Some(&view(&[("m0", Some(90))], None)), &facts),
+            EpochStep::Abandon { epoch: 1, reason: AbandonReason::ClusterAlive }
+        );
+    }
+
+    #[test]
+    fn join_then_commit_at_quorum_then_apply() {
+        let pending = view(&[("m0", Some(90))], None);
+        assert_eq!(step_one(Some(&pending), &local("m1")), EpochStep::Join { epoch: 1, revision: Some(Revision(50)) });
+        let held = LocalFacts { holding_for: Some(1), revision: None, ..local("m0") };
+        assert_eq!(step_one(Some(&pending), &held), EpochStep::Wait { epoch: 1, joined: 1, needed: 2 });
+        let two = view(&[("m0", Some(90)), ("m1", None)], None);
+        assert_eq!(step_one(Some(&two), &held), EpochStep::Commit { epoch: 1, joined: vec!["m0".into(), "m1".into()] });
+        let committed = view(&[], Some(EpochOutcome::Committed { joined: vec![] }));
+        assert_eq!(step_one(Some(&committed), &local("m2")), EpochStep::Apply { epoch: 1 });
+    }
+
+    #[test]
+    fn newer_data_abandons_and_abandoned_resumes_holders_only() {
+        let facts = LocalFacts { revision: Some(Revision(120)), ..local("m2") };
+        assert_eq!(
+            step_one(Some(&view(&[("m0", Some(90))], None)), &facts),
+            EpochStep::Abandon {
+                epoch: 1,
+                reason: AbandonReason::NewerData { member: "m2".into(), revision: Revision(120) }
+            }
+        );
+        let abandoned =
+            view(&[], Some(EpochOutcome::Abandoned { by: "m1".into(), reason: AbandonReason::ClusterAlive }));
+        assert_eq!(
+            step_one(Some(&abandoned), &LocalFacts { holding_for: Some(1), ..local("m0") }),
+            EpochStep::Resume { epoch: 1 }
+        );
+        assert_eq!(step_one(Some(&abandoned), &local("m1")), EpochStep::Nothing);
+        assert_eq!(step_one(Some(&view(&[], None)), &LocalFacts { epoch: 1, ..local("m1") }), EpochStep::Nothing);
+    }
+
+    #[test]
+    fn an_older_incarnation_applies_the_newest_commit_before_voting() {
+        let pending = EpochView { epoch: 3, ..view(&[("m0", None)], None) };
+        let stale = LocalFacts { revision: Some(Revision(500)), ..local("m2") };
+        assert_eq!(step(Some(&pending), Some(2), &stale), EpochStep::Apply { epoch: 2 });
+        assert_eq!(
+            step(Some(&pending), Some(2), &LocalFacts { epoch: 2, revision: None, ..local("m2") }),
+            EpochStep::Join { epoch: 3, revision: None }
+        );
+    }
+
+    fn any_view() -> impl Strategy<Value = EpochView> {
+        let joined = proptest::collection::vec(
+            (0usize..5, proptest::option::of(0i64..200))
+                .prop_map(|(index, revision)| Joined { member: format!("m{index}"), revision: revision.map(Revision) }),
+            0..6,
+        );
+        let outcome = prop_oneof![
+            Just(None),
+            Just(Some(EpochOutcome::Committed { joined: vec![] })),
+            Just(Some(EpochOutcome::Abandoned { by: "m9".into(), reason: AbandonReason::ClusterAlive })),
+        ];
+        (1u64..4, 0i64..200, joined, outcome).prop_map(|(epoch, revision, joined, outcome)| EpochView {
+            epoch,
+            snapshot_revision: Revision(revision),
+            joined,
+            outcome,
+        })
+    }
+
+    fn any_local() -> impl Strategy<Value = LocalFacts> {
+        (0usize..5, 0u64..3, any::<bool>(), proptest::option::of(0i64..200), proptest::option::of(0u64..4), 1usize..6)
+            .prop_map(|(index, epoch, quorum, revision, holding_for, members)| LocalFacts {
+                member: format!("m{index}"),
+                epoch,
+                old_cluster_has_quorum: quorum,
+                revision: revision.map(Revision),
+                holding_for,
+                members,
+            })
+    }
+
+    proptest! {
+        /// The safety rules, over any view and any local facts.
+        #[test]
+        fn never_destroys_data_without_a_commit_or_with_a_live_cluster(
+            view in any_view(), local in any_local(), committed in proptest::option::of(0u64..4),
+        ) {
+            // What the store shows: the newest committed epoch is at most the newest claim.
+            let committed = committed.filter(|committed| *committed <= view.epoch);
+            let view_committed = matches!(view.outcome, Some(EpochOutcome::Committed { .. }));
+            let committed = if view_committed { Some(view.epoch) } else { committed.filter(|committed| *committed < view.epoch) };
+            let decided = step(Some(&view), committed, &local);
+            match &decided {
+                // Only a committed epoch is ever restored into, and only a newer one.
+                EpochStep::Apply { epoch } => {
+                    prop_assert_eq!(Some(*epoch), committed);
+                    prop_assert!(*epoch > local.epoch);
+                }
+                // A member that sees the old cluster with quorum never stops for, nor commits, a claim.
+                EpochStep::Join { .. } | EpochStep::Commit { .. } => {
+                    prop_assert!(!local.old_cluster_has_quorum);
+                    prop_assert!(view.outcome.is_none());
+                }
+                _ => {}
+            }
+            if let EpochStep::Commit { joined, .. } = &decided {
+                // A quorum of distinct members joined, and none held data newer than the snapshot.
+                prop_assert!(joined.len() >= quorum(local.members.max(1)));
+                prop_assert!(joined.contains(&local.member));
+                prop_assert!(view.joined.iter().all(|joined| joined.revision.is_none_or(|revision| revision <= view.snapshot_revision)));
+            }
+            if let EpochStep::Join { revision, .. } = &decided {
+                prop_assert!(revision.is_none_or(|revision| revision <= view.snapshot_revision));
+            }
+            // Resume only after an abandon, and only for the epoch this member stopped for.
+            if let EpochStep::Resume { epoch } = &decided {
+                prop_assert!(matches!(view.outcome, Some(EpochOutcome::Abandoned { .. })), "resume without an abandon");
+                prop_assert_eq!(local.holding_for, Some(*epoch));
+            }
+            if view.epoch <= local.epoch {
+                prop_assert_eq!(&decided, &EpochStep::Nothing);
+            }
+            // A newer committed epoch comes first, before any vote on a later claim.
+            if committed.is_some_and(|committed| committed > local.epoch) {
+                prop_assert!(matches!(decided, EpochStep::Apply { .. }), "a newer commit was not applied first");
+            }
+        }
+    }
+}
