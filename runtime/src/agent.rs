@@ -101,6 +101,9 @@ pub struct Driver<E, S, L, C, B> {
     last_step: EpochStep,
     /// Malformed coordination records already journaled.
     malformed_seen: Vec<String>,
+    /// Whether the store honours create-if-absent; `None` until probed (the first
+    /// round the store answers). Disaster recovery runs only on `Some(true)`.
+    conditional_puts: Option<bool>,
 }
 
 /// Where a recovery stands after this agent's part in it.
@@ -171,6 +174,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             local_id: None,
             last_step: EpochStep::Nothing,
             malformed_seen: Vec::new(),
+            conditional_puts: None,
         })
     }
 
@@ -292,7 +296,14 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                     json!({ "action": "disaster-recovery", "newest_verified": snapshot,
                             "members_seen": members.iter().map(|member| member.name.clone()).collect::<Vec<_>>() }),
                 );
-                let result = self.disaster_recovery(snapshot).await;
+                let result = match self.conditional_puts {
+                    Some(true) => self.disaster_recovery(snapshot).await,
+                    Some(false) => Err("refused: the store ignores create-if-absent writes (If-None-Match), so two \
+                        agents could both claim a recovery; use a store that honours them (AWS S3, MinIO, SeaweedFS), \
+                        or recover by hand with lifeboat restore"
+                        .into()),
+                    None => Err("the store has not been probed for create-if-absent writes yet".into()),
+                };
                 self.report_recovery(result);
             }
             Action::Warn(warning) => {
@@ -376,6 +387,9 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         let healthy_voters = health.iter().filter(|check| check.healthy && voters.contains(&check.id)).count();
         let old_cluster_has_quorum = !voters.is_empty() && healthy_voters >= lifeboat::membership::quorum(voters.len());
         let local_revision = local_status.as_ref().map(|status| status.revision);
+        if store.is_ok() && self.conditional_puts.is_none() && !self.settings.dry_run {
+            self.probe_conditional_puts().await;
+        }
         let store = match store {
             Ok((snapshots, peers, epochs)) => {
                 if let Some(result) = self.follow_epochs(epochs, old_cluster_has_quorum, local_revision).await {
@@ -542,6 +556,22 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             }
         };
         self.agent.handle_outcome(self.clock.now(), outcome);
+    }
+
+    async fn probe_conditional_puts(&mut self) {
+        let name = self.local.spec().name.clone();
+        match coordination::honours_create_if_absent(&self.store, &self.layout, &name).await {
+            Ok(honoured) => {
+                self.conditional_puts = Some(honoured);
+                self.record("store-probed", json!({ "create_if_absent": honoured }));
+                if !honoured {
+                    tracing::error!(
+                        "the store ignores create-if-absent writes: automatic disaster recovery is off for this agent"
+                    );
+                }
+            }
+            Err(error) => tracing::warn!(error = %error, "could not probe the store; trying again next round"),
+        }
     }
 
     fn configured_names(&self) -> Vec<String> {
@@ -824,7 +854,9 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         }
         self.local.stop().await.map_err(|error| error.to_string())?;
         let now = self.clock.now().0;
-        if let Some(aside) = member::wipe_data_dir(&spec, &spec.data_dir, now).map_err(|error| error.to_string())? {
+        if let Some(aside) =
+            member::move_data_dir_aside(&spec, &spec.data_dir, now).map_err(|error| error.to_string())?
+        {
             self.record("moved-aside", json!({ "path": aside }));
         }
         let settings = RestoreSettings {

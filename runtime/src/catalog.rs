@@ -103,6 +103,7 @@ pub async fn load<S: SnapshotStore>(store: &S, layout: &StoreLayout) -> Result<C
                     Err(error) => problem = Some(format!("manifest is not valid JSON: {error}")),
                 },
                 Err(StoreError::NotFound { .. }) => problem = Some("manifest vanished while listing".to_owned()),
+                Err(error @ StoreError::TooLarge { .. }) => problem = Some(error.to_string()),
                 Err(error) => return Err(error),
             },
         }

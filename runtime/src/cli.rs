@@ -146,8 +146,8 @@ pub enum Command {
 /// The local member, as the agent, replace and reconfigure see it.
 #[derive(Debug, Args)]
 pub struct MemberArgs {
-    /// This member's name (etcd --name)
-    #[arg(long, env = "LIFEBOAT_NAME", value_name = "NAME")]
+    /// This member's name (etcd --name): letters, digits, '-', '_', '.', like a hostname
+    #[arg(long, env = "LIFEBOAT_NAME", value_name = "NAME", value_parser = crate::config::member_name)]
     pub name: String,
     /// This member's data dir: the only directory lifeboat ever moves aside
     #[arg(long, env = "LIFEBOAT_DATA_DIR", value_name = "DIR")]
@@ -216,6 +216,12 @@ pub struct AgentArgs {
     /// Compression of versioned snapshots
     #[arg(long, env = "LIFEBOAT_COMPRESSION", value_parser = parse_compression, value_name = "none|zstd")]
     pub compression: Option<Compression>,
+    /// Allow a file:// store: every member's agent sees the same directory (all
+    /// members on one host, or a shared mount whose create-exclusive is atomic).
+    /// Agents coordinate recoveries through the store; separate directories would
+    /// let each agent claim its own
+    #[arg(long, env = "LIFEBOAT_SHARED_FILE_STORE")]
+    pub shared_file_store: bool,
 }
 
 #[derive(Debug, Args)]
@@ -266,8 +272,8 @@ pub struct RestoreArgs {
     /// The member data dir to create; must not exist or be empty
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
-    /// This member's name (etcd --name)
-    #[arg(long, value_name = "NAME")]
+    /// This member's name (etcd --name): letters, digits, '-', '_', '.', like a hostname
+    #[arg(long, value_name = "NAME", value_parser = crate::config::member_name)]
     pub name: String,
     /// Every member as NAME=PEER_URL, comma-separated (etcd --initial-cluster)
     #[arg(long, value_name = "NAME=URL,…")]

@@ -153,6 +153,32 @@ pub fn validate_cluster_name(name: &str) -> Result<String, ConfigError> {
     Ok(name.to_owned())
 }
 
+/// A member name reaches a store key (`heartbeats/<name>.json`), a file beside the
+/// data dir and the `ETCD_NAME=` line of an environment file, so it is held to what
+/// a hostname may be: 1-253 letters, digits, '-', '_' or '.', starting with a letter
+/// or digit (kubeadm names members after their node).
+pub fn validate_member_name(name: &str) -> Result<String, ConfigError> {
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
+        && name.bytes().next().is_some_and(|byte| byte.is_ascii_alphanumeric())
+        && !name.contains("..");
+    if !valid {
+        return Err(ConfigError::Invalid {
+            what: "member name",
+            value: name.to_owned(),
+            hint: "use 1-253 letters, digits, '-', '_' or '.', starting with a letter or digit (like a hostname)"
+                .into(),
+        });
+    }
+    Ok(name.to_owned())
+}
+
+/// For clap's `value_parser`: the same check, as a message.
+pub fn member_name(name: &str) -> Result<String, String> {
+    validate_member_name(name).map_err(|error| error.to_string())
+}
+
 /// The retention that `prune` applies, from the config file's policy or defaults.
 pub fn retention(file: &FileConfig) -> Retention {
     file.policy.as_ref().map(|policy| policy.retention.clone()).unwrap_or_default()
@@ -171,6 +197,16 @@ mod tests {
         assert_eq!(StoreUrl::parse("file:///var/lib/x").unwrap(), StoreUrl::File { root: "/var/lib/x".into() });
         for bad in ["s3://", "s3://UPPER/x", "file://relative", "gs://bucket", "/tmp/x"] {
             assert!(StoreUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn member_names_are_hostname_like() {
+        for good in ["etcd0", "ip-10-0-0-1.ec2.internal", "node_1", "a"] {
+            assert_eq!(validate_member_name(good).unwrap(), good);
+        }
+        for bad in ["", "../x", "a/b", "a b", "-a", ".a", "a..b", "é", "a\nETCD_DATA_DIR=/", &"a".repeat(254)] {
+            assert!(validate_member_name(bad).is_err(), "{bad:?}");
         }
     }
 

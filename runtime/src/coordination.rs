@@ -156,7 +156,8 @@ pub async fn fresh_peer_heartbeats<S: SnapshotStore>(
                     fresh.push(heartbeat);
                 }
             }
-            Err(StoreError::NotFound { .. }) => {}
+            // Gone since the listing, or not ours: no heartbeat.
+            Err(StoreError::NotFound { .. } | StoreError::TooLarge { .. }) => {}
             Err(error) => return Err(error),
         }
     }
@@ -267,6 +268,7 @@ async fn read<T: serde::de::DeserializeOwned, S: SnapshotStore>(
 ) -> Result<Option<Result<T, String>>, StoreError> {
     match store.get_small(key).await {
         Ok(body) => Ok(Some(parse(&body).map_err(|_| key.to_owned()))),
+        Err(StoreError::TooLarge { .. }) => Ok(Some(Err(key.to_owned()))),
         Err(StoreError::NotFound { .. }) => Ok(None),
         Err(error) => Err(error),
     }
@@ -324,6 +326,32 @@ pub async fn decide<S: SnapshotStore>(
         },
         Err(error) => Err(error),
     }
+}
+
+/// Whether the store honours create-if-absent (S3 `If-None-Match: *`), which every
+/// claim and outcome relies on for "one writer wins": a probe object is created
+/// twice, the second must be refused, then it is deleted. A store that ignores the
+/// condition (older S3-compatible servers) would let two claimers both win.
+pub async fn honours_create_if_absent<S: SnapshotStore>(
+    store: &S,
+    layout: &StoreLayout,
+    member: &str,
+) -> Result<bool, StoreError> {
+    let key = format!("{}probes/{member}.json", layout.coordination_prefix());
+    store.delete(&key).await?;
+    let body = Bytes::from_static(b"{\"probe\":\"create-if-absent\"}");
+    let first = store.put_small(&key, body.clone(), true).await;
+    let second = match first {
+        Ok(()) => store.put_small(&key, body, true).await,
+        Err(error) => return Err(error),
+    };
+    let honoured = match second {
+        Err(StoreError::AlreadyExists { .. }) => true,
+        Ok(()) => false,
+        Err(error) => return Err(error),
+    };
+    store.delete(&key).await?;
+    Ok(honoured)
 }
 
 fn unserialisable<S: SnapshotStore>(store: &S, key: &str, error: serde_json::Error) -> StoreError {

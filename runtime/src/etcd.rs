@@ -305,6 +305,24 @@ impl EtcdCluster for EtcdClient {
         .await
     }
 
+    async fn keep_alive(&self, lease: i64) -> Result<bool, EtcdError> {
+        self.on_any_endpoint("lease keep-alive", |mut client, endpoint| async move {
+            // One request, one response: the client sends a renewal when it opens the stream.
+            match client.lease_keep_alive(lease).await {
+                Ok(_) => Ok(true),
+                Err(error) => {
+                    // Gone, or a failed call? The lease's remaining time tells (-1: expired).
+                    let remaining = client
+                        .lease_time_to_live(lease, None)
+                        .await
+                        .map_err(|_| request_error("lease keep-alive", &endpoint, error))?;
+                    Ok(remaining.ttl() > 0)
+                }
+            }
+        })
+        .await
+    }
+
     async fn snapshot(&self, endpoint: &str) -> Result<EtcdSnapshot, EtcdError> {
         // No request timeout: a large database streams for minutes. Stalls are caught per message.
         let mut client = self.connect(&[endpoint.to_owned()], false).await?;

@@ -248,6 +248,9 @@ fn configured_members(resolved: &Resolved, args: &MemberArgs) -> Result<Vec<Conf
             )
         })
         .collect::<Result<_, _>>()?;
+    for (name, _) in &pairs {
+        config::validate_member_name(name)?;
+    }
     if pairs.len() != resolved.endpoints.len() {
         return Err(ConfigError::Invalid {
             what: "--endpoints",
@@ -299,6 +302,13 @@ async fn run_agent(resolved: &Resolved, args: &AgentArgs) -> anyhow::Result<Exit
     if let Some(compression) = args.compression {
         settings.compression = compression;
     }
+    if let StoreUrl::File { root } = &resolved.store_settings()?.url {
+        if args.shared_file_store {
+            tracing::info!(root = %root.display(), "file:// store shared by every member's agent (--shared-file-store)");
+        } else {
+            return Err(shared_file_store_refused(root).into());
+        }
+    }
     let supervise = settings.supervise;
     let etcd = resolved.etcd()?;
     let (store, layout) = resolved.store().await?;
@@ -321,6 +331,17 @@ async fn run_agent(resolved: &Resolved, args: &AgentArgs) -> anyhow::Result<Exit
     driver.run(shutdown).await;
     driver.shutdown().await;
     Ok(Exit::Success)
+}
+
+fn shared_file_store_refused(root: &std::path::Path) -> ConfigError {
+    ConfigError::Invalid {
+        what: "--store",
+        value: format!("file://{}", root.display()),
+        hint: "the agents of a cluster coordinate recoveries through the store, so a file:// store must be one \
+            directory they all see: pass --shared-file-store if it is (all members on one host, or a shared mount), \
+            else use an S3 store"
+            .into(),
+    }
 }
 
 async fn run_replace(resolved: &Resolved, args: &MemberArgs, format: Format) -> anyhow::Result<Exit> {
@@ -611,6 +632,18 @@ async fn run_list(resolved: &Resolved, format: Format) -> anyhow::Result<Exit> {
                     output::bytes(latest.size_bytes)
                 ),
                 None => println!("latest: none ({} does not exist)", store_location(&store, &layout.latest_key())),
+            }
+            if !catalog.unknown.is_empty() {
+                // Foreign objects are data, not errors: named so an operator can clean them up.
+                const SHOWN: usize = 5;
+                let shown: Vec<&str> = catalog.unknown.iter().take(SHOWN).map(String::as_str).collect();
+                let more = catalog.unknown.len().saturating_sub(SHOWN);
+                println!(
+                    "ignored {} object(s) that are not lifeboat snapshots: {}{}",
+                    catalog.unknown.len(),
+                    shown.join(", "),
+                    if more > 0 { format!(" and {more} more") } else { String::new() }
+                );
             }
         }
     }

@@ -36,14 +36,16 @@ pub enum MemberError {
     Systemd { verb: &'static str, unit: String, detail: String },
     #[error("{operation} {path} failed: {source}")]
     Io { operation: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("refusing to wipe {path}: it is not the configured data dir {configured}")]
+    #[error("refusing to move {path} aside: it is not the configured data dir {configured}")]
     NotTheDataDir { path: PathBuf, configured: PathBuf },
+    #[error("refusing to move {path} aside: it is not empty and holds no etcd member/ directory; check --data-dir, or move its contents away yourself")]
+    NotAnEtcdDataDir { path: PathBuf },
 }
 
 impl Classify for MemberError {
     fn exit(&self) -> Exit {
         match self {
-            MemberError::NotTheDataDir { .. } => Exit::Refused,
+            MemberError::NotTheDataDir { .. } | MemberError::NotAnEtcdDataDir { .. } => Exit::Refused,
             _ => Exit::Failure,
         }
     }
@@ -66,10 +68,13 @@ pub fn has_data(spec: &MemberSpec) -> bool {
 }
 
 /// Moves the data dir aside (`<data-dir>.removed-<ms>`) instead of deleting it:
-/// the caller has proven the member removed from the cluster, and the old bytes
-/// stay on disk for forensics until an operator deletes them. Only the configured
-/// data dir can be wiped.
-pub fn wipe_data_dir(spec: &MemberSpec, path: &Path, now_ms: u64) -> Result<Option<PathBuf>, MemberError> {
+/// the caller has proven the member removed from the cluster (or its cluster
+/// replaced by a committed recovery epoch), and the old bytes stay on disk for
+/// forensics until an operator deletes them. Only the configured data dir is
+/// moved, and only when it looks like etcd's (`member/` inside): a `--data-dir`
+/// pointing at the wrong directory is refused, never moved. Absent or empty:
+/// nothing to move.
+pub fn move_data_dir_aside(spec: &MemberSpec, path: &Path, now_ms: u64) -> Result<Option<PathBuf>, MemberError> {
     if path != spec.data_dir {
         return Err(MemberError::NotTheDataDir { path: path.to_owned(), configured: spec.data_dir.clone() });
     }
@@ -77,6 +82,13 @@ pub fn wipe_data_dir(spec: &MemberSpec, path: &Path, now_ms: u64) -> Result<Opti
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(io_error("stat", path)(error)),
         Ok(_) => {}
+    }
+    if !path.join("member").is_dir() {
+        let mut entries = std::fs::read_dir(path).map_err(io_error("read", path))?;
+        if entries.next().is_none() {
+            return Ok(None);
+        }
+        return Err(MemberError::NotAnEtcdDataDir { path: path.to_owned() });
     }
     let mut aside = path.as_os_str().to_owned();
     aside.push(format!(".removed-{now_ms}"));
@@ -372,7 +384,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wipe_moves_only_the_configured_data_dir() {
+    fn only_the_configured_etcd_data_dir_is_moved_aside() {
         let directory = tempfile::tempdir().unwrap();
         let data_dir = directory.path().join("etcd.data");
         std::fs::create_dir_all(data_dir.join("member")).unwrap();
@@ -385,11 +397,17 @@ mod tests {
         };
         let other = directory.path().join("other");
         std::fs::create_dir_all(&other).unwrap();
-        assert!(matches!(wipe_data_dir(&spec, &other, 1), Err(MemberError::NotTheDataDir { .. })));
+        assert!(matches!(move_data_dir_aside(&spec, &other, 1), Err(MemberError::NotTheDataDir { .. })));
         assert!(other.is_dir());
-        let aside = wipe_data_dir(&spec, &data_dir, 42).unwrap().unwrap();
+        let aside = move_data_dir_aside(&spec, &data_dir, 42).unwrap().unwrap();
         assert!(!data_dir.exists());
         assert!(aside.join("member").is_dir());
-        assert_eq!(wipe_data_dir(&spec, &data_dir, 43).unwrap(), None, "wiping twice is a no-op");
+        assert_eq!(move_data_dir_aside(&spec, &data_dir, 43).unwrap(), None, "wiping twice is a no-op");
+        // Not etcd's: refused and left alone; empty: nothing to move.
+        std::fs::create_dir_all(&data_dir).unwrap();
+        assert_eq!(move_data_dir_aside(&spec, &data_dir, 44).unwrap(), None);
+        std::fs::write(data_dir.join("precious.txt"), "keep").unwrap();
+        assert!(matches!(move_data_dir_aside(&spec, &data_dir, 45), Err(MemberError::NotAnEtcdDataDir { .. })));
+        assert!(data_dir.join("precious.txt").is_file());
     }
 }

@@ -76,6 +76,8 @@ pub trait EtcdCluster {
     /// holder has it. The lease expires by itself if the holder dies.
     async fn try_lock(&self, key: &str, holder: &str, ttl_seconds: i64) -> Result<Option<i64>, EtcdError>;
     async fn unlock(&self, lease: i64) -> Result<(), EtcdError>;
+    /// Renews a lock's lease once: `false` when the lease no longer exists.
+    async fn keep_alive(&self, lease: i64) -> Result<bool, EtcdError>;
 }
 
 /// An object as the store lists it.
@@ -109,6 +111,8 @@ pub enum StoreError {
     NoCaRoots { endpoint: String },
     #[error("{operation} {path} failed: {source}")]
     Io { operation: &'static str, path: String, source: std::io::Error },
+    #[error("{location} is larger than {limit} bytes: not a record lifeboat wrote; remove it or fix the store prefix")]
+    TooLarge { location: String, limit: usize },
 }
 
 impl Classify for StoreError {
@@ -139,6 +143,9 @@ pub trait Upload {
     async fn abort(self);
 }
 
+/// The largest small object [`SnapshotStore::get_small`] reads.
+pub const SMALL_OBJECT_MAX: usize = 1 << 20;
+
 /// Where snapshots and coordination records live (S3, a directory, or simulated).
 pub trait SnapshotStore {
     type Upload: Upload;
@@ -150,12 +157,17 @@ pub trait SnapshotStore {
     /// overwriting (S3 `If-None-Match: *`), so concurrent writers cannot clobber each other.
     async fn put_small(&self, key: &str, body: Bytes, if_absent: bool) -> Result<(), StoreError>;
     async fn get(&self, key: &str) -> Result<Self::Reader, StoreError>;
-    /// Reads a small object whole.
+    /// Reads a small object (a manifest, a heartbeat, an epoch record) whole. What
+    /// the store holds is untrusted: past [`SMALL_OBJECT_MAX`] bytes it is refused,
+    /// never buffered.
     async fn get_small(&self, key: &str) -> Result<Bytes, StoreError> {
         let mut reader = self.get(key).await?;
         let mut body = Vec::new();
         loop {
             match reader.next_chunk().await {
+                Ok(Some(chunk)) if body.len() + chunk.len() > SMALL_OBJECT_MAX => {
+                    return Err(StoreError::TooLarge { location: self.location(key), limit: SMALL_OBJECT_MAX })
+                }
                 Ok(Some(chunk)) => body.extend_from_slice(&chunk),
                 Ok(None) => return Ok(Bytes::from(body)),
                 Err(error) => {

@@ -35,6 +35,8 @@ pub enum ReplaceError {
     State { path: PathBuf, detail: String },
     #[error("{name} is removed and waits to be added back: etcd refuses additions while another voter is down ({detail}); its own replacement removes it, then this one resumes")]
     AddRefused { name: String, detail: String },
+    #[error("the membership lock {key} was lost mid-change (its lease expired or could not be renewed for {seconds} s); the change stopped at a step it resumes from; run replace again")]
+    LockLost { key: String, seconds: u64 },
 }
 
 impl Classify for ReplaceError {
@@ -45,7 +47,9 @@ impl Classify for ReplaceError {
             ReplaceError::WouldLoseQuorum { .. } | ReplaceError::Busy { .. } | ReplaceError::LocalBusy { .. } => {
                 Exit::Refused
             }
-            ReplaceError::CatchUpTimeout { .. } | ReplaceError::State { .. } => Exit::Failure,
+            ReplaceError::CatchUpTimeout { .. } | ReplaceError::State { .. } | ReplaceError::LockLost { .. } => {
+                Exit::Failure
+            }
             ReplaceError::AddRefused { .. } => Exit::Refused,
         }
     }
@@ -160,8 +164,37 @@ pub fn initial_cluster(members: &[Member], spec: &MemberSpec) -> String {
         .join(",")
 }
 
+/// Who holds the membership lock: the member's name and its peer URL (its host),
+/// so a restarted agent of the same member takes its own lock back, and two hosts
+/// configured with the same `--name` by mistake never share it.
+pub fn lock_holder(spec: &MemberSpec) -> String {
+    format!("{}@{}", spec.name, spec.peer_url)
+}
+
+/// Renews `lease` every third of its TTL for as long as it is polled; returns only
+/// when the lease is gone (expired, revoked) or could not be renewed for a whole TTL.
+async fn keep_lock_alive<E: EtcdCluster>(etcd: &E, lease: i64, key: &str, ttl_seconds: i64) -> ReplaceError {
+    const TRIES_PER_TTL: u32 = 3;
+    let ttl = Duration::from_secs(ttl_seconds.max(3) as u64);
+    let mut failures = 0;
+    loop {
+        tokio::time::sleep(ttl / TRIES_PER_TTL).await;
+        match etcd.keep_alive(lease).await {
+            Ok(true) => failures = 0,
+            Ok(false) => return ReplaceError::LockLost { key: key.to_owned(), seconds: 0 },
+            Err(error) => {
+                tracing::warn!(error = %error, "could not renew the membership lock's lease");
+                failures += 1;
+                if failures >= TRIES_PER_TTL {
+                    return ReplaceError::LockLost { key: key.to_owned(), seconds: ttl.as_secs() };
+                }
+            }
+        }
+    }
+}
+
 /// The lock every membership change of one cluster takes. Its value is the
-/// holder's member name, so a restarted agent can take its own lock back.
+/// holder (see [`lock_holder`]), so a restarted agent can take its own lock back.
 pub fn lock_key(cluster: &str) -> String {
     format!("/lifeboat/{cluster}/membership-change")
 }
@@ -227,7 +260,7 @@ pub async fn replace<E: EtcdCluster, L: LocalMember>(
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         return Ok(report);
     }
-    let Some(lease) = etcd.try_lock(&key, &spec.name, settings.lock_ttl_seconds).await? else {
+    let Some(lease) = etcd.try_lock(&key, &lock_holder(&spec), settings.lock_ttl_seconds).await? else {
         return Err(ReplaceError::Busy { key });
     };
     // The lock is released only when the change is complete. After a failure the
@@ -238,7 +271,17 @@ pub async fn replace<E: EtcdCluster, L: LocalMember>(
     // reconfiguration check wants every voter connected). This member is cleanly
     // removed, quorum holds, and the dead voter's own replacement must run first, so
     // the lock goes to it; this replacement resumes at the add.
-    let result = replace_locked(etcd, local, settings, &spec, &mut state, now_ms, &mut report).await;
+    // The lease lives as long as the change runs, however long a learner takes to
+    // catch up; if it cannot be kept, the change stops at its next await (every step
+    // resumes) rather than run on while another change may take the lock.
+    let result = {
+        let change = std::pin::pin!(replace_locked(etcd, local, settings, &spec, &mut state, now_ms, &mut report));
+        let keeper = std::pin::pin!(keep_lock_alive(etcd, lease, &key, settings.lock_ttl_seconds));
+        match futures::future::select(change, keeper).await {
+            futures::future::Either::Left((result, _)) => result,
+            futures::future::Either::Right((lost, _)) => Err(lost),
+        }
+    };
     if let Err(ReplaceError::AddRefused { .. }) = &result {
         let _ = etcd.unlock(lease).await;
     }
@@ -276,7 +319,7 @@ async fn replace_locked<E: EtcdCluster, L: LocalMember>(
 
     // Only now, with the member proven gone from the cluster, its data can go.
     if !state.wiped {
-        if let Some(aside) = member::wipe_data_dir(spec, &spec.data_dir, now_ms)? {
+        if let Some(aside) = member::move_data_dir_aside(spec, &spec.data_dir, now_ms)? {
             report.steps.push(format!("moved {} aside to {}", spec.data_dir.display(), aside.display()));
             report.moved_aside = Some(aside);
         }

@@ -156,6 +156,7 @@ pub struct Lock {
     pub holder: String,
     pub lease: i64,
     pub expires_ms: u64,
+    pub ttl_ms: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -765,7 +766,8 @@ impl World {
     pub fn try_lock(&mut self, key: &str, holder: &str, ttl_seconds: i64) -> Option<i64> {
         let now = self.now_ms();
         self.locks.retain(|_, lock| lock.expires_ms > now);
-        let expires_ms = now + ttl_seconds.max(1) as u64 * 1000;
+        let ttl_ms = ttl_seconds.max(1) as u64 * 1000;
+        let expires_ms = now + ttl_ms;
         match self.locks.get_mut(key) {
             Some(lock) if lock.holder == holder => {
                 lock.expires_ms = expires_ms;
@@ -775,10 +777,23 @@ impl World {
             None => {
                 let lease = self.next_lease;
                 self.next_lease += 1;
-                self.locks.insert(key.to_owned(), Lock { holder: holder.to_owned(), lease, expires_ms });
+                self.locks.insert(key.to_owned(), Lock { holder: holder.to_owned(), lease, expires_ms, ttl_ms });
                 self.event(format!("lock {key} taken by {holder}"));
                 Some(lease)
             }
+        }
+    }
+
+    /// Renews a live lease by its TTL; `false` once it expired.
+    pub fn keep_alive(&mut self, lease: i64) -> bool {
+        let now = self.now_ms();
+        self.locks.retain(|_, lock| lock.expires_ms > now);
+        match self.locks.values_mut().find(|lock| lock.lease == lease) {
+            Some(lock) => {
+                lock.expires_ms = now + lock.ttl_ms;
+                true
+            }
+            None => false,
         }
     }
 

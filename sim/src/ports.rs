@@ -235,6 +235,10 @@ impl EtcdCluster for SimEtcd {
         self.at_leader("lock", |world, _, _| Ok(world.try_lock(key, holder, ttl_seconds))).await
     }
 
+    async fn keep_alive(&self, lease: i64) -> Result<bool, EtcdError> {
+        self.at_leader("lease keep-alive", |world, _, _| Ok(world.keep_alive(lease))).await
+    }
+
     async fn unlock(&self, lease: i64) -> Result<(), EtcdError> {
         self.at_leader("unlock", |world, _, _| {
             world.unlock(lease);

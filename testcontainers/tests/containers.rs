@@ -96,8 +96,30 @@ async fn writes_then_a_snapshot(cluster: &DockerCluster) -> (Vec<(String, i64)>,
     (acked, last)
 }
 
+/// Recovery claims (`…/coordination/epochs/<10 digits>.json`), whatever their outcome.
 fn epochs(keys: &[String]) -> Vec<&String> {
-    keys.iter().filter(|key| key.contains("/coordination/epochs/")).collect()
+    keys.iter()
+        .filter(|key| {
+            key.split_once("/coordination/epochs/")
+                .and_then(|(_, name)| name.strip_suffix(".json"))
+                .is_some_and(|stem| stem.len() == 10 && stem.bytes().all(|byte| byte.is_ascii_digit()))
+        })
+        .collect()
+}
+
+/// Claims whose outcome record says committed: the recoveries that took place.
+async fn committed_epochs<'a>(cluster: &DockerCluster, keys: &'a [String]) -> Vec<&'a String> {
+    let mut committed = Vec::new();
+    for key in epochs(keys) {
+        let outcome_key = key.replace(".json", ".outcome.json");
+        if let Some(body) = cluster.get_object(&outcome_key).await {
+            let outcome: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            if outcome["outcome"] == "committed" {
+                committed.push(key);
+            }
+        }
+    }
+    committed
 }
 
 /// Waits until member `index`'s agent has replaced it and all 3 members are healthy.
@@ -143,13 +165,14 @@ async fn majority_lost_and_restored_from_the_newest_snapshot() {
     cluster.start_member(1).await;
     cluster.start_member(2).await;
     let restored = wait_for(Duration::from_secs(180), || async {
-        !epochs(&cluster.store_keys("tc/").await).is_empty() && cluster.healthy_count().await == 3
+        let keys = cluster.store_keys("tc/").await;
+        !committed_epochs(&cluster, &keys).await.is_empty() && cluster.healthy_count().await == 3
     })
     .await;
     assert!(restored, "no recovery:\n{}", cluster.logs().await);
     println!("2 of 3 lost → restored, 3 healthy in {:.1} s", started.elapsed().as_secs_f64());
     let keys = cluster.store_keys("tc/").await;
-    let epochs = epochs(&keys);
+    let epochs = committed_epochs(&cluster, &keys).await;
     assert_eq!(epochs.len(), 1, "exactly one recovery epoch: {epochs:?}");
     let record: serde_json::Value =
         serde_json::from_slice(&cluster.get_object(epochs[0]).await.expect("the epoch record")).expect("json");
@@ -249,7 +272,8 @@ async fn all_restarted_empty_restore_one_epoch() {
     let restored = wait_for(Duration::from_secs(180), || async { cluster.healthy_count().await == 3 }).await;
     assert!(restored, "no recovery:\n{}", cluster.logs().await);
     println!("all restarted empty → restored in {:.1} s", started.elapsed().as_secs_f64());
-    assert_eq!(epochs(&cluster.store_keys("tc/").await).len(), 1, "exactly one recovery epoch");
+    let keys = cluster.store_keys("tc/").await;
+    assert_eq!(committed_epochs(&cluster, &keys).await.len(), 1, "exactly one recovery epoch");
     assert_all_present(&cluster, &acked, last).await;
 }
 

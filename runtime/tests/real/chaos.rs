@@ -181,25 +181,46 @@ impl AgentCluster {
         }
     }
 
-    /// Recovery epochs claimed in the store, oldest first.
+    /// Recovery epochs committed in the store (claims a quorum joined), oldest first.
     fn epochs(&self) -> Vec<serde_json::Value> {
+        self.claims()
+            .into_iter()
+            .filter(|(_, outcome)| outcome.as_deref() == Some("committed"))
+            .map(|(claim, _)| claim)
+            .collect()
+    }
+
+    /// Every recovery claim in the store with its outcome, if decided, oldest first.
+    fn claims(&self) -> Vec<(serde_json::Value, Option<String>)> {
         let client = self.s3.client();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
-            let listing = client
-                .list_objects_v2()
-                .bucket(BUCKET)
-                .prefix("chaos/chaos/coordination/epochs/")
-                .send()
-                .await
-                .unwrap();
-            let mut records = Vec::new();
-            for object in listing.contents.unwrap_or_default() {
-                let body = client.get_object().bucket(BUCKET).key(object.key.unwrap()).send().await.unwrap();
-                let bytes = body.body.collect().await.unwrap().into_bytes();
-                records.push(serde_json::from_slice(&bytes).unwrap());
+            let prefix = "chaos/chaos/coordination/epochs/";
+            let listing = client.list_objects_v2().bucket(BUCKET).prefix(prefix).send().await.unwrap();
+            let keys: Vec<String> =
+                listing.contents.unwrap_or_default().into_iter().filter_map(|object| object.key).collect();
+            let get = |key: String| {
+                let client = client.clone();
+                async move {
+                    let body = client.get_object().bucket(BUCKET).key(key).send().await.unwrap();
+                    serde_json::from_slice::<serde_json::Value>(&body.body.collect().await.unwrap().into_bytes())
+                        .unwrap()
+                }
+            };
+            let mut claims = Vec::new();
+            for key in &keys {
+                let Some(stem) = key.strip_prefix(prefix).and_then(|name| name.strip_suffix(".json")) else { continue };
+                if stem.len() != 10 || !stem.bytes().all(|byte| byte.is_ascii_digit()) {
+                    continue;
+                }
+                let outcome_key = format!("{prefix}{stem}.outcome.json");
+                let outcome = match keys.contains(&outcome_key) {
+                    true => get(outcome_key).await["outcome"].as_str().map(str::to_owned),
+                    false => None,
+                };
+                claims.push((get(key.clone()).await, outcome));
             }
-            records
+            claims
         })
     }
 
@@ -778,13 +799,14 @@ fn isolated_member_that_sees_the_store_starts_no_recovery() {
         cluster.nodes[1..].iter().flat_map(|node| [port_of(&node.client_url), port_of(&node.peer_url)]).collect();
     let ours = [port_of(&cluster.nodes[0].client_url), port_of(&cluster.nodes[0].peer_url)];
     cluster.cut_and_wait(&isolation, &theirs, &ours);
-    let epochs_during = cluster.epochs();
+    // Not even a claim: the peers' fresh heartbeats keep the isolated agent from one.
+    let epochs_during = cluster.claims();
     isolation.heal();
     let healed = wait_until(Duration::from_secs(60), || (0..3).all(|index| cluster.healthy(index)));
     let acked = writer.stop();
     assert!(epochs_during.is_empty(), "an isolated agent started a recovery: {epochs_during:?}");
     assert!(healed, "the member did not rejoin after the partition healed:\n{}", cluster.logs());
-    assert!(cluster.epochs().is_empty());
+    assert!(cluster.claims().is_empty());
     for node in &cluster.nodes {
         assert!(missing_writes(&node.client_url, &acked).is_empty(), "{} lost writes", node.name);
     }

@@ -33,6 +33,92 @@ fn bad_configuration_is_a_usage_error() {
     assert_eq!(output.status.code(), Some(2));
 }
 
+/// Objects nobody should have put in the bucket are listed as foreign, never a crash:
+/// a multi-byte name once made every `snapshots list` (and every agent) panic.
+#[test]
+fn foreign_objects_in_the_store_are_ignored_by_name() {
+    let directory = tempfile::tempdir().unwrap();
+    let snapshots = directory.path().join("c/exported/etcd-snapshots");
+    std::fs::create_dir_all(&snapshots).unwrap();
+    let foreign = ["000é000T000000.000Z-r1.db", "20261125T233200.123Z-r007.db", "notes.txt", "é.manifest.json"];
+    for name in foreign {
+        std::fs::write(snapshots.join(name), b"not a snapshot").unwrap();
+    }
+    let store = format!("file://{}", directory.path().display());
+    let output = run(&["snapshots", "list", "--store", &store, "--cluster", "c"], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("ignored 4 object(s) that are not lifeboat snapshots"), "{stdout}");
+    assert!(stdout.contains("000é000T000000.000Z-r1.db"), "{stdout}");
+    let output = run(&["snapshots", "verify", "--all", "--store", &store, "--cluster", "c"], &[]);
+    assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+    assert_ne!(output.status.code(), Some(101));
+}
+
+/// Member names reach store keys, paths and environment files: held to hostname rules.
+#[test]
+fn member_names_are_validated_before_use() {
+    for bad in ["../etc", "a b", "m\nETCD_DATA_DIR=/"] {
+        let output = run(
+            &[
+                "replace",
+                "--dry-run",
+                "--name",
+                bad,
+                "--data-dir",
+                "/nonexistent",
+                "--client-url",
+                "http://127.0.0.1:1",
+                "--peer-url",
+                "http://127.0.0.1:2",
+                "--endpoints",
+                "http://127.0.0.1:1",
+            ],
+            &[],
+        );
+        assert_eq!(output.status.code(), Some(2), "{bad:?}: {}", stderr(&output));
+        assert!(stderr(&output).contains("member name"), "{bad:?}: {}", stderr(&output));
+    }
+}
+
+/// Agents coordinate recoveries through the store: a file:// store must be declared
+/// shared by every member's agent, or the agent refuses to start (nothing touched).
+#[test]
+fn agent_refuses_an_unshared_file_store() {
+    let directory = tempfile::tempdir().unwrap();
+    let data_dir = directory.path().join("data");
+    let store = format!("file://{}", directory.path().join("store").display());
+    let output = run(
+        &[
+            "agent",
+            "--member-control",
+            "child",
+            "--name",
+            "m0",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--state-dir",
+            directory.path().join("state").to_str().unwrap(),
+            "--client-url",
+            "http://127.0.0.1:1",
+            "--peer-url",
+            "http://127.0.0.1:2",
+            "--initial-cluster",
+            "m0=http://127.0.0.1:2",
+            "--endpoints",
+            "http://127.0.0.1:1",
+            "--store",
+            &store,
+            "--cluster",
+            "c",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("--shared-file-store"), "{}", stderr(&output));
+    assert!(!data_dir.exists() && !directory.path().join("store").exists(), "nothing touched");
+}
+
 /// Config file, environment and flags layer in that order.
 #[test]
 fn config_file_environment_and_flags_layer() {
