@@ -335,7 +335,7 @@ impl Agent {
             self.warn(Warning::QuorumLostStoreUnreachable);
             return;
         }
-        if !store.healthy_peer_heartbeats.is_empty() && self.policy.sabotage != Sabotage::IsolatedAgentDecides {
+        if !store.healthy_peer_heartbeats.is_empty() {
             let mut peers = store.healthy_peer_heartbeats.clone();
             peers.sort();
             self.warn(Warning::QuorumLostPeersHealthy { peers });

@@ -39,9 +39,9 @@ pub enum Sabotage {
     SkipHashCheck,
     /// Membership changes without the cluster-wide lock: several in flight at once.
     ConcurrentChanges,
-    /// Disaster recovery decided by an agent that cannot see its peers, ignoring
-    /// their fresh heartbeats in the store.
-    IsolatedAgentDecides,
+    /// A recovery claim takes effect at once, without a quorum of members joining
+    /// it (the first epoch protocol): a spurious claim rolls a healthy majority back.
+    ClaimTakesEffectAtOnce,
 }
 
 impl Default for Policy {

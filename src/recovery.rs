@@ -81,8 +81,12 @@ pub struct LocalFacts {
     pub epoch: u64,
     /// This round's checks show a quorum of the old cluster's voters healthy.
     pub old_cluster_has_quorum: bool,
-    /// The local member's revision, when its etcd answers (even without quorum).
+    /// The local data's revision: what its etcd answers (even without quorum), or,
+    /// while it holds for a claim with etcd stopped, what it recorded before stopping.
     pub revision: Option<Revision>,
+    /// The local data dir holds a member. With data but no revision (etcd down or
+    /// starting) this member cannot vote yet: its data may hold writes nobody else has.
+    pub has_data: bool,
     /// The epoch this member stopped its etcd for, if any (persisted locally).
     pub holding_for: Option<u64>,
     /// How many members the restored cluster has (the configured cluster).
@@ -140,7 +144,7 @@ pub fn step(view: Option<&EpochView>, newest_committed: Option<u64>, local: &Loc
     }
     // A joiner's revision is what its data held when it stopped; ours, when it is
     // still running, is what it holds now.
-    let own = local.revision.filter(|_| local.holding_for != Some(epoch));
+    let own = local.revision;
     let newest = view
         .joined
         .iter()
@@ -151,6 +155,10 @@ pub fn step(view: Option<&EpochView>, newest_committed: Option<u64>, local: &Loc
         return EpochStep::Abandon { epoch, reason: AbandonReason::NewerData { member, revision } };
     }
     if !view.joined.iter().any(|joined| joined.member == local.member) {
+        if local.has_data && local.revision.is_none() {
+            let joined = view.joined.len();
+            return EpochStep::Wait { epoch, joined, needed: quorum(local.members.max(1)) };
+        }
         return EpochStep::Join { epoch, revision: local.revision };
     }
     let mut joined: Vec<String> = view.joined.iter().map(|joined| joined.member.clone()).collect();
@@ -179,6 +187,7 @@ mod tests {
             epoch: 0,
             old_cluster_has_quorum: false,
             revision: Some(Revision(50)),
+            has_data: true,
             holding_for: None,
             members: 3,
         }
@@ -209,7 +218,12 @@ mod tests {
     fn join_then_commit_at_quorum_then_apply() {
         let pending = view(&[("m0", Some(90))], None);
         assert_eq!(step_one(Some(&pending), &local("m1")), EpochStep::Join { epoch: 1, revision: Some(Revision(50)) });
-        let held = LocalFacts { holding_for: Some(1), revision: None, ..local("m0") };
+        // Data on disk but etcd not answering: no vote until its revision is known.
+        let unknown = LocalFacts { revision: None, ..local("m1") };
+        assert_eq!(step_one(Some(&pending), &unknown), EpochStep::Wait { epoch: 1, joined: 1, needed: 2 });
+        let empty = LocalFacts { revision: None, has_data: false, ..local("m1") };
+        assert_eq!(step_one(Some(&pending), &empty), EpochStep::Join { epoch: 1, revision: None });
+        let held = LocalFacts { holding_for: Some(1), revision: Some(Revision(90)), ..local("m0") };
         assert_eq!(step_one(Some(&pending), &held), EpochStep::Wait { epoch: 1, joined: 1, needed: 2 });
         let two = view(&[("m0", Some(90)), ("m1", None)], None);
         assert_eq!(step_one(Some(&two), &held), EpochStep::Commit { epoch: 1, joined: vec!["m0".into(), "m1".into()] });
@@ -243,7 +257,7 @@ mod tests {
         let stale = LocalFacts { revision: Some(Revision(500)), ..local("m2") };
         assert_eq!(step(Some(&pending), Some(2), &stale), EpochStep::Apply { epoch: 2 });
         assert_eq!(
-            step(Some(&pending), Some(2), &LocalFacts { epoch: 2, revision: None, ..local("m2") }),
+            step(Some(&pending), Some(2), &LocalFacts { epoch: 2, revision: None, has_data: false, ..local("m2") }),
             EpochStep::Join { epoch: 3, revision: None }
         );
     }
@@ -268,12 +282,16 @@ mod tests {
     }
 
     fn any_local() -> impl Strategy<Value = LocalFacts> {
-        (0usize..5, 0u64..3, any::<bool>(), proptest::option::of(0i64..200), proptest::option::of(0u64..4), 1usize..6)
-            .prop_map(|(index, epoch, quorum, revision, holding_for, members)| LocalFacts {
+        (
+            (0usize..5, 0u64..3, any::<bool>()),
+            (proptest::option::of(0i64..200), any::<bool>(), proptest::option::of(0u64..4), 1usize..6),
+        )
+            .prop_map(|((index, epoch, quorum), (revision, has_data, holding_for, members))| LocalFacts {
                 member: format!("m{index}"),
                 epoch,
                 old_cluster_has_quorum: quorum,
                 revision: revision.map(Revision),
+                has_data,
                 holding_for,
                 members,
             })
@@ -311,6 +329,8 @@ mod tests {
             }
             if let EpochStep::Join { revision, .. } = &decided {
                 prop_assert!(revision.is_none_or(|revision| revision <= view.snapshot_revision));
+                // A member with data votes only with its revision known.
+                prop_assert!(revision.is_some() || !local.has_data);
             }
             // Resume only after an abandon, and only for the epoch this member stopped for.
             if let EpochStep::Resume { epoch } = &decided {

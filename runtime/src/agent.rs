@@ -26,20 +26,34 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Time as the driver sees it: wall clock in production, virtual in the simulator.
+/// Time as the driver sees it: two clocks, because a wall clock can step (NTP, an
+/// operator, a VM resumed) and the core's timers must not. Production: the system
+/// clock and a monotonic one; the simulator: virtual time, skewed and stepped per
+/// agent for `now` only.
 pub trait Clock {
+    /// Wall-clock time: snapshot names, journal timestamps, moved-aside suffixes.
     fn now(&self) -> Millis;
+    /// Time that never goes back, for the core's timers (from an arbitrary origin).
+    fn monotonic(&self) -> Millis;
+    /// Sleeps until `deadline` on the monotonic clock.
     async fn sleep_until(&self, deadline: Millis);
 }
 
 pub struct SystemClock;
 
+/// The monotonic clock's origin: the first time anything asked.
+static ORIGIN: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+
 impl Clock for SystemClock {
     fn now(&self) -> Millis {
         save::wall_clock_now()
     }
+    fn monotonic(&self) -> Millis {
+        let origin = *ORIGIN.get_or_init(tokio::time::Instant::now);
+        Millis(u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
     async fn sleep_until(&self, deadline: Millis) {
-        let wait = deadline.saturating_sub(self.now());
+        let wait = deadline.saturating_sub(self.monotonic());
         tokio::time::sleep(Duration::from_millis(wait)).await;
     }
 }
@@ -117,9 +131,21 @@ enum Progress {
 
 const HOLDING_FILE: &str = "holding-epoch";
 
-/// The epoch this member stopped its etcd for, if any.
-pub fn read_holding(state_dir: &std::path::Path) -> Option<u64> {
-    std::fs::read_to_string(state_dir.join(HOLDING_FILE)).ok().and_then(|text| text.trim().parse().ok())
+/// The claim this member stopped its etcd for, with the revision its data held
+/// then: `<epoch> [<revision>]` in `<state-dir>/holding-epoch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Holding {
+    pub epoch: u64,
+    pub revision: Option<Revision>,
+}
+
+/// The claim this member stopped its etcd for, if any.
+pub fn read_holding(state_dir: &std::path::Path) -> Option<Holding> {
+    let text = std::fs::read_to_string(state_dir.join(HOLDING_FILE)).ok()?;
+    let mut words = text.split_whitespace();
+    let epoch = words.next()?.parse().ok()?;
+    let revision = words.next().and_then(|word| word.parse().ok()).map(Revision);
+    Some(Holding { epoch, revision })
 }
 
 fn epoch_path(settings: &AgentSettings) -> PathBuf {
@@ -158,7 +184,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         builder: B,
     ) -> std::io::Result<Driver<E, S, L, C, B>> {
         let journal = Journal::open(&settings.state_dir)?;
-        let agent = Agent::new(settings.policy.clone(), configured_members(&settings), clock.now());
+        let agent = Agent::new(settings.policy.clone(), configured_members(&settings), clock.monotonic());
         let epoch = read_epoch(&settings.state_dir);
         Ok(Driver {
             settings,
@@ -195,7 +221,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             json!({ "member": self.local.spec().name, "epoch": self.epoch, "dry_run": self.settings.dry_run }),
         );
         loop {
-            let now = self.clock.now();
+            let now = self.clock.monotonic();
             self.agent.handle_timeout(now);
             while let Some(action) = self.agent.poll_action() {
                 self.execute(action).await;
@@ -229,7 +255,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                     }
                 }
                 let observation = self.observe().await;
-                self.agent.handle_observation(self.clock.now(), observation);
+                self.agent.handle_observation(self.clock.monotonic(), observation);
             }
             Action::Save { source } => {
                 self.record("decision", json!({ "action": "save", "source": source.to_string() }));
@@ -249,7 +275,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                         }
                     }
                 };
-                self.agent.handle_outcome(self.clock.now(), outcome);
+                self.agent.handle_outcome(self.clock.monotonic(), outcome);
             }
             Action::Prune => {
                 if !self.settings.dry_run {
@@ -273,7 +299,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                         Err(error) => self.record("prune-failed", json!({ "error": error.to_string() })),
                     }
                 }
-                self.agent.handle_outcome(self.clock.now(), Outcome::Pruned);
+                self.agent.handle_outcome(self.clock.monotonic(), Outcome::Pruned);
             }
             Action::Replace { member } => {
                 self.record(
@@ -288,7 +314,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                         Outcome::ReplaceFailed { member: member.id }
                     }
                 };
-                self.agent.handle_outcome(self.clock.now(), outcome);
+                self.agent.handle_outcome(self.clock.monotonic(), outcome);
             }
             Action::DisasterRecovery { snapshot, members } => {
                 self.record(
@@ -555,7 +581,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                 Outcome::RecoveryFailed
             }
         };
-        self.agent.handle_outcome(self.clock.now(), outcome);
+        self.agent.handle_outcome(self.clock.monotonic(), outcome);
     }
 
     async fn probe_conditional_puts(&mut self) {
@@ -593,6 +619,17 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                 self.record("store-records-malformed", json!({ "skipped": listing.malformed }));
             }
         }
+        if self.settings.policy.sabotage == Sabotage::ClaimTakesEffectAtOnce {
+            // Broken on purpose: the first protocol, every newer claim applied at once.
+            let claim = listing
+                .newest
+                .as_ref()
+                .filter(|(record, _)| record.epoch > self.epoch)
+                .map(|(record, _)| record.clone());
+            if let Some(record) = claim {
+                return Some(self.apply_epoch(&record).await.map(|()| Progress::Applied));
+            }
+        }
         let mut result = None;
         // A join or a lost race changes what the store shows: look again, a few times at most.
         for _ in 0..3 {
@@ -600,7 +637,12 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                 member: self.local.spec().name.clone(),
                 epoch: self.epoch,
                 old_cluster_has_quorum,
-                revision: revision.filter(|_| self.holding_for().is_none()),
+                // Stopped for a claim: the revision recorded before stopping.
+                revision: match read_holding(&self.settings.state_dir) {
+                    Some(held) => held.revision,
+                    None => revision,
+                },
+                has_data: member::has_data(self.local.spec()),
                 holding_for: self.holding_for(),
                 members: self.settings.members.len(),
             };
@@ -663,7 +705,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                     }
                     // Remember first, then stop, then vote: a crash at any point leaves a
                     // member that stays stopped for the claim until it is decided.
-                    self.set_holding(Some(epoch));
+                    self.set_holding(Some(Holding { epoch, revision }));
                     if let Err(error) = self.local.stop().await {
                         return Some(Err(format!("cannot stop etcd to join epoch {epoch}: {error}")));
                     }
@@ -698,14 +740,18 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
 
     /// The epoch this member stopped its etcd for, if any (`<state-dir>/holding-epoch`).
     fn holding_for(&self) -> Option<u64> {
-        read_holding(&self.settings.state_dir)
+        read_holding(&self.settings.state_dir).map(|held| held.epoch)
     }
 
-    fn set_holding(&mut self, epoch: Option<u64>) {
+    fn set_holding(&mut self, holding: Option<Holding>) {
         let path = self.settings.state_dir.join(HOLDING_FILE);
-        let result = match epoch {
-            Some(epoch) => {
-                member::write_atomically(&path, epoch.to_string().as_bytes()).map_err(|error| error.to_string())
+        let result = match holding {
+            Some(held) => {
+                let text = match held.revision {
+                    Some(revision) => format!("{} {}", held.epoch, revision.0),
+                    None => held.epoch.to_string(),
+                };
+                member::write_atomically(&path, text.as_bytes()).map_err(|error| error.to_string())
             }
             None => match std::fs::remove_file(&path) {
                 Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error.to_string()),
@@ -772,9 +818,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                     "best_peer": best_peer }),
         );
         let sabotage = self.settings.policy.sabotage;
-        if let Some((peer_revision, peer)) =
-            best_peer.as_ref().filter(|_| !matches!(sabotage, Sabotage::NoEpochClaim | Sabotage::IsolatedAgentDecides))
-        {
+        if let Some((peer_revision, peer)) = best_peer.as_ref().filter(|_| sabotage != Sabotage::NoEpochClaim) {
             if *peer_revision > local_revision.unwrap_or(0) && *peer_revision > snapshot.revision().0 {
                 return Err(format!("{peer} holds newer data (revision {peer_revision}); it claims the recovery"));
             }

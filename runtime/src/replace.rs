@@ -327,6 +327,22 @@ async fn replace_locked<E: EtcdCluster, L: LocalMember>(
         save_state(spec, state)?;
     }
 
+    // A previous run's incarnation that started and has lost its disk since cannot
+    // start again (raft refuses an empty log for a member that had one; found by the
+    // nemesis: a learner wiped while catching up): remove it, then add a fresh one.
+    let members = etcd.member_list().await?;
+    let lost_incarnation = members
+        .iter()
+        .find(|member| is_ours(member, spec) && Some(member.id) != state.old_id && !member.client_urls.is_empty())
+        .filter(|_| !member::has_data(spec))
+        .map(|member| member.id);
+    if let Some(lost) = lost_incarnation {
+        etcd.member_remove(lost).await?;
+        report.steps.push(format!("removed member {lost}: it had started and its data dir is empty now"));
+        state.new_id = None;
+        save_state(spec, state)?;
+    }
+
     // Add the new incarnation, unless a previous run already did.
     let members = etcd.member_list().await?;
     let added = members.iter().find(|member| is_ours(member, spec) && Some(member.id) != state.old_id).cloned();

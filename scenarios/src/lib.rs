@@ -71,6 +71,12 @@ pub enum Fault {
     /// The agent process alone is down for `down_ms` (as under systemd): its etcd
     /// keeps serving, but no heartbeat of it reaches the store.
     KillAgent { member: usize, down_ms: u64 },
+    /// These members' agents cannot reach the store; their members still see each other.
+    CutStore { members: Vec<usize>, heal_after_ms: u64 },
+    /// Store calls are slow and a share of them fail (5xx, throttling, a timeout mid-upload).
+    FlakyStore { duration_ms: u64, fail_percent: u32, extra_latency_ms: u64 },
+    /// Whichever member leads at that moment crashes and restarts: leadership moves.
+    CrashLeader { down_ms: u64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -99,6 +105,8 @@ pub enum Recovery {
     Replace { count: usize },
     /// One disaster recovery, from the newest verified snapshot.
     DisasterRecovery,
+    /// Whatever the faults call for (randomly drawn schedules): only the invariants judge.
+    Any,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -107,6 +115,10 @@ pub enum Loss {
     None,
     /// Up to the snapshot interval plus the save time.
     BoundedBySnapshotInterval,
+    /// None unless a member lost its disk during the run; then bounded like
+    /// `BoundedBySnapshotInterval`, widened by the time store and agent faults kept
+    /// saves from happening (randomly drawn schedules).
+    NoneUnlessDiskLost,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -359,9 +371,12 @@ impl Fault {
             | Fault::ClockSkew { member, .. }
             | Fault::KillAgent { member, .. } => vec![*member],
             Fault::Partition { isolated, .. } => isolated.clone(),
-            Fault::RestartAllEmpty | Fault::StoreOutage { .. } | Fault::CorruptLatestSnapshot => {
-                vec![]
-            }
+            Fault::CutStore { members, .. } => members.clone(),
+            Fault::RestartAllEmpty
+            | Fault::StoreOutage { .. }
+            | Fault::CorruptLatestSnapshot
+            | Fault::FlakyStore { .. }
+            | Fault::CrashLeader { .. } => vec![],
         }
     }
 }
@@ -411,6 +426,7 @@ mod tests {
                     assert!(everyone_lost || lost.len() > tolerance, "{}: quorum still there", scenario.name)
                 }
                 Recovery::None => assert!(lost.is_empty() && !everyone_lost, "{}", scenario.name),
+                Recovery::Any => panic!("{}: a catalogue entry states the recovery it expects", scenario.name),
             }
         }
     }
@@ -428,6 +444,7 @@ mod tests {
             "all-restarted-empty",
             "minority-partition",
             "isolated-agent-sees-store",
+            "spurious-epoch-claim",
             "store-outage-during-save",
             "corrupt-latest-snapshot",
             "agent-crash-mid-replace",

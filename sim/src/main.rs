@@ -17,10 +17,12 @@ fn main() -> std::process::ExitCode {
 mod cli {
     use clap::Parser;
     use lifeboat::Sabotage;
+    use lifeboat_sim::nemesis::{draw, drop_faults};
     use lifeboat_sim::run::{run, violations_text, RunConfig};
-    use lifeboat_sim::summary::{sweep, table};
+    use lifeboat_sim::summary::{kinds_line, random_sweep, shrink, sweep, table};
     use std::io::Write;
     use std::process::ExitCode;
+    use std::time::Duration;
 
     /// Runs lifeboat's recovery logic (the production agent driver and core) over
     /// simulated etcd clusters and S3, on virtual time, with injected faults, and
@@ -55,6 +57,90 @@ mod cli {
         /// List the catalogue and exit.
         #[arg(long)]
         list: bool,
+        /// The nemesis: instead of the catalogue, one randomly drawn, overlapping fault
+        /// schedule per seed (3 or 5 members, every fault kind), a safety phase then a
+        /// liveness phase; a failing schedule is shrunk to the fewest faults that fail.
+        #[arg(long)]
+        random: bool,
+        /// With --random: stop starting new schedules after this many wall seconds.
+        #[arg(long, value_name = "SECONDS")]
+        budget_seconds: Option<u64>,
+        /// With --random: leave out these faults (indexes, as a shrunk failure prints).
+        #[arg(long, value_delimiter = ',', value_name = "I,J,…")]
+        drop_faults: Vec<usize>,
+    }
+
+    /// `--random`: drawn schedules, traced one by one or swept with a summary.
+    fn random(args: &Args) -> ExitCode {
+        if args.trace {
+            let mut failed = false;
+            for seed in args.seed..args.seed.saturating_add(args.seeds) {
+                let scenario = drop_faults(draw(seed), &args.drop_faults);
+                let config =
+                    RunConfig { scenario, seed, random_faults: false, sabotage: Sabotage::None, keep_trace: true };
+                let report = run(&config);
+                println!("== {} seed {seed} (trace hash {})", report.scenario, report.trace_hash);
+                for fault in &report.faults {
+                    println!("   fault {fault}");
+                }
+                for line in &report.trace {
+                    println!("{line}");
+                }
+                if !report.violations.is_empty() {
+                    failed = true;
+                    println!("{}", violations_text(&report));
+                }
+            }
+            return if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+        }
+        let budget = args.budget_seconds.map(Duration::from_secs);
+        let mut done = 0u64;
+        let summary = random_sweep(args.seed, args.seeds, budget, Sabotage::None, |seed, report| {
+            done += 1;
+            if args.output == "table" && (done.is_multiple_of(100) || !report.violations.is_empty()) {
+                eprint!("\rrandom schedules from seed {}: {done} run (at seed {seed})", args.seed);
+                let _ = std::io::stderr().flush();
+            }
+        });
+        if args.output == "table" {
+            eprintln!();
+            print!("{}", table(&summary.by_size));
+            print!("{}", kinds_line(&summary));
+            println!("schedules per wall minute: {:.0}", summary.schedules_per_wall_minute);
+        } else if let Ok(line) = serde_json::to_string(&summary) {
+            println!("{line}");
+        }
+        let mut failed = false;
+        for size in &summary.by_size {
+            let Some(report) = &size.first_failure else { continue };
+            failed = true;
+            eprintln!("\nFAILED {}: seeds {:?}\n{}", size.scenario, size.failed_seeds, violations_text(report));
+            eprintln!("schedule of seed {}:", report.seed);
+            for (index, fault) in draw(report.seed).faults.iter().enumerate() {
+                eprintln!("  [{index}] {}ms {:?}", fault.at_ms, fault.fault);
+            }
+            let dropped = shrink(report.seed, Sabotage::None);
+            let kept = drop_faults(draw(report.seed), &dropped);
+            eprintln!("shrunk to {} fault(s):", kept.faults.len());
+            for fault in &kept.faults {
+                eprintln!("  {}ms {:?}", fault.at_ms, fault.fault);
+            }
+            let drop = if dropped.is_empty() {
+                String::new()
+            } else {
+                format!(" --drop-faults {}", dropped.iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
+            };
+            eprintln!(
+                "replay with its event trace:\n  scripts/sim --random --seeds 1 --seed {}{drop} --trace   (commit {})",
+                report.seed,
+                std::env::var("LIFEBOAT_COMMIT").unwrap_or_else(|_| "see git log".into())
+            );
+        }
+        if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
     }
 
     pub fn main() -> ExitCode {
@@ -69,6 +155,9 @@ mod cli {
         if args.output != "table" && args.output != "json" {
             eprintln!("--output must be `table` or `json`, not {:?}", args.output);
             return ExitCode::from(2);
+        }
+        if args.random {
+            return random(&args);
         }
         let scenarios: Vec<_> = if args.scenario == "all" {
             catalogue

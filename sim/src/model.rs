@@ -211,6 +211,10 @@ pub struct World {
     next_disk: u64,
     pub objects: BTreeMap<String, Object>,
     pub store_down: bool,
+    /// Agents (by machine) that cannot reach the store.
+    pub store_cut: BTreeSet<usize>,
+    /// Store calls fail this often (percent) and take this much longer (ms).
+    pub store_flaky: Option<(u32, u64)>,
     pub locks: BTreeMap<String, Lock>,
     next_lease: i64,
     pub writes: Vec<AckedWrite>,
@@ -247,6 +251,8 @@ impl World {
             next_disk: 1,
             objects: BTreeMap::new(),
             store_down: false,
+            store_cut: BTreeSet::new(),
+            store_flaky: None,
             locks: BTreeMap::new(),
             next_lease: 1,
             writes: Vec::new(),

@@ -248,9 +248,36 @@ impl EtcdCluster for SimEtcd {
     }
 }
 
-/// The S3-like store, reachable from every zone unless it is down.
+/// The S3-like store as the agent on machine `me` reaches it: from every zone,
+/// unless it is down, this machine is cut from it, or it is flaky.
 pub struct SimStore {
     pub world: Shared,
+    pub me: usize,
+}
+
+/// What a store call meets before it does its work: latency, then maybe a fault.
+async fn store_weather(world: &Shared, me: usize, key: &str) -> Result<(), StoreError> {
+    latency(2, 10).await;
+    let flaky = lock(world).store_flaky;
+    if let Some((fail_percent, extra_ms)) = flaky {
+        latency(0, extra_ms).await;
+        if thread_rng().gen_range(0..100) < fail_percent {
+            return Err(StoreError::Request {
+                operation: "request",
+                location: format!("sim://store/{key}"),
+                detail: "503 SlowDown (simulated)".into(),
+            });
+        }
+    }
+    let cut = {
+        let world = lock(world);
+        world.store_down || world.store_cut.contains(&me)
+    };
+    if cut {
+        timeout().await;
+        return Err(StoreError::Unreachable { endpoint: "sim://store".into(), detail: format!("{key}: outage") });
+    }
+    Ok(())
 }
 
 impl SimStore {
@@ -259,11 +286,8 @@ impl SimStore {
         key: &str,
         work: impl FnOnce(&mut crate::model::World) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        latency(2, 10).await;
+        store_weather(&self.world, self.me, key).await?;
         let mut world = lock(&self.world);
-        if world.store_down {
-            return Err(StoreError::Unreachable { endpoint: "sim://store".into(), detail: format!("{key}: outage") });
-        }
         work(&mut world)
     }
 }
@@ -278,26 +302,21 @@ fn info(key: &str, object: &crate::model::Object) -> ObjectInfo {
 
 pub struct SimUpload {
     world: Shared,
+    me: usize,
     key: String,
     parts: Mutex<BTreeMap<i32, Bytes>>,
 }
 
 impl Upload for SimUpload {
     async fn put_part(&self, part: Part) -> Result<(), StoreError> {
-        latency(2, 10).await;
-        if lock(&self.world).store_down {
-            return Err(StoreError::Unreachable { endpoint: "sim://store".into(), detail: "outage".into() });
-        }
+        store_weather(&self.world, self.me, &self.key).await?;
         self.parts.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(part.number, part.bytes);
         Ok(())
     }
 
     async fn complete(self) -> Result<ObjectInfo, StoreError> {
-        latency(2, 10).await;
+        store_weather(&self.world, self.me, &self.key).await?;
         let mut world = lock(&self.world);
-        if world.store_down {
-            return Err(StoreError::Unreachable { endpoint: "sim://store".into(), detail: "outage".into() });
-        }
         let parts = self.parts.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut body = Vec::new();
         for bytes in parts.values() {
@@ -321,7 +340,12 @@ impl SnapshotStore for SimStore {
 
     async fn begin_upload(&self, key: &str) -> Result<SimUpload, StoreError> {
         self.call(key, |_| Ok(())).await?;
-        Ok(SimUpload { world: self.world.clone(), key: key.to_owned(), parts: Mutex::new(BTreeMap::new()) })
+        Ok(SimUpload {
+            world: self.world.clone(),
+            me: self.me,
+            key: key.to_owned(),
+            parts: Mutex::new(BTreeMap::new()),
+        })
     }
 
     async fn put_small(&self, key: &str, body: Bytes, if_absent: bool) -> Result<(), StoreError> {
@@ -455,8 +479,12 @@ impl Clock for SimClock {
         Millis((EPOCH_MS as i64 + elapsed + self.skew_ms.load(Ordering::Relaxed)).max(0) as u64)
     }
 
+    fn monotonic(&self) -> Millis {
+        Millis(crate::model::virtual_ms())
+    }
+
     async fn sleep_until(&self, deadline: Millis) {
-        let wait = deadline.saturating_sub(self.now());
+        let wait = deadline.saturating_sub(self.monotonic());
         madsim::time::sleep(Duration::from_millis(wait)).await;
     }
 }
