@@ -12,9 +12,10 @@
 //! 1. **Intent.** The claimer writes `epochs/<N>.json` (create-if-absent: one
 //!    claimer per number) naming the snapshot. Nothing is destroyed.
 //! 2. **Join.** A member that sees no quorum in the old cluster, and holds no data
-//!    newer than the snapshot, records locally that it holds for epoch N, stops its
-//!    etcd (data left in place), then writes `epochs/<N>.joined/<member>.json` with
-//!    the revision its data held.
+//!    newer than the snapshot, records locally that it holds for epoch N and stops its
+//!    etcd (data left in place); then it reads the revision its stopped data dir holds
+//!    and writes `epochs/<N>.joined/<member>.json` with it (a revision read before the
+//!    stop could miss writes acknowledged in between).
 //! 3. **Decide.** The outcome `epochs/<N>.outcome.json` is written once
 //!    (create-if-absent), so commit and abandon race for one key and one wins:
 //!    *committed* once a quorum of the configured members joined and no joiner held
@@ -82,7 +83,7 @@ pub struct LocalFacts {
     /// This round's checks show a quorum of the old cluster's voters healthy.
     pub old_cluster_has_quorum: bool,
     /// The local data's revision: what its etcd answers (even without quorum), or,
-    /// while it holds for a claim with etcd stopped, what it recorded before stopping.
+    /// while it holds for a claim with etcd stopped, what its data dir holds.
     pub revision: Option<Revision>,
     /// The local data dir holds a member. With data but no revision (etcd down or
     /// starting) this member cannot vote yet: its data may hold writes nobody else has.
@@ -102,7 +103,9 @@ pub enum EpochStep {
     Resume { epoch: u64 },
     /// Write the outcome "abandoned" (it may lose to a commit; then follow that).
     Abandon { epoch: u64, reason: AbandonReason },
-    /// Hold for the epoch: remember it, stop etcd, write the join with this revision.
+    /// Hold for the epoch: remember it, then stop etcd (data left in place).
+    Hold { epoch: u64 },
+    /// Stopped for the epoch: write the join with the revision the stopped data holds.
     Join { epoch: u64, revision: Option<Revision> },
     /// A quorum joined: write the outcome "committed", then apply.
     Commit { epoch: u64, joined: Vec<String> },
@@ -155,9 +158,15 @@ pub fn step(view: Option<&EpochView>, newest_committed: Option<u64>, local: &Loc
         return EpochStep::Abandon { epoch, reason: AbandonReason::NewerData { member, revision } };
     }
     if !view.joined.iter().any(|joined| joined.member == local.member) {
+        // Data whose revision nobody can read yet may hold writes no one else has.
         if local.has_data && local.revision.is_none() {
             let joined = view.joined.len();
             return EpochStep::Wait { epoch, joined, needed: quorum(local.members.max(1)) };
+        }
+        // First stop, then vote with what the stopped data dir holds: writes may land
+        // between this round's look and the stop (found by the nemesis).
+        if local.holding_for != Some(epoch) {
+            return EpochStep::Hold { epoch };
         }
         return EpochStep::Join { epoch, revision: local.revision };
     }
@@ -217,11 +226,13 @@ mod tests {
     #[test]
     fn join_then_commit_at_quorum_then_apply() {
         let pending = view(&[("m0", Some(90))], None);
-        assert_eq!(step_one(Some(&pending), &local("m1")), EpochStep::Join { epoch: 1, revision: Some(Revision(50)) });
+        assert_eq!(step_one(Some(&pending), &local("m1")), EpochStep::Hold { epoch: 1 });
+        let stopped = LocalFacts { holding_for: Some(1), revision: Some(Revision(60)), ..local("m1") };
+        assert_eq!(step_one(Some(&pending), &stopped), EpochStep::Join { epoch: 1, revision: Some(Revision(60)) });
         // Data on disk but etcd not answering: no vote until its revision is known.
         let unknown = LocalFacts { revision: None, ..local("m1") };
         assert_eq!(step_one(Some(&pending), &unknown), EpochStep::Wait { epoch: 1, joined: 1, needed: 2 });
-        let empty = LocalFacts { revision: None, has_data: false, ..local("m1") };
+        let empty = LocalFacts { revision: None, has_data: false, holding_for: Some(1), ..local("m1") };
         assert_eq!(step_one(Some(&pending), &empty), EpochStep::Join { epoch: 1, revision: None });
         let held = LocalFacts { holding_for: Some(1), revision: Some(Revision(90)), ..local("m0") };
         assert_eq!(step_one(Some(&pending), &held), EpochStep::Wait { epoch: 1, joined: 1, needed: 2 });
@@ -258,7 +269,7 @@ mod tests {
         assert_eq!(step(Some(&pending), Some(2), &stale), EpochStep::Apply { epoch: 2 });
         assert_eq!(
             step(Some(&pending), Some(2), &LocalFacts { epoch: 2, revision: None, has_data: false, ..local("m2") }),
-            EpochStep::Join { epoch: 3, revision: None }
+            EpochStep::Hold { epoch: 3 }
         );
     }
 
@@ -315,7 +326,7 @@ mod tests {
                     prop_assert!(*epoch > local.epoch);
                 }
                 // A member that sees the old cluster with quorum never stops for, nor commits, a claim.
-                EpochStep::Join { .. } | EpochStep::Commit { .. } => {
+                EpochStep::Hold { .. } | EpochStep::Join { .. } | EpochStep::Commit { .. } => {
                     prop_assert!(!local.old_cluster_has_quorum);
                     prop_assert!(view.outcome.is_none());
                 }
@@ -327,9 +338,10 @@ mod tests {
                 prop_assert!(joined.contains(&local.member));
                 prop_assert!(view.joined.iter().all(|joined| joined.revision.is_none_or(|revision| revision <= view.snapshot_revision)));
             }
-            if let EpochStep::Join { revision, .. } = &decided {
+            if let EpochStep::Join { revision, epoch } = &decided {
                 prop_assert!(revision.is_none_or(|revision| revision <= view.snapshot_revision));
-                // A member with data votes only with its revision known.
+                // A member votes only once stopped, and with data only with its revision known.
+                prop_assert_eq!(local.holding_for, Some(*epoch));
                 prop_assert!(revision.is_some() || !local.has_data);
             }
             // Resume only after an abandon, and only for the epoch this member stopped for.

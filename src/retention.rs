@@ -25,9 +25,12 @@ pub fn plan(snapshots: &[SnapshotMeta], retention: &Retention) -> RetentionPlan 
 
     let mut keep: BTreeSet<&SnapshotName> = BTreeSet::new();
     keep.extend(newest_first.iter().take(retention.keep_last as usize).map(|snapshot| &snapshot.name));
+    // Hours and days are the saving agents' clocks: walk them in time order.
+    let mut latest_first = newest_first.clone();
+    latest_first.sort_by(|left, right| (right.name.created(), &right.name).cmp(&(left.name.created(), &left.name)));
     for (bucket_ms, buckets_max) in [(HOUR_MS, retention.keep_hourly), (DAY_MS, retention.keep_daily)] {
         let mut buckets_seen: Vec<u64> = Vec::new();
-        for snapshot in &newest_first {
+        for snapshot in &latest_first {
             let bucket = snapshot.name.created().0 / bucket_ms;
             if buckets_seen.last() == Some(&bucket) {
                 continue;

@@ -38,13 +38,29 @@ impl FromStr for Compression {
 }
 
 /// `<UTC time>-r<revision>.db[.zst]`, e.g. `20261125T233200.123Z-r4711.db.zst`.
-/// Names sort by time because the time part has a fixed width.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// As text, names sort by time (the time part has a fixed width), which is what a
+/// listing shows. As values they order by revision first: the time is the saving
+/// agent's clock, and when leadership moves between agents whose clocks disagree,
+/// a newer snapshot can carry an earlier time. "Newest" (what a recovery restores,
+/// what retention always keeps) means the highest revision.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct SnapshotName {
     created: Millis,
     revision: Revision,
     compression: Compression,
+}
+
+impl Ord for SnapshotName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.revision, self.created, self.compression).cmp(&(other.revision, other.created, other.compression))
+    }
+}
+
+impl PartialOrd for SnapshotName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl SnapshotName {
@@ -257,6 +273,20 @@ mod tests {
         fn any_bytes_as_a_manifest_are_data(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = serde_json::from_slice::<Manifest>(&bytes);
         }
+    }
+
+    /// Skewed clocks: a later save from a clock that is behind carries an earlier time.
+    #[test]
+    fn newest_means_highest_revision_whatever_the_clocks_said() {
+        let older = SnapshotName::new(Millis(1_795_649_520_000), Revision(100), Compression::None);
+        let newer_but_behind = SnapshotName::new(Millis(1_795_649_400_000), Revision(200), Compression::None);
+        assert!(newer_but_behind > older);
+        assert!(newer_but_behind.to_string() < older.to_string(), "as text, the listing still sorts by time");
+        let metas = [
+            SnapshotMeta { name: older.clone(), verified: true },
+            SnapshotMeta { name: newer_but_behind.clone(), verified: true },
+        ];
+        assert_eq!(newest_verified(&metas).map(|meta| &meta.name), Some(&newer_but_behind));
     }
 
     proptest! {

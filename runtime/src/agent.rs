@@ -131,21 +131,17 @@ enum Progress {
 
 const HOLDING_FILE: &str = "holding-epoch";
 
-/// The claim this member stopped its etcd for, with the revision its data held
-/// then: `<epoch> [<revision>]` in `<state-dir>/holding-epoch`.
+/// The claim this member stopped its etcd for: `<epoch>` in `<state-dir>/holding-epoch`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Holding {
     pub epoch: u64,
-    pub revision: Option<Revision>,
 }
 
 /// The claim this member stopped its etcd for, if any.
 pub fn read_holding(state_dir: &std::path::Path) -> Option<Holding> {
     let text = std::fs::read_to_string(state_dir.join(HOLDING_FILE)).ok()?;
-    let mut words = text.split_whitespace();
-    let epoch = words.next()?.parse().ok()?;
-    let revision = words.next().and_then(|word| word.parse().ok()).map(Revision);
-    Some(Holding { epoch, revision })
+    let epoch = text.split_whitespace().next()?.parse().ok()?;
+    Some(Holding { epoch })
 }
 
 fn epoch_path(settings: &AgentSettings) -> PathBuf {
@@ -244,7 +240,8 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         match action {
             Action::CheckHealth => {
                 if self.settings.supervise && !self.local.is_running().await {
-                    self.reconfigure_and_start().await;
+                    // Journaled either way; the next check tries again.
+                    let _ = self.reconfigure_and_start().await;
                 } else if !self.settings.dry_run && replace::state_path(self.local.spec()).exists() {
                     // A replacement was interrupted (agent killed, promotion timed out) with
                     // etcd still running, e.g. as a learner nobody promotes: finish it.
@@ -474,7 +471,11 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
     }
 
     /// What a member does before etcd starts (and when the supervised etcd died).
-    pub async fn reconfigure_and_start(&mut self) {
+    ///
+    /// Returns the plan carried out (`AwaitRecovery`: etcd must not start yet), or
+    /// why it could not be; either way the journal has it. `reconfigure` in a unit's
+    /// `ExecStartPre` turns both into an exit code that keeps etcd from starting.
+    pub async fn reconfigure_and_start(&mut self) -> Result<StartPlan, String> {
         let spec = self.local.spec().clone();
         let peers = match self.etcd.member_list().await {
             Ok(members) => {
@@ -519,7 +520,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         let plan = reconfigure::plan(&facts);
         self.record("reconfigure", json!({ "facts": facts, "plan": plan }));
         if self.settings.dry_run {
-            return;
+            return Ok(plan);
         }
         let result = match plan {
             StartPlan::StartAsIs => {
@@ -555,17 +556,21 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             StartPlan::Replace { .. } => self.replace_local(self.clock.now().0).await,
             StartPlan::RestoreEpoch { .. } => match latest {
                 Some(record) => {
-                    let result = self.apply_epoch(&record).await.map(|()| Progress::Applied);
-                    self.report_recovery(result);
-                    Ok(())
+                    let result = self.apply_epoch(&record).await;
+                    self.report_recovery(result.clone().map(|()| Progress::Applied));
+                    result
                 }
                 None => Err("the epoch vanished".into()),
             },
             StartPlan::AwaitRecovery => Ok(()),
         };
-        if let Err(error) = result {
-            tracing::warn!(error = %error, "reconfigure could not start the member");
-            self.record("reconfigure-failed", json!({ "error": error }));
+        match result {
+            Ok(()) => Ok(plan),
+            Err(error) => {
+                tracing::warn!(error = %error, "reconfigure could not start the member");
+                self.record("reconfigure-failed", json!({ "error": error }));
+                Err(error)
+            }
         }
     }
 
@@ -631,17 +636,28 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             }
         }
         let mut result = None;
-        // A join or a lost race changes what the store shows: look again, a few times at most.
-        for _ in 0..3 {
+        // Hold, join, commit, apply: each changes what the store shows, so look again,
+        // a few times at most.
+        for _ in 0..5 {
+            // Stopped for a claim (etcd down by our hand): what the data dir holds.
+            let revision_now = match self.holding_for() {
+                Some(_) if member::has_data(self.local.spec()) => {
+                    match self.builder.data_revision(&self.local.spec().data_dir).await {
+                        Ok(revision) => revision,
+                        Err(error) => {
+                            self.record("data-revision-unreadable", json!({ "error": error.to_string() }));
+                            None
+                        }
+                    }
+                }
+                Some(_) => None,
+                None => revision,
+            };
             let facts = LocalFacts {
                 member: self.local.spec().name.clone(),
                 epoch: self.epoch,
                 old_cluster_has_quorum,
-                // Stopped for a claim: the revision recorded before stopping.
-                revision: match read_holding(&self.settings.state_dir) {
-                    Some(held) => held.revision,
-                    None => revision,
-                },
+                revision: revision_now,
                 has_data: member::has_data(self.local.spec()),
                 holding_for: self.holding_for(),
                 members: self.settings.members.len(),
@@ -677,7 +693,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                     self.record("epoch-resume", json!({ "epoch": epoch }));
                     self.set_holding(None);
                     if !self.settings.dry_run {
-                        self.reconfigure_and_start().await;
+                        let _ = self.reconfigure_and_start().await;
                     }
                     return result;
                 }
@@ -698,17 +714,21 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                         Err(error) => return Some(Err(error.to_string())),
                     }
                 }
-                EpochStep::Join { epoch, revision } => {
+                EpochStep::Hold { epoch } => {
                     if self.settings.dry_run {
                         self.record("would-join", json!({ "epoch": epoch }));
                         return result;
                     }
-                    // Remember first, then stop, then vote: a crash at any point leaves a
-                    // member that stays stopped for the claim until it is decided.
-                    self.set_holding(Some(Holding { epoch, revision }));
+                    // Remember first, then stop: a crash at any point leaves a member that
+                    // stays stopped for the claim until it is decided.
+                    self.set_holding(Some(Holding { epoch }));
                     if let Err(error) = self.local.stop().await {
                         return Some(Err(format!("cannot stop etcd to join epoch {epoch}: {error}")));
                     }
+                    self.record("epoch-holding", json!({ "epoch": epoch }));
+                    result = Some(Ok(Progress::Pending));
+                }
+                EpochStep::Join { epoch, revision } => {
                     let vote = JoinRecord {
                         member: self.local.spec().name.clone(),
                         revision: revision.map(|revision| revision.0),
@@ -747,11 +767,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         let path = self.settings.state_dir.join(HOLDING_FILE);
         let result = match holding {
             Some(held) => {
-                let text = match held.revision {
-                    Some(revision) => format!("{} {}", held.epoch, revision.0),
-                    None => held.epoch.to_string(),
-                };
-                member::write_atomically(&path, text.as_bytes()).map_err(|error| error.to_string())
+                member::write_atomically(&path, held.epoch.to_string().as_bytes()).map_err(|error| error.to_string())
             }
             None => match std::fs::remove_file(&path) {
                 Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error.to_string()),

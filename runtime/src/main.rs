@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use lifeboat::reconfigure::StartPlan;
 use lifeboat::{Compression, Millis, Sabotage, StoreLayout};
 use lifeboat_runtime::agent::{self, AgentSettings, ConfiguredMember, Driver, SystemClock};
 use lifeboat_runtime::catalog::{self, Catalog};
@@ -316,7 +317,8 @@ async fn run_agent(resolved: &Resolved, args: &AgentArgs) -> anyhow::Result<Exit
     let mut driver = Driver::new(settings, etcd, store, layout, local, SystemClock, etcdutl(resolved, &args.member))
         .context("cannot open the agent's state dir")?;
     if supervise {
-        driver.reconfigure_and_start().await;
+        // Journaled either way; the agent's first check tries again.
+        let _ = driver.reconfigure_and_start().await;
     }
     let shutdown = async {
         let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -389,8 +391,20 @@ async fn run_reconfigure(resolved: &Resolved, args: &MemberArgs) -> anyhow::Resu
         AnyMember::EnvironmentFile(EnvironmentFileMember::new(member_spec(args), args.environment_file.clone()));
     let mut driver = Driver::new(settings, etcd, store, layout, local, SystemClock, etcdutl(resolved, args))
         .context("cannot open the agent's state dir")?;
-    driver.reconfigure_and_start().await;
-    Ok(Exit::Success)
+    // As ExecStartPre: a non-zero exit keeps etcd from starting; systemd's Restart=
+    // tries again later.
+    match driver.reconfigure_and_start().await {
+        Ok(StartPlan::AwaitRecovery) => {
+            eprintln!(
+                "lifeboat: etcd must not start yet: this member waits for a disaster recovery (its disk is empty \
+                 and the cluster has no quorum) or holds for an undecided recovery claim; `lifeboat status \
+                 --journal` shows why"
+            );
+            Ok(Exit::Refused)
+        }
+        Ok(_) => Ok(Exit::Success),
+        Err(error) => Err(anyhow::anyhow!("reconfigure could not prepare {}: {error}", args.name)),
+    }
 }
 
 fn run_status(args: &StatusArgs, format: Format) -> anyhow::Result<Exit> {

@@ -53,6 +53,10 @@ pub trait DataDirBuilder {
     fn ready(&self) -> Result<(), RestoreError>;
     /// Builds a data dir at `into`, which does not exist yet.
     async fn build(&self, snapshot: &Path, into: &Path, settings: &RestoreSettings) -> Result<(), RestoreError>;
+    /// The revision the data dir of a *stopped* member holds (`None`: no database in
+    /// it). A member that stops for a recovery claim votes with this, not with what
+    /// its etcd answered before it stopped: writes may land in between.
+    async fn data_revision(&self, data_dir: &Path) -> Result<Option<lifeboat::Revision>, RestoreError>;
 }
 
 /// etcd's own `etcdutl snapshot restore`.
@@ -92,6 +96,32 @@ impl DataDirBuilder for Etcdutl {
             });
         }
         Ok(())
+    }
+
+    async fn data_revision(&self, data_dir: &Path) -> Result<Option<lifeboat::Revision>, RestoreError> {
+        // The backend database is a bbolt file like a snapshot; etcd commits it on a
+        // graceful stop, so `snapshot status` reads the revision the member reached.
+        let db = data_dir.join("member").join("snap").join("db");
+        if !db.is_file() {
+            return Ok(None);
+        }
+        let output = tokio::process::Command::new(&self.0)
+            .args(["snapshot", "status", "--write-out", "json"])
+            .arg(&db)
+            .output()
+            .await
+            .map_err(|source| RestoreError::EtcdutlMissing { etcdutl: self.0.clone(), source })?;
+        let failed = |detail: String| RestoreError::Etcdutl { status: output.status.to_string(), stderr: detail };
+        if !output.status.success() {
+            return Err(failed(String::from_utf8_lossy(&output.stderr).trim().lines().last().unwrap_or("").to_owned()));
+        }
+        #[derive(serde::Deserialize)]
+        struct Status {
+            revision: i64,
+        }
+        let status: Status = serde_json::from_slice(&output.stdout)
+            .map_err(|error| failed(format!("unreadable `snapshot status` output: {error}")))?;
+        Ok(Some(lifeboat::Revision(status.revision)))
     }
 }
 

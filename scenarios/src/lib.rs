@@ -77,6 +77,8 @@ pub enum Fault {
     FlakyStore { duration_ms: u64, fail_percent: u32, extra_latency_ms: u64 },
     /// Whichever member leads at that moment crashes and restarts: leadership moves.
     CrashLeader { down_ms: u64 },
+    /// The wall clock of whichever member's agent leads at that moment steps by `skew_ms`.
+    SkewLeader { skew_ms: i64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -178,7 +180,8 @@ pub fn catalogue() -> Vec<Scenario> {
             faults: vec![],
             expected: expect(Recovery::None, Loss::None, &[Check::SnapshotsKeepComing]),
             harnesses: ALL,
-            duration_ms: 600_000,
+            // Long enough for more saves than retention keeps (keep-last 10 at one a minute).
+            duration_ms: 900_000,
         },
         Scenario {
             name: "member-crash-restart",
@@ -276,14 +279,12 @@ pub fn catalogue() -> Vec<Scenario> {
         },
         Scenario {
             name: "corrupt-latest-snapshot",
-            title: "store: newest snapshot corrupt, then quorum lost, previous good one restored (N=3)",
+            title: "store: newest snapshot corrupt, then every disk lost, previous good one restored (N=3)",
             members: 3,
             workload: workload(),
-            faults: vec![
-                at(150_000, CorruptLatestSnapshot),
-                at(155_000, LoseMember { member: 1 }),
-                at(155_000, LoseMember { member: 2 }),
-            ],
+            // Every disk, not two of three: a survivor would save its own newer data
+            // first, and the corrupt snapshot would never be a candidate.
+            faults: vec![at(150_000, CorruptLatestSnapshot), at(155_000, RestartAllEmpty)],
             expected: expect(
                 Recovery::DisasterRecovery,
                 Loss::BoundedBySnapshotInterval,
@@ -331,11 +332,18 @@ pub fn catalogue() -> Vec<Scenario> {
         },
         Scenario {
             name: "clock-skew",
-            title: "agent: wall clock 90 s ahead on one member, snapshots and retention stay sane (N=3)",
+            title: "agent: the leader's clock steps 150 s ahead, leadership moves, then every disk is lost: the highest revision is restored (N=3)",
             members: 3,
             workload: workload(),
-            faults: vec![at(0, ClockSkew { member: 1, skew_ms: 90_000 })],
-            expected: expect(Recovery::None, Loss::None, &[Check::SkewTolerated]),
+            // The leader saves with names 150 s ahead; its crash moves leadership to a
+            // member whose later saves get earlier names. A recovery must restore by
+            // revision, not by name.
+            faults: vec![
+                at(30_000, SkewLeader { skew_ms: 150_000 }),
+                at(125_000, CrashLeader { down_ms: 20_000 }),
+                at(215_000, RestartAllEmpty),
+            ],
+            expected: expect(Recovery::DisasterRecovery, Loss::BoundedBySnapshotInterval, &[Check::SkewTolerated]),
             harnesses: SIMULATOR_ONLY,
             duration_ms: 600_000,
         },
@@ -346,7 +354,8 @@ pub fn catalogue() -> Vec<Scenario> {
             workload: Workload { writes_per_second: 10, value_bytes: 10_240, preload_bytes: 1 << 30 },
             faults: vec![],
             expected: expect(Recovery::None, Loss::None, &[Check::ConstantMemory]),
-            harnesses: &[Harness::Simulator, Harness::Processes],
+            // The model carries no byte streams: memory is judged on real processes.
+            harnesses: &[Harness::Processes],
             duration_ms: 300_000,
         },
     ]
@@ -376,7 +385,8 @@ impl Fault {
             | Fault::StoreOutage { .. }
             | Fault::CorruptLatestSnapshot
             | Fault::FlakyStore { .. }
-            | Fault::CrashLeader { .. } => vec![],
+            | Fault::CrashLeader { .. }
+            | Fault::SkewLeader { .. } => vec![],
         }
     }
 }

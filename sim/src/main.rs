@@ -17,6 +17,7 @@ fn main() -> std::process::ExitCode {
 mod cli {
     use clap::Parser;
     use lifeboat::Sabotage;
+    use lifeboat_scenarios::{Harness, Scenario};
     use lifeboat_sim::nemesis::{draw, drop_faults};
     use lifeboat_sim::run::{run, violations_text, RunConfig};
     use lifeboat_sim::summary::{kinds_line, random_sweep, shrink, sweep, table};
@@ -159,11 +160,19 @@ mod cli {
         if args.random {
             return random(&args);
         }
+        let simulated = |scenario: &Scenario| scenario.harnesses.contains(&Harness::Simulator);
         let scenarios: Vec<_> = if args.scenario == "all" {
-            catalogue
+            catalogue.into_iter().filter(simulated).collect()
         } else {
             match lifeboat_scenarios::find(&args.scenario) {
-                Some(scenario) => vec![scenario],
+                Some(scenario) if simulated(&scenario) => vec![scenario],
+                Some(scenario) => {
+                    eprintln!(
+                        "{:?} needs real processes ({:?}): the simulator cannot express it",
+                        scenario.name, scenario.harnesses
+                    );
+                    return ExitCode::from(2);
+                }
                 None => {
                     eprintln!("no scenario named {:?}; `lifeboat-sim --list` shows the catalogue", args.scenario);
                     return ExitCode::from(2);

@@ -54,7 +54,7 @@ pub fn kind(fault: &Fault) -> &'static str {
         Fault::CutStore { .. } => "store-cut",
         Fault::StoreOutage { .. } | Fault::CorruptLatestSnapshot => "store-outage",
         Fault::FlakyStore { .. } => "store-flaky",
-        Fault::ClockSkew { .. } => "clock-step",
+        Fault::ClockSkew { .. } | Fault::SkewLeader { .. } => "clock-step",
         Fault::CrashLeader { .. } => "leader-crash",
     }
 }

@@ -453,6 +453,13 @@ impl DataDirBuilder for SimBuilder {
         latency(10, 100).await;
         let failed = |stderr: String| RestoreError::Etcdutl { status: "exit status: 1".into(), stderr };
         let bytes = std::fs::read(snapshot).map_err(|error| failed(error.to_string()))?;
+        if let lifeboat_runtime::restore::SnapshotChoice::Named(name) = &settings.snapshot {
+            let mut world = lock(&self.world);
+            let key = format!("backups/sim/exported/etcd-snapshots/{name}");
+            if !world.stats.restored_keys.contains(&key) {
+                world.stats.restored_keys.push(key);
+            }
+        }
         let disk = lock(&self.world)
             .restore(
                 &bytes,
@@ -464,6 +471,13 @@ impl DataDirBuilder for SimBuilder {
         let member = into.join("member");
         std::fs::create_dir_all(&member).map_err(|error| failed(error.to_string()))?;
         std::fs::write(member.join("disk"), disk.to_string()).map_err(|error| failed(error.to_string()))
+    }
+
+    async fn data_revision(&self, data_dir: &Path) -> Result<Option<Revision>, RestoreError> {
+        latency(10, 100).await;
+        let world = lock(&self.world);
+        let node = world.nodes.iter().position(|node| node.data_dir == data_dir);
+        Ok(node.and_then(|node| world.revision_of(node)).map(|(revision, _)| Revision(revision)))
     }
 }
 

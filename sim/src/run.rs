@@ -391,6 +391,13 @@ async fn apply(machines: &Machines, fault: Fault) {
             world.store_flaky = None;
             world.event("store steady again".into());
         }
+        Fault::SkewLeader { skew_ms } => {
+            let leader = lock(&machines.world).clusters.values().find_map(|cluster| cluster.leader);
+            if let Some(member) = leader {
+                machines.skews[member].store(skew_ms, Ordering::Relaxed);
+                lock(&machines.world).event(format!("clock of m{member} (the leader) stepped by {skew_ms} ms"));
+            }
+        }
         Fault::CrashLeader { down_ms } => {
             let leader = lock(&machines.world).clusters.values().find_map(|cluster| cluster.leader);
             if let Some(member) = leader {
@@ -552,12 +559,21 @@ fn final_checks(world: &mut World, scenario: &Scenario, faults_end: u64) {
 }
 
 fn versioned(world: &World) -> Vec<(String, i64)> {
+    versioned_before(world, u64::MAX)
+}
+
+/// Versioned snapshots written (by the store's clock) no later than `at_ms`.
+fn versioned_before(world: &World, at_ms: u64) -> Vec<(String, i64)> {
     world
         .objects
-        .keys()
-        .filter(|key| {
-            key.contains("/exported/etcd-snapshots/") && key.ends_with(".db") && !key.ends_with("/snapshot.db")
+        .iter()
+        .filter(|(key, object)| {
+            key.contains("/exported/etcd-snapshots/")
+                && key.ends_with(".db")
+                && !key.ends_with("/snapshot.db")
+                && object.modified_ms <= at_ms
         })
+        .map(|(key, _)| key)
         .filter_map(|key| {
             let name = key.rsplit('/').next()?;
             let parsed: lifeboat::SnapshotName = name.parse().ok()?;
@@ -569,10 +585,16 @@ fn versioned(world: &World) -> Vec<(String, i64)> {
 fn extra_check(world: &World, scenario: &Scenario, check: Check) -> Result<(), String> {
     match check {
         Check::SnapshotsKeepComing => {
-            let kept = versioned(world).len();
+            // Saves kept coming, and retention pruned the oldest: at most keep-last remain
+            // (one more for a save that finished after the last prune), at least one went.
+            let kept = versioned(world).len() as u64;
+            let saved = u64::from(world.stats.saves);
+            let keep_last = u64::from(Policy::default().retention.keep_last);
             let latest = world.objects.keys().any(|key| key.ends_with("/exported/etcd-snapshots/snapshot.db"));
-            if kept == 0 || !latest {
-                return Err(format!("{kept} versioned snapshots, snapshot.db present: {latest}"));
+            if kept == 0 || !latest || saved <= kept || kept > keep_last + 1 {
+                return Err(format!(
+                    "{saved} saves, {kept} versioned snapshots kept (keep-last {keep_last}), snapshot.db present: {latest}"
+                ));
             }
             Ok(())
         }
@@ -586,22 +608,61 @@ fn extra_check(world: &World, scenario: &Scenario, check: Check) -> Result<(), S
             after.then_some(()).ok_or_else(|| "no snapshot saved after the outage".into())
         }
         Check::CorruptSnapshotRefused => {
-            // Invariant 6 is checked at every restore; here: the corruption did happen.
-            (!world.stats.corrupted_keys.is_empty()).then_some(()).ok_or_else(|| "nothing was corrupted".into())
+            // Invariant 6 is checked at every restore; here: the corruption hit the snapshot
+            // a recovery would have picked first (the newest then), and a recovery restored
+            // another one.
+            let Some(corrupted) = world.stats.corrupted_keys.first() else {
+                return Err("nothing was corrupted".into());
+            };
+            let at_ms = fault_time(scenario, |fault| matches!(fault, Fault::CorruptLatestSnapshot));
+            let name = corrupted.rsplit('/').next().unwrap_or_default();
+            let highest = versioned_before(world, at_ms).iter().map(|(_, revision)| *revision).max();
+            let was_newest = name.parse::<lifeboat::SnapshotName>().ok().map(|own| own.revision().0) == highest;
+            let restored_other =
+                !world.stats.restored_keys.is_empty() && world.stats.restored_keys.iter().all(|key| key != corrupted);
+            (restored_other && was_newest)
+                .then_some(())
+                .ok_or_else(|| format!("{name}: newest when corrupted {was_newest}, another restored {restored_other}"))
         }
         Check::NoThrash => {
             let removals = world.stats.removals.len();
             (removals <= 1).then_some(()).ok_or_else(|| format!("{removals} removals"))
         }
         Check::SkewTolerated => {
-            let mut names = versioned(world);
-            names.sort();
-            let ordered = names.windows(2).all(|pair| pair[0].1 <= pair[1].1);
-            ordered.then_some(()).ok_or_else(|| format!("snapshot names out of revision order: {names:?}"))
+            // Leadership moved between clocks that disagree, so names from the clock that is
+            // behind sort before older snapshots. The recovery must still restore the highest
+            // revision saved before the disks were lost.
+            let at_ms = fault_time(scenario, |fault| matches!(fault, Fault::RestartAllEmpty));
+            let before: Vec<lifeboat::SnapshotName> =
+                versioned_before(world, at_ms).iter().filter_map(|(name, _)| name.parse().ok()).collect();
+            let highest = before.iter().map(|name| name.revision()).max();
+            let reordered = before.iter().any(|left| {
+                before.iter().any(|right| left.created() < right.created() && left.revision() > right.revision())
+            });
+            let restored: Option<lifeboat::Revision> = world
+                .stats
+                .restored_keys
+                .first()
+                .and_then(|key| key.rsplit('/').next())
+                .and_then(|name| name.parse::<lifeboat::SnapshotName>().ok())
+                .map(|name| name.revision());
+            if !reordered {
+                return Err("the skew never reordered names: no save from the clock that is behind".into());
+            }
+            if restored != highest {
+                return Err(format!("restored revision {restored:?}, but {highest:?} was saved before the loss"));
+            }
+            Ok(())
         }
-        // Memory is a property of real byte streams: the process harness measures it.
-        Check::ConstantMemory => Ok(()),
+        // A property of real byte streams, which the model does not carry: the pipeline's
+        // tests bound its buffers and scripts/bench measures peak RSS. Not a simulator check.
+        Check::ConstantMemory => Err("the simulator cannot judge memory; run this check on processes".into()),
     }
+}
+
+/// When the scenario's first fault of a kind struck (the end of the run if none).
+fn fault_time(scenario: &Scenario, kind: impl Fn(&Fault) -> bool) -> u64 {
+    scenario.faults.iter().filter(|fault| kind(&fault.fault)).map(|fault| fault.at_ms).min().unwrap_or(u64::MAX)
 }
 
 /// Seeds run and what they found, for one scenario.

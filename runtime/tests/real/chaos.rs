@@ -455,6 +455,23 @@ fn majority_wiped_runs_one_disaster_recovery(size: usize, wiped: &[usize]) {
         })
         .collect();
     assert!(!survivor_revisions.is_empty(), "no survivor weighed in on the recovery");
+    // Survivors vote on the claim with the revision their stopped data dir holds, read
+    // by etcdutl after the stop; the restored snapshot is at least as new.
+    let voted: Vec<i64> = (0..size)
+        .flat_map(|index| {
+            cluster
+                .journal(index)
+                .lines()
+                .filter(|line| line.contains("\"event\":\"epoch-joined\""))
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?["revision"].as_i64())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(!voted.is_empty(), "no survivor voted with its data dir's revision:\n{}", cluster.journal(0));
+    assert!(
+        restored_revision >= voted.iter().copied().max().unwrap_or(0),
+        "restored {restored_revision} < votes {voted:?}"
+    );
     let newest_survivor = survivor_revisions.iter().copied().max().unwrap_or(0);
     assert!(
         restored_revision >= newest_survivor,

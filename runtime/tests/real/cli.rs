@@ -119,6 +119,69 @@ fn agent_refuses_an_unshared_file_store() {
     assert!(!data_dir.exists() && !directory.path().join("store").exists(), "nothing touched");
 }
 
+/// `reconfigure` as etcd's ExecStartPre: a member that stopped its etcd for a recovery
+/// claim nobody has decided yet must not start as it was, so the unit's start fails
+/// (exit 8) and no launch settings are written; once the claim is abandoned it starts.
+#[test]
+fn reconfigure_keeps_etcd_stopped_while_holding_for_a_claim() {
+    let directory = tempfile::tempdir().unwrap();
+    let root = directory.path();
+    let epochs = root.join("store/c/coordination/epochs");
+    std::fs::create_dir_all(&epochs).unwrap();
+    let claim = serde_json::json!({
+        "epoch": 1, "snapshot": "20261125T233200.123Z-r100.db", "sha256": "0".repeat(64),
+        "initial_cluster": "m0=http://127.0.0.1:2", "token": "c-epoch-1", "claimed_by": "m1",
+        "claimed_at": "2026-11-25T23:32:00Z", "protocol": 2,
+    });
+    std::fs::write(epochs.join("0000000001.json"), claim.to_string()).unwrap();
+    std::fs::create_dir_all(root.join("data/member")).unwrap();
+    std::fs::create_dir_all(root.join("state")).unwrap();
+    std::fs::write(root.join("state/holding-epoch"), "1 90").unwrap();
+    let env_file = root.join("etcd.env");
+    let store = format!("file://{}", root.join("store").display());
+    let (data_dir, state_dir) = (root.join("data"), root.join("state"));
+    let args = [
+        "reconfigure",
+        "--name",
+        "m0",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--state-dir",
+        state_dir.to_str().unwrap(),
+        "--client-url",
+        "http://127.0.0.1:1",
+        "--peer-url",
+        "http://127.0.0.1:2",
+        "--initial-cluster",
+        "m0=http://127.0.0.1:2",
+        "--endpoints",
+        "http://127.0.0.1:1",
+        "--environment-file",
+        env_file.to_str().unwrap(),
+        "--store",
+        &store,
+        "--cluster",
+        "c",
+        "--timeout-ms",
+        "300",
+    ];
+    let output = run(&args, &[]);
+    assert_eq!(output.status.code(), Some(8), "{}", stderr(&output));
+    assert!(stderr(&output).contains("holds for an undecided recovery claim"), "{}", stderr(&output));
+    assert!(!env_file.exists(), "no launch settings while holding");
+    assert!(root.join("data/member").is_dir(), "data untouched");
+
+    std::fs::write(
+        epochs.join("0000000001.outcome.json"),
+        r#"{"outcome":"abandoned","by":"m1","reason":{"kind":"cluster-alive"}}"#,
+    )
+    .unwrap();
+    let output = run(&args, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let launch = std::fs::read_to_string(&env_file).unwrap();
+    assert!(launch.contains("ETCD_INITIAL_CLUSTER_STATE=existing"), "{launch}");
+}
+
 /// Config file, environment and flags layer in that order.
 #[test]
 fn config_file_environment_and_flags_layer() {
