@@ -138,6 +138,8 @@ pub enum Check {
     SkewTolerated,
     /// Save memory stays flat as the database grows.
     ConstantMemory,
+    /// The first recovery restores at least what the most up-to-date surviving member held.
+    NewestSurvivorRestored,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -266,6 +268,27 @@ pub fn catalogue() -> Vec<Scenario> {
             expected: none(),
             harnesses: SIMULATOR_ONLY,
             duration_ms: 400_000,
+        },
+        Scenario {
+            name: "survivors-at-different-revisions",
+            title: "cluster: 3 of 5 lost while one survivor was partitioned and behind; the most up-to-date survivor's data is restored (N=5)",
+            members: 5,
+            workload: workload(),
+            // m3 is cut off (and falls behind) before m0-m2 are lost; m4 holds the newest data.
+            // Both survivors see no quorum and may claim; the claim must not name m3's older data.
+            faults: vec![
+                at(70_000, Partition { isolated: vec![3], heal_after_ms: 130_000 }),
+                at(90_000, LoseMember { member: 0 }),
+                at(90_000, LoseMember { member: 1 }),
+                at(90_000, LoseMember { member: 2 }),
+            ],
+            expected: expect(
+                Recovery::DisasterRecovery,
+                Loss::BoundedBySnapshotInterval,
+                &[Check::NewestSurvivorRestored],
+            ),
+            harnesses: SIMULATOR_ONLY,
+            duration_ms: 600_000,
         },
         Scenario {
             name: "store-outage-during-save",
@@ -455,6 +478,7 @@ mod tests {
             "minority-partition",
             "isolated-agent-sees-store",
             "spurious-epoch-claim",
+            "survivors-at-different-revisions",
             "store-outage-during-save",
             "corrupt-latest-snapshot",
             "agent-crash-mid-replace",

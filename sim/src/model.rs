@@ -201,6 +201,9 @@ pub struct Stats {
     /// When N healthy members were first seen after the last fault ended.
     pub recovered_at_ms: Option<u64>,
     pub restored_keys: Vec<String>,
+    /// Per new cluster: the revision restored, and the newest revision a surviving
+    /// disk of the source cluster held at that moment.
+    pub survivors_at_restore: Vec<(i64, Option<i64>)>,
     pub corrupted_keys: Vec<String>,
 }
 
@@ -888,6 +891,12 @@ impl World {
         content: &SnapshotContent,
         digest: String,
     ) -> Result<(), String> {
+        // What the surviving disks of the source cluster held at this moment.
+        let survivors = (0..self.nodes.len())
+            .filter_map(|node| self.disk_of(node).filter(|disk| disk.cluster == content.cluster).map(|_| node))
+            .filter_map(|node| self.revision_of(node).map(|(revision, _)| revision))
+            .max();
+        self.stats.survivors_at_restore.push((content.revision, survivors));
         let live: Vec<u64> =
             self.clusters.values().filter(|cluster| cluster.leader.is_some()).map(|cluster| cluster.id).collect();
         if !live.is_empty() {

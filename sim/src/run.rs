@@ -654,6 +654,13 @@ fn extra_check(world: &World, scenario: &Scenario, check: Check) -> Result<(), S
             }
             Ok(())
         }
+        Check::NewestSurvivorRestored => match world.stats.survivors_at_restore.first() {
+            Some((restored, Some(survivor))) if restored < survivor => {
+                Err(format!("restored revision {restored}, but a surviving member held {survivor}"))
+            }
+            Some(_) => Ok(()),
+            None => Err("no recovery ran".into()),
+        },
         // A property of real byte streams, which the model does not carry: the pipeline's
         // tests bound its buffers and scripts/bench measures peak RSS. Not a simulator check.
         Check::ConstantMemory => Err("the simulator cannot judge memory; run this check on processes".into()),
