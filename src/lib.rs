@@ -10,6 +10,9 @@
 //!
 //! The core cannot fail: an etcd timeout or an S3 error reaches it as an
 //! observation, never as a `Result`.
+// Store listings and network input are untrusted: no slicing or indexing that can
+// panic outside tests (`.get()`, `strip_prefix`, iterators instead).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 pub mod agent;
 pub mod health;

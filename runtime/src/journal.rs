@@ -40,8 +40,9 @@ impl Journal {
     pub fn tail(path: &Path, count: usize) -> std::io::Result<Vec<Value>> {
         let text = std::fs::read_to_string(path)?;
         let lines: Vec<&str> = text.lines().filter(|line| !line.trim().is_empty()).collect();
-        Ok(lines[lines.len().saturating_sub(count)..]
+        Ok(lines
             .iter()
+            .skip(lines.len().saturating_sub(count))
             .filter_map(|line| serde_json::from_str(line).ok())
             .collect())
     }

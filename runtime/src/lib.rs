@@ -4,7 +4,11 @@
 //!
 //! Only this crate knows etcd-client and aws-sdk-s3 types; they are converted to
 //! the core's plain types at the edge.
-#![allow(async_fn_in_trait)] // The ports are used generically, never as trait objects.
+#![allow(async_fn_in_trait)]
+// The ports are used generically, never as trait objects.
+// Store listings and network input are untrusted: no slicing or indexing that can
+// panic outside tests (`.get()`, `strip_prefix`, iterators instead).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 pub mod agent;
 pub mod catalog;

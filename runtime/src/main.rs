@@ -1,5 +1,8 @@
 //! The `lifeboat` binary: parse, validate, run one command, exit with a code
 //! scripts can test. `anyhow` lives only here, at the edge.
+// Store listings and network input are untrusted: no slicing or indexing that can
+// panic outside tests (`.get()`, `strip_prefix`, iterators instead).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use anyhow::Context;
 use clap::Parser;
@@ -453,9 +456,9 @@ fn run_status(args: &StatusArgs, format: Format) -> anyhow::Result<Exit> {
                 ("last save", "last_save"),
                 ("last warning", "last_warning"),
             ] {
-                match &summary[key] {
-                    serde_json::Value::Null => println!("{label}: none"),
-                    value => println!("{label}: {value}"),
+                match summary.get(key) {
+                    None | Some(serde_json::Value::Null) => println!("{label}: none"),
+                    Some(value) => println!("{label}: {value}"),
                 }
             }
         }
@@ -489,7 +492,7 @@ async fn run_save(resolved: &Resolved, args: &SaveArgs, format: Format) -> anyho
             } else {
                 format!(", stored {}", output::bytes(report.stored_size_bytes))
             },
-            &report.sha256[..16],
+            &output::short_hash(&report.sha256),
             report.source_endpoint,
             report.elapsed_ms as f64 / 1000.0,
             report.mib_per_second,
@@ -597,7 +600,7 @@ async fn run_restore(resolved: &Resolved, args: &RestoreArgs, format: Format) ->
                 "restored {} ({}, sha256 {}{}) into {} in {:.1} s",
                 report.snapshot,
                 output::bytes(report.size_bytes),
-                &report.sha256[..16],
+                &output::short_hash(&report.sha256),
                 report.revision.map(|revision| format!(", revision {revision}")).unwrap_or_default(),
                 report.data_dir.display(),
                 report.elapsed_ms as f64 / 1000.0
@@ -619,7 +622,7 @@ fn catalog_rows(catalog: &Catalog) -> Vec<Vec<String>> {
                 manifest.map(|manifest| output::bytes(manifest.size_bytes)).unwrap_or_else(|| "-".into()),
                 entry.object.as_ref().map(|object| output::bytes(object.size_bytes)).unwrap_or_else(|| "-".into()),
                 format!("{:?}", entry.name.compression()).to_lowercase(),
-                manifest.map(|manifest| manifest.sha256[..16].to_owned()).unwrap_or_else(|| "-".into()),
+                manifest.map(|manifest| output::short_hash(&manifest.sha256)).unwrap_or_else(|| "-".into()),
                 if entry.is_backup() { "ok".into() } else { entry.problem.clone().unwrap_or_default() },
             ]
         })

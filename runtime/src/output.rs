@@ -13,10 +13,8 @@ pub enum Format {
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|title| title.len()).collect();
     for row in rows {
-        for (index, cell) in row.iter().enumerate() {
-            if index < widths.len() {
-                widths[index] = widths[index].max(cell.chars().count());
-            }
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
         }
     }
     let mut text = String::new();
@@ -26,7 +24,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
             if index + 1 == cells.len() {
                 rendered.push_str(cell);
             } else {
-                rendered.push_str(&format!("{cell:<width$}  ", width = widths[index]));
+                let width = widths.get(index).copied().unwrap_or(0);
+                rendered.push_str(&format!("{cell:<width$}  "));
             }
         }
         text.push_str(rendered.trim_end());
@@ -39,6 +38,12 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     text
 }
 
+/// The first 16 characters of a hash, for tables. Hashes may come from a manifest
+/// in the store, so nothing here assumes they are 64 hex digits.
+pub fn short_hash(hash: &str) -> String {
+    hash.chars().take(16).collect()
+}
+
 /// Bytes in binary units, one decimal: `1.5 MiB`.
 pub fn bytes(count: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -48,10 +53,9 @@ pub fn bytes(count: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 {
-        format!("{count} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
+    match UNITS.get(unit) {
+        Some(name) if unit > 0 => format!("{value:.1} {name}"),
+        _ => format!("{count} B"),
     }
 }
 

@@ -130,9 +130,10 @@ impl PartWriter {
     /// hand the uploader allocations twice the part size.
     async fn fill(&mut self, mut data: &[u8]) -> Result<(), PipelineError> {
         while !data.is_empty() {
-            let take = (self.part_size_bytes - self.buffer.len()).min(data.len());
-            self.buffer.extend_from_slice(&data[..take]);
-            data = &data[take..];
+            let take = self.part_size_bytes.saturating_sub(self.buffer.len()).min(data.len());
+            let (now, rest) = data.split_at(take);
+            self.buffer.extend_from_slice(now);
+            data = rest;
             if self.buffer.len() == self.part_size_bytes {
                 let next = self.pool.take();
                 let full = std::mem::replace(&mut self.buffer, next);

@@ -28,6 +28,8 @@ pub enum SaveError {
     Corrupt { endpoint: String, detail: String },
     #[error("{location} has {actual} bytes after upload, expected {expected}; the store may have truncated it")]
     SizeMismatch { location: String, expected: u64, actual: u64 },
+    #[error("internal error: {0}; nothing was published (please report it)")]
+    Internal(&'static str),
 }
 
 impl Classify for SaveError {
@@ -40,6 +42,7 @@ impl Classify for SaveError {
             SaveError::Pipeline(PipelineError::Compress(_)) => Exit::Failure,
             SaveError::Corrupt { .. } => Exit::Corrupt,
             SaveError::SizeMismatch { .. } => Exit::Store,
+            SaveError::Internal(_) => Exit::Failure,
         }
     }
 }
@@ -166,9 +169,12 @@ pub async fn save_from<E: EtcdCluster, S: SnapshotStore>(
     }
 
     let mut targets = targets.into_iter();
-    let versioned = targets.next().expect("the versioned target is always first");
+    // The versioned target is always first, and the pipeline reports one digest per target.
+    let (Some(versioned), Some(stored)) = (targets.next(), report.stored.first()) else {
+        abort_all(targets.collect()).await;
+        return Err(SaveError::Internal("the pipeline reported no versioned object"));
+    };
     let latest_upload = targets.next();
-    let stored = &report.stored[0];
     let published = versioned.upload.complete().await;
     let published = match published {
         Ok(info) => info,

@@ -59,18 +59,18 @@ impl SnapshotDigest {
     pub fn update(&mut self, chunk: &[u8]) {
         self.size_bytes += chunk.len() as u64;
         let head_missing = (BOLT_MAGIC_OFFSET + BOLT_MAGIC.len()).saturating_sub(self.head.len());
-        self.head.extend_from_slice(&chunk[..head_missing.min(chunk.len())]);
-        if chunk.len() >= TRAILER_BYTES {
+        let (head, _) = chunk.split_at(head_missing.min(chunk.len()));
+        self.head.extend_from_slice(head);
+        if let Some(body_len) = chunk.len().checked_sub(TRAILER_BYTES) {
+            let (body, tail) = chunk.split_at(body_len);
             self.body.update(&self.tail);
-            self.body.update(&chunk[..chunk.len() - TRAILER_BYTES]);
+            self.body.update(body);
             self.tail.clear();
-            self.tail.extend_from_slice(&chunk[chunk.len() - TRAILER_BYTES..]);
+            self.tail.extend_from_slice(tail);
         } else {
             self.tail.extend_from_slice(chunk);
-            if self.tail.len() > TRAILER_BYTES {
-                let spill = self.tail.len() - TRAILER_BYTES;
-                self.body.update(&self.tail[..spill]);
-                self.tail.drain(..spill);
+            if let Some(spill) = self.tail.len().checked_sub(TRAILER_BYTES).filter(|spill| *spill > 0) {
+                self.body.update(self.tail.drain(..spill).as_slice());
             }
         }
     }

@@ -256,8 +256,8 @@ impl SnapshotStore for FileStore {
         let prefix = prefix.to_owned();
         blocking(move || {
             // Walk only the directory part of the prefix, then filter by the whole prefix.
-            let directory = match prefix.rfind('/') {
-                Some(slash) => root.join(&prefix[..slash]),
+            let directory = match prefix.rsplit_once('/') {
+                Some((parent, _)) => root.join(parent),
                 None => root.clone(),
             };
             let mut found = Vec::new();

@@ -44,11 +44,22 @@ fn foreign_objects_in_the_store_are_ignored_by_name() {
     for name in foreign {
         std::fs::write(snapshots.join(name), b"not a snapshot").unwrap();
     }
+    // A parseable manifest whose hash is not hex (a table once sliced it by bytes).
+    let name = "20261125T233200.123Z-r5.db";
+    std::fs::write(snapshots.join(name), b"junk").unwrap();
+    let manifest = serde_json::json!({
+        "format": 1, "name": name, "sha256": "ééé", "size_bytes": 4, "stored_sha256": "ééé",
+        "stored_size_bytes": 4, "compression": "none", "revision": 5, "cluster_id": "1", "cluster": "c",
+        "members": [], "source_member": "x", "etcd_version": "3.5.1", "created_at": "x",
+        "created_ms": 1_795_649_520_123u64, "writer": "x",
+    });
+    std::fs::write(snapshots.join(format!("{name}.manifest.json")), manifest.to_string()).unwrap();
     let store = format!("file://{}", directory.path().display());
     let output = run(&["snapshots", "list", "--store", &store, "--cluster", "c"], &[]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("ignored 4 object(s) that are not lifeboat snapshots"), "{stdout}");
+    assert!(stdout.contains("manifest does not match"), "{stdout}");
     assert!(stdout.contains("000é000T000000.000Z-r1.db"), "{stdout}");
     let output = run(&["snapshots", "verify", "--all", "--store", &store, "--cluster", "c"], &[]);
     assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
