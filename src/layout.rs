@@ -51,5 +51,15 @@ mod tests {
         let layout = StoreLayout::new("/backups/prod/", "kube");
         assert_eq!(layout.latest_key(), "backups/prod/kube/exported/etcd-snapshots/snapshot.db");
         assert_eq!(StoreLayout::new("", "c").latest_key(), "c/exported/etcd-snapshots/snapshot.db");
+        let name: SnapshotName = "20261125T233200.123Z-r4711.db".parse().unwrap();
+        assert_eq!(
+            layout.snapshot_key(&name),
+            "backups/prod/kube/exported/etcd-snapshots/20261125T233200.123Z-r4711.db"
+        );
+        assert_eq!(
+            layout.manifest_key(&name),
+            "backups/prod/kube/exported/etcd-snapshots/20261125T233200.123Z-r4711.db.manifest.json"
+        );
+        assert_eq!(layout.coordination_prefix(), "backups/prod/kube/coordination/");
     }
 }

@@ -214,6 +214,13 @@ mod tests {
         }
     }
 
+    /// Data exactly as new as the snapshot is no reason to abandon: the member joins.
+    #[test]
+    fn data_at_the_snapshot_revision_joins() {
+        let at_snapshot = LocalFacts { revision: Some(Revision(100)), ..local("m1") };
+        assert_eq!(step_one(Some(&view(&[("m0", Some(100))], None)), &at_snapshot), EpochStep::Hold { epoch: 1 });
+    }
+
     #[test]
     fn a_healthy_majority_abandons_a_spurious_claim() {
         let facts = LocalFacts { old_cluster_has_quorum: true, ..local("m1") };

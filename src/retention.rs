@@ -124,6 +124,21 @@ mod tests {
         }
     }
 
+    /// One a day for the newest days that have one, nothing else.
+    #[test]
+    fn daily_keeps_one_per_day() {
+        let snapshots: Vec<SnapshotMeta> = (0..6u64)
+            .map(|index| SnapshotMeta {
+                // Two a day, twelve hours apart.
+                name: SnapshotName::new(Millis(index * 12 * HOUR_MS), Revision(index as i64), Compression::None),
+                verified: false,
+            })
+            .collect();
+        let retention = Retention { keep_last: 0, keep_hourly: 0, keep_daily: 2 };
+        let kept: Vec<i64> = plan(&snapshots, &retention).keep.iter().map(|name| name.revision().0).collect();
+        assert_eq!(kept, vec![5, 3], "the newest of each of the two newest days");
+    }
+
     #[test]
     fn hourly_keeps_one_per_hour() {
         let make = |created: u64| SnapshotMeta {

@@ -245,6 +245,70 @@ mod tests {
         }
     }
 
+    fn manifest() -> Manifest {
+        let name = SnapshotName::new(Millis(1_795_649_520_123), Revision(4711), Compression::Zstd);
+        Manifest {
+            format: Manifest::FORMAT,
+            name: name.clone(),
+            sha256: "a".repeat(64),
+            size_bytes: 100,
+            stored_sha256: "b".repeat(64),
+            stored_size_bytes: 40,
+            compression: Compression::Zstd,
+            revision: Revision(4711),
+            cluster_id: "1".into(),
+            cluster: "c".into(),
+            members: vec![],
+            source_member: "m0".into(),
+            etcd_version: "3.5.16".into(),
+            created_at: "2026-11-25T23:32:00.123Z".into(),
+            created_ms: name.created(),
+            writer: "lifeboat".into(),
+        }
+    }
+
+    /// Every field that must agree with the others is checked on its own.
+    #[test]
+    fn a_manifest_is_consistent_only_when_every_field_agrees() {
+        assert!(manifest().is_consistent());
+        let plain = Manifest {
+            name: SnapshotName::new(Millis(1_795_649_520_123), Revision(4711), Compression::None),
+            compression: Compression::None,
+            stored_sha256: "a".repeat(64),
+            stored_size_bytes: 100,
+            ..manifest()
+        };
+        assert!(plain.is_consistent());
+        let broken: [(&str, Manifest); 10] = [
+            ("format", Manifest { format: 2, ..manifest() }),
+            ("sha256 length", Manifest { sha256: "a".repeat(63), ..manifest() }),
+            ("sha256 digits", Manifest { sha256: "g".repeat(64), ..manifest() }),
+            ("stored sha256", Manifest { stored_sha256: "é".repeat(32), ..manifest() }),
+            ("revision", Manifest { revision: Revision(1), ..manifest() }),
+            ("compression", Manifest { compression: Compression::None, ..manifest() }),
+            ("created", Manifest { created_ms: Millis(1), ..manifest() }),
+            ("plain hash", Manifest { stored_sha256: "b".repeat(64), ..plain.clone() }),
+            ("plain size", Manifest { stored_size_bytes: 99, ..plain.clone() }),
+            ("plain both", Manifest { stored_sha256: "c".repeat(64), stored_size_bytes: 1, ..plain.clone() }),
+        ];
+        for (what, manifest) in broken {
+            assert!(!manifest.is_consistent(), "{what}");
+        }
+        // As JSON the name is its text form, and reads back the same.
+        let json = serde_json::to_value(manifest()).unwrap();
+        assert_eq!(json["name"], "20261125T233200.123Z-r4711.db.zst");
+        assert_eq!(serde_json::from_value::<Manifest>(json).unwrap(), manifest());
+    }
+
+    #[test]
+    fn compressions_parse_by_name() {
+        assert_eq!("zstd".parse::<Compression>(), Ok(Compression::Zstd));
+        assert_eq!("none".parse::<Compression>(), Ok(Compression::None));
+        assert!("lz4".parse::<Compression>().is_err());
+        let name = SnapshotName::new(Millis(0), Revision(9), Compression::Zstd);
+        assert_eq!((name.revision(), name.compression()), (Revision(9), Compression::Zstd));
+    }
+
     /// A name a user crafted in the bucket once panicked every agent (a byte slice
     /// inside a two-byte character).
     #[test]

@@ -49,3 +49,18 @@ pub struct MemberHealth {
     pub id: MemberId,
     pub healthy: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_print_like_etcdctl_and_learners_do_not_vote() {
+        assert_eq!(MemberId(0x8e9e05c52164694d).to_string(), "8e9e05c52164694d");
+        assert_eq!(Revision(4711).to_string(), "4711");
+        let voter =
+            Member { id: MemberId(1), name: "a".into(), peer_urls: vec![], client_urls: vec![], is_learner: false };
+        assert!(voter.is_voter());
+        assert!(!Member { is_learner: true, ..voter }.is_voter());
+    }
+}

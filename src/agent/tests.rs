@@ -437,3 +437,58 @@ fn lost_quorum_restores_the_newest_verified_snapshot() {
     }
     assert_eq!(recoveries, vec![(2, snapshots[2].name.clone(), 3)]);
 }
+
+/// Saves come once per snapshot interval from the agent beside a healthy leader,
+/// never while one is in flight, and the agent wakes exactly when the next check or
+/// save is due.
+#[test]
+fn saves_keep_their_interval_and_the_agent_wakes_when_work_is_due() {
+    let members: Vec<Member> = (1..=3).map(member).collect();
+    let mut agent = Agent::new(policy(), members.clone(), Millis(0)).with_local_member(MemberId(1));
+    assert_eq!(agent.poll_timeout(), Some(Millis(0)), "the first check is due at once");
+    agent.handle_timeout(Millis(0));
+    assert_eq!(agent.poll_action(), Some(Action::CheckHealth));
+    agent.handle_timeout(Millis(10));
+    assert_eq!(agent.poll_action(), None, "no second check while one is in flight");
+    agent.handle_observation(Millis(20), observation(&members, |_| true, Some(MemberId(1))));
+    assert_eq!(agent.poll_action(), Some(Action::Save { source: MemberId(1) }));
+    assert_eq!(agent.poll_action(), None);
+    // The save is in flight: only the next check is a deadline.
+    assert_eq!(agent.poll_timeout(), Some(Millis(1_000)));
+    let saved = SnapshotMeta { name: SnapshotName::new(Millis(20), Revision(7), Compression::None), verified: true };
+    agent.handle_outcome(Millis(30), Outcome::Saved { snapshot: saved });
+    assert_eq!(agent.poll_action(), Some(Action::Prune));
+    // Next save at 20 + 5000; the check at 1000 comes first.
+    assert_eq!(agent.poll_timeout(), Some(Millis(1_000)));
+    for now in [1_000u64, 2_000, 3_000, 4_000, 5_000] {
+        agent.handle_timeout(Millis(now));
+        assert_eq!(agent.poll_action(), Some(Action::CheckHealth), "at {now}");
+        agent.handle_observation(Millis(now), observation(&members, |_| true, Some(MemberId(1))));
+        assert_eq!(agent.poll_action(), None, "no save before the interval, at {now}");
+    }
+    agent.handle_timeout(Millis(5_020));
+    assert_eq!(agent.poll_action(), Some(Action::Save { source: MemberId(1) }), "due at 5020");
+    // An agent beside a follower never saves, and a failed save is retried at the next check.
+    let mut follower = Agent::new(policy(), members.clone(), Millis(0)).with_local_member(MemberId(2));
+    follower.handle_timeout(Millis(0));
+    follower.poll_action();
+    follower.handle_observation(Millis(0), observation(&members, |_| true, Some(MemberId(1))));
+    assert_eq!(follower.poll_action(), None);
+    agent.handle_outcome(Millis(5_030), Outcome::SaveFailed);
+    agent.handle_timeout(Millis(6_030));
+    assert!(std::iter::from_fn(|| agent.poll_action()).any(|action| action == Action::Save { source: MemberId(1) }));
+}
+
+/// The accessors the driver reads report the agent's own state.
+#[test]
+fn accessors_report_state() {
+    let members: Vec<Member> = (1..=3).map(member).collect();
+    let agent = Agent::new(policy(), members.clone(), Millis(0)).with_local_member(MemberId(2));
+    assert_eq!(agent.local_member(), Some(MemberId(2)));
+    assert_eq!(agent.policy(), &policy());
+    assert_eq!(agent.members(), members.as_slice());
+    let mut tracked = agent.clone();
+    tracked.handle_timeout(Millis(0));
+    tracked.handle_observation(Millis(0), observation(&members, |id| id != MemberId(3), Some(MemberId(1))));
+    assert_eq!(tracked.tracker().successive_failures(MemberId(3)), 1);
+}
