@@ -374,6 +374,60 @@ mod tests {
         }
     }
 
+    /// A store that ignores create-if-absent (an old S3-compatible server): every
+    /// conditional put overwrites.
+    #[cfg(feature = "real")]
+    struct Unconditional(crate::store::file::FileStore);
+
+    #[cfg(feature = "real")]
+    impl SnapshotStore for Unconditional {
+        type Upload = <crate::store::file::FileStore as SnapshotStore>::Upload;
+        type Reader = <crate::store::file::FileStore as SnapshotStore>::Reader;
+        fn location(&self, key: &str) -> String {
+            self.0.location(key)
+        }
+        async fn begin_upload(&self, key: &str) -> Result<Self::Upload, StoreError> {
+            self.0.begin_upload(key).await
+        }
+        async fn put_small(&self, key: &str, body: Bytes, _if_absent: bool) -> Result<(), StoreError> {
+            self.0.put_small(key, body, false).await
+        }
+        async fn get(&self, key: &str) -> Result<Self::Reader, StoreError> {
+            self.0.get(key).await
+        }
+        async fn head(&self, key: &str) -> Result<Option<crate::ports::ObjectInfo>, StoreError> {
+            self.0.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<crate::ports::ObjectInfo>, StoreError> {
+            self.0.list(prefix).await
+        }
+        async fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {
+            self.0.copy(from, to).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.0.delete(key).await
+        }
+    }
+
+    /// The probe tells a store that honours create-if-absent from one that does not,
+    /// and leaves nothing behind.
+    #[cfg(feature = "real")]
+    #[test]
+    fn the_probe_detects_a_store_that_ignores_create_if_absent() {
+        let directory = tempfile::tempdir().expect("a temp dir");
+        let layout = StoreLayout::new("p", "c");
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+        runtime.block_on(async {
+            let honest = crate::store::file::FileStore::open(&directory.path().join("a")).expect("a store");
+            assert!(honours_create_if_absent(&honest, &layout, "m0").await.expect("probed"));
+            assert!(honest.list("p/").await.expect("listed").is_empty(), "the probe object is deleted");
+            let ignoring =
+                Unconditional(crate::store::file::FileStore::open(&directory.path().join("b")).expect("a store"));
+            assert!(!honours_create_if_absent(&ignoring, &layout, "m0").await.expect("probed"));
+            assert!(ignoring.list("p/").await.expect("listed").is_empty(), "the probe object is deleted");
+        });
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4096))]
         /// Keys and records from the store are untrusted: anything parses or is refused.

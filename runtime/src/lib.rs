@@ -31,6 +31,4 @@ pub mod replace;
 pub mod restore;
 pub mod save;
 pub mod store;
-#[cfg(feature = "real")]
-pub mod testkit;
 pub mod verify;

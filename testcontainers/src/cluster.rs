@@ -227,7 +227,7 @@ impl DockerCluster {
     pub async fn healthy(&self, index: usize) -> bool {
         let Some(address) = self.client_address(index).await else { return false };
         tokio::task::spawn_blocking(move || {
-            lifeboat_runtime::testkit::http_get(&address, "/health")
+            lifeboat_testkit::http_get(&address, "/health")
                 .is_some_and(|(status, body)| status == 200 && body.contains("\"true\""))
         })
         .await

@@ -129,7 +129,7 @@ async fn build_one(name: &str, dockerfile: String, files: Vec<(PathBuf, String)>
 }
 
 fn binary(name: &str) -> Result<PathBuf, String> {
-    let path = lifeboat_runtime::testkit::binary(name);
+    let path = lifeboat_testkit::binary(name);
     if path.is_file() {
         Ok(path)
     } else {
@@ -246,7 +246,7 @@ pub fn require_docker() -> bool {
         .output()
         .is_ok_and(|output| output.status.success());
     if answered {
-        return lifeboat_runtime::testkit::require(&["etcd", "etcdctl", "etcdutl", "weed"]);
+        return lifeboat_testkit::require(&["etcd", "etcdctl", "etcdutl", "weed"]);
     }
     if std::env::var("CI").is_ok_and(|value| value == "true") {
         panic!("the Docker engine does not answer (`docker info`), and CI=true requires it");

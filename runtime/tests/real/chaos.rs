@@ -3,7 +3,7 @@
 //! acknowledged write. Scenario names refer to `lifeboat-scenarios`.
 
 use crate::support::*;
-use lifeboat_runtime::testkit::{self, free_port, http_get, wait_until, S3Server};
+use lifeboat_testkit::{self as testkit, free_port, http_get, wait_until, S3Server};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};

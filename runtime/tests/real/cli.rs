@@ -258,7 +258,7 @@ fn check_reports_health_with_exit_codes() {
 
     fixture.etcd.kill(2);
     // If the dead member led, the others need an election first; wait for them.
-    let survivors_healthy = lifeboat_runtime::testkit::wait_until(std::time::Duration::from_secs(15), || {
+    let survivors_healthy = lifeboat_testkit::wait_until(std::time::Duration::from_secs(15), || {
         fixture.etcd.members[..2].iter().all(|member| member.is_healthy())
     });
     assert!(survivors_healthy, "two of three members keep quorum");

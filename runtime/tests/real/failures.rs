@@ -2,7 +2,7 @@
 //! exit code, nothing damaged.
 
 use crate::support::*;
-use lifeboat_runtime::testkit;
+use lifeboat_testkit as testkit;
 use std::time::Duration;
 
 fn restore_args<'a>(data_dir: &'a str, peer_url: &'a str, snapshot: &'a str) -> Vec<&'a str> {

@@ -107,7 +107,7 @@ fn restore_brings_back_every_key() {
         fixture.etcd.put_many("late/", 10, 10);
 
         let data_dir = fixture.path("restored.data");
-        let peer_url = format!("http://127.0.0.1:{}", lifeboat_runtime::testkit::free_port(&[]));
+        let peer_url = format!("http://127.0.0.1:{}", lifeboat_testkit::free_port(&[]));
         let output = fixture.lifeboat_ok(&[
             "restore",
             "--output",

@@ -2,7 +2,7 @@
 
 use lifeboat_runtime::ports::SnapshotStore;
 use lifeboat_runtime::store::S3Store;
-use lifeboat_runtime::testkit::{self, S3Server};
+use lifeboat_testkit::{self as testkit, S3Server};
 use sha2::{Digest, Sha256};
 
 /// Deterministic bytes that do not compress to nothing.

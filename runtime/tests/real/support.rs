@@ -1,6 +1,6 @@
 //! Shared test fixtures: a cluster, a store (S3 or file), and a way to run lifeboat.
 
-use lifeboat_runtime::testkit::{self, LocalEtcdCluster, S3Server};
+use lifeboat_testkit::{self as testkit, LocalEtcdCluster, S3Server};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
