@@ -184,7 +184,9 @@ pub async fn simulate(config: RunConfig, base: PathBuf) -> RunReport {
     // The client: writes at the scenario's rate, recording what was acknowledged.
     let rate = scenario.workload.writes_per_second.max(1) as u64;
     let client_world = world.clone();
-    handle.create_node().name("client").build().spawn(async move {
+    let mut helpers = Vec::new();
+    let client = handle.create_node().name("client").build();
+    client.spawn(async move {
         let mut next = 0u64;
         loop {
             madsim::time::sleep(Duration::from_millis(1000 / rate)).await;
@@ -192,6 +194,7 @@ pub async fn simulate(config: RunConfig, base: PathBuf) -> RunReport {
             next += 1;
         }
     });
+    helpers.push(client);
 
     // Faults: the scenario's schedule, plus seeded random ones.
     let mut faults = scenario.faults.clone();
@@ -209,21 +212,26 @@ pub async fn simulate(config: RunConfig, base: PathBuf) -> RunReport {
     descriptions.extend(random.iter().map(|fault| fault.describe()));
     for fault in faults {
         let machines = machines.clone();
-        handle.create_node().name("faults").build().spawn(async move {
+        let node = handle.create_node().name("faults").build();
+        node.spawn(async move {
             madsim::time::sleep(Duration::from_millis(fault.at_ms)).await;
             apply(&machines, fault.fault).await;
         });
+        helpers.push(node);
     }
     for fault in random {
         let machines = machines.clone();
-        handle.create_node().name("random-faults").build().spawn(async move {
+        let node = handle.create_node().name("random-faults").build();
+        node.spawn(async move {
             fault.apply(&machines).await;
         });
+        helpers.push(node);
     }
 
     // Liveness: when N healthy members are back after the faults.
     let monitor_world = world.clone();
-    handle.create_node().name("monitor").build().spawn(async move {
+    let monitor = handle.create_node().name("monitor").build();
+    monitor.spawn(async move {
         loop {
             madsim::time::sleep(Duration::from_millis(500)).await;
             let mut world = lock(&monitor_world);
@@ -235,7 +243,15 @@ pub async fn simulate(config: RunConfig, base: PathBuf) -> RunReport {
         }
     });
 
+    helpers.push(monitor);
+
     madsim::time::sleep(Duration::from_millis(scenario.duration_ms)).await;
+    // madsim's runtime does not drop tasks that never finish: kill every node so the
+    // agents, the client and the faults let go of the world (thousands of runs in one
+    // process otherwise grow by megabytes each).
+    for node in machines.agents.iter().chain(&helpers) {
+        handle.kill(node.id());
+    }
     let mut world = lock(&world);
     final_checks(&mut world, scenario, all_faults_end);
     RunReport {

@@ -492,3 +492,23 @@ fn accessors_report_state() {
     tracked.handle_observation(Millis(0), observation(&members, |id| id != MemberId(3), Some(MemberId(1))));
     assert_eq!(tracked.tracker().successive_failures(MemberId(3)), 1);
 }
+
+/// A finished replacement (or a failed one) frees the one change slot, so the next
+/// failed member can be replaced; a report about another member frees nothing.
+#[test]
+fn an_outcome_frees_the_change_slot_of_its_member_only() {
+    let members: Vec<Member> = (1..=3).map(member).collect();
+    let mut agent = Agent::new(policy(), members.clone(), Millis(0));
+    for round in 0..=u64::from(K) {
+        agent.handle_observation(
+            Millis(round * 1_000),
+            observation(&members, |id| id != MemberId(3), Some(MemberId(1))),
+        );
+    }
+    assert!(std::iter::from_fn(|| agent.poll_action()).any(|action| matches!(action, Action::Replace { .. })));
+    assert_eq!(agent.change_in_flight(), Some(MemberId(3)));
+    agent.handle_outcome(Millis(5_000), Outcome::ReplaceFailed { member: MemberId(2) });
+    assert_eq!(agent.change_in_flight(), Some(MemberId(3)), "another member's outcome");
+    agent.handle_outcome(Millis(5_000), Outcome::Replaced { member: MemberId(3) });
+    assert_eq!(agent.change_in_flight(), None);
+}
