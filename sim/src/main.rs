@@ -19,7 +19,7 @@ mod cli {
     use lifeboat::Sabotage;
     use lifeboat_scenarios::{Harness, Scenario};
     use lifeboat_sim::nemesis::{draw, drop_faults};
-    use lifeboat_sim::run::{run, violations_text, RunConfig};
+    use lifeboat_sim::run::{run, violations_text, RunConfig, RunReport};
     use lifeboat_sim::summary::{kinds_line, random_sweep, shrink, sweep, table};
     use std::io::Write;
     use std::process::ExitCode;
@@ -71,6 +71,21 @@ mod cli {
         drop_faults: Vec<usize>,
     }
 
+    /// Prints one run's faults, event trace and violations; true when it failed.
+    fn print_trace(report: &RunReport) -> bool {
+        println!("== {} seed {} (trace hash {})", report.scenario, report.seed, report.trace_hash);
+        for fault in &report.faults {
+            println!("   fault {fault}");
+        }
+        for line in &report.trace {
+            println!("{line}");
+        }
+        if !report.violations.is_empty() {
+            println!("{}", violations_text(report));
+        }
+        !report.violations.is_empty()
+    }
+
     /// `--random`: drawn schedules, traced one by one or swept with a summary.
     fn random(args: &Args) -> ExitCode {
         if args.trace {
@@ -79,18 +94,7 @@ mod cli {
                 let scenario = drop_faults(draw(seed), &args.drop_faults);
                 let config =
                     RunConfig { scenario, seed, random_faults: false, sabotage: Sabotage::None, keep_trace: true };
-                let report = run(&config);
-                println!("== {} seed {seed} (trace hash {})", report.scenario, report.trace_hash);
-                for fault in &report.faults {
-                    println!("   fault {fault}");
-                }
-                for line in &report.trace {
-                    println!("{line}");
-                }
-                if !report.violations.is_empty() {
-                    failed = true;
-                    println!("{}", violations_text(&report));
-                }
+                failed |= print_trace(&run(&config));
             }
             return if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS };
         }
@@ -190,18 +194,7 @@ mod cli {
                         sabotage: Sabotage::None,
                         keep_trace: true,
                     };
-                    let report = run(&config);
-                    println!("== {} seed {seed} (trace hash {})", scenario.name, report.trace_hash);
-                    for fault in &report.faults {
-                        println!("   fault {fault}");
-                    }
-                    for line in &report.trace {
-                        println!("{line}");
-                    }
-                    if !report.violations.is_empty() {
-                        failed = true;
-                        println!("{}", violations_text(&report));
-                    }
+                    failed |= print_trace(&run(&config));
                 }
             }
             return if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS };

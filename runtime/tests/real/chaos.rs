@@ -224,6 +224,20 @@ impl AgentCluster {
         })
     }
 
+    /// The number `field` of every `event` entry in any member's journal.
+    fn journaled_numbers(&self, event: &str, field: &str) -> Vec<i64> {
+        let marker = format!("\"event\":\"{event}\"");
+        (0..self.nodes.len())
+            .flat_map(|index| {
+                self.journal(index)
+                    .lines()
+                    .filter(|line| line.contains(&marker))
+                    .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?[field].as_i64())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     fn journal(&self, index: usize) -> String {
         std::fs::read_to_string(self.nodes[index].state_dir.join("journal.jsonl")).unwrap_or_default()
     }
@@ -444,29 +458,11 @@ fn majority_wiped_runs_one_disaster_recovery(size: usize, wiped: &[usize]) {
     );
     // Never older than a surviving member's data: every survivor that weighed in
     // recorded its revision, and the restored snapshot is at least as new.
-    let survivor_revisions: Vec<i64> = (0..size)
-        .flat_map(|index| {
-            cluster
-                .journal(index)
-                .lines()
-                .filter(|line| line.contains("\"event\":\"survivor\""))
-                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?["local_revision"].as_i64())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let survivor_revisions = cluster.journaled_numbers("survivor", "local_revision");
     assert!(!survivor_revisions.is_empty(), "no survivor weighed in on the recovery");
     // Survivors vote on the claim with the revision their stopped data dir holds, read
     // by etcdutl after the stop; the restored snapshot is at least as new.
-    let voted: Vec<i64> = (0..size)
-        .flat_map(|index| {
-            cluster
-                .journal(index)
-                .lines()
-                .filter(|line| line.contains("\"event\":\"epoch-joined\""))
-                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?["revision"].as_i64())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let voted = cluster.journaled_numbers("epoch-joined", "revision");
     assert!(!voted.is_empty(), "no survivor voted with its data dir's revision:\n{}", cluster.journal(0));
     assert!(
         restored_revision >= voted.iter().copied().max().unwrap_or(0),
