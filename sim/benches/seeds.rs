@@ -26,6 +26,7 @@ mod bench {
                         random_faults: true,
                         sabotage: Sabotage::None,
                         keep_trace: false,
+                        etcdadm: false,
                     };
                     let report = run(&config);
                     assert!(report.violations.is_empty(), "{name} seed {} violated an invariant", seed.get());

@@ -9,6 +9,7 @@
 #![cfg(madsim)]
 #![allow(async_fn_in_trait)]
 
+pub mod etcdadm;
 pub mod model;
 pub mod nemesis;
 pub mod ports;

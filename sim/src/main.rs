@@ -69,6 +69,10 @@ mod cli {
         /// With --random: leave out these faults (indexes, as a shrunk failure prints).
         #[arg(long, value_delimiter = ',', value_name = "I,J,…")]
         drop_faults: Vec<usize>,
+        /// With --random: run kube-aws etcdadm's rules instead of lifeboat (the baseline
+        /// the summary compares against); its violations are reported, exit 0.
+        #[arg(long)]
+        etcdadm: bool,
     }
 
     /// Prints one run's faults, event trace and violations; true when it failed.
@@ -92,16 +96,28 @@ mod cli {
             let mut failed = false;
             for seed in args.seed..args.seed.saturating_add(args.seeds) {
                 let scenario = drop_faults(draw(seed), &args.drop_faults);
-                let config =
-                    RunConfig { scenario, seed, random_faults: false, sabotage: Sabotage::None, keep_trace: true };
+                let config = RunConfig {
+                    scenario,
+                    seed,
+                    random_faults: false,
+                    sabotage: Sabotage::None,
+                    keep_trace: true,
+                    etcdadm: args.etcdadm,
+                };
                 failed |= print_trace(&run(&config));
             }
             return if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS };
         }
         let budget = args.budget_seconds.map(Duration::from_secs);
         let mut done = 0u64;
-        let summary = random_sweep(args.seed, args.seeds, budget, Sabotage::None, |seed, report| {
+        let mut broken: std::collections::BTreeMap<&'static str, u64> = Default::default();
+        let summary = random_sweep(args.seed, args.seeds, budget, Sabotage::None, args.etcdadm, |seed, report| {
             done += 1;
+            let invariants: std::collections::BTreeSet<&'static str> =
+                report.violations.iter().map(|violation| violation.invariant.label()).collect();
+            for label in invariants {
+                *broken.entry(label).or_default() += 1;
+            }
             if args.output == "table" && (done.is_multiple_of(100) || !report.violations.is_empty()) {
                 eprint!("\rrandom schedules from seed {}: {done} run (at seed {seed})", args.seed);
                 let _ = std::io::stderr().flush();
@@ -114,6 +130,18 @@ mod cli {
             println!("schedules per wall minute: {:.0}", summary.schedules_per_wall_minute);
         } else if let Ok(line) = serde_json::to_string(&summary) {
             println!("{line}");
+        }
+        let ran: u64 = summary.by_size.iter().map(|size| size.seeds).sum();
+        let counts: Vec<String> = broken.iter().map(|(label, count)| format!("{label}: {count}")).collect();
+        println!(
+            "{} broke an invariant in {} of {ran} schedules ({})",
+            if args.etcdadm { "etcdadm's rules" } else { "lifeboat" },
+            summary.by_size.iter().map(|size| size.failed_seeds.len()).sum::<usize>(),
+            if counts.is_empty() { "none".to_owned() } else { counts.join(", ") }
+        );
+        if args.etcdadm {
+            // The baseline is expected to fail: its failures are the figure, not an error.
+            return ExitCode::SUCCESS;
         }
         let mut failed = false;
         for size in &summary.by_size {
@@ -193,6 +221,7 @@ mod cli {
                         random_faults: !args.no_random_faults,
                         sabotage: Sabotage::None,
                         keep_trace: true,
+                        etcdadm: false,
                     };
                     failed |= print_trace(&run(&config));
                 }

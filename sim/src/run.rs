@@ -6,7 +6,7 @@ use crate::model::{lock, Invariant, Node, Shared, Stats, Violation, World};
 use crate::ports::{SimBuilder, SimClock, SimEtcd, SimMember, SimStore};
 use lifeboat::{Compression, Policy, Sabotage, StoreLayout};
 use lifeboat_runtime::agent::{AgentSettings, ConfiguredMember, Driver};
-use lifeboat_runtime::member::MemberSpec;
+use lifeboat_runtime::member::{LocalMember, MemberSpec};
 use lifeboat_runtime::pipeline::PipelineSettings;
 use lifeboat_scenarios::{Check, Fault, Loss, Recovery, ReplaceStep, Scenario, ScheduledFault};
 use madsim::rand::{thread_rng, Rng};
@@ -30,6 +30,8 @@ pub struct RunConfig {
     pub sabotage: Sabotage,
     /// Keep the readable event trace (for a replay).
     pub keep_trace: bool,
+    /// Run kube-aws etcdadm's rules instead of lifeboat's agents (the baseline).
+    pub etcdadm: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -157,6 +159,10 @@ pub async fn simulate(config: RunConfig, base: PathBuf) -> RunReport {
         let mut endpoints: Vec<String> = vec![node.client_url.clone()];
         endpoints.extend(nodes.iter().filter(|other| other.name != node.name).map(|other| other.client_url.clone()));
         let (world, skew) = (world.clone(), skews[index].clone());
+        let etcdadm = config.etcdadm;
+        let initial_cluster: String =
+            nodes.iter().map(|node| format!("{}={}", node.name, node.peer_url)).collect::<Vec<_>>().join(",");
+        let client_urls: Vec<String> = nodes.iter().map(|node| node.client_url.clone()).collect();
         let agent = handle
             .create_node()
             .name(format!("agent-{}", node.name))
@@ -169,7 +175,32 @@ pub async fn simulate(config: RunConfig, base: PathBuf) -> RunReport {
                 let builder = SimBuilder { world: world.clone() };
                 let layout = StoreLayout::new("backups", CLUSTER);
                 let world = world.clone();
+                let baseline = etcdadm.then(|| crate::etcdadm::Etcdadm {
+                    world: world.clone(),
+                    etcd: SimEtcd { world: world.clone(), me: index, endpoints: endpoints.clone() },
+                    store: SimStore { world: world.clone(), me: index },
+                    local: SimMember { world: world.clone(), node: index, spec: spec.clone() },
+                    builder: SimBuilder { world: world.clone() },
+                    layout: layout.clone(),
+                    initial_cluster: initial_cluster.clone(),
+                    client_urls: client_urls.clone(),
+                });
                 async move {
+                    if let Some(baseline) = baseline {
+                        // Boots like its reconfigure: start the member as configured.
+                        let _ = local
+                            .start(&lifeboat_runtime::member::Launch {
+                                initial_cluster: baseline.initial_cluster.clone(),
+                                initial_cluster_state: if lifeboat_runtime::member::has_data(&local.spec) {
+                                    "existing".into()
+                                } else {
+                                    "new".into()
+                                },
+                                initial_cluster_token: TOKEN.into(),
+                            })
+                            .await;
+                        return baseline.run().await;
+                    }
                     match Driver::new(settings, etcd, store, layout, local, clock, builder) {
                         Ok(mut driver) => driver.run(std::future::pending()).await,
                         Err(error) => lock(&world).event(format!("agent m{index} cannot start: {error}")),

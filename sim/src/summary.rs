@@ -89,7 +89,8 @@ pub fn sweep(
     let mut summary = ScenarioSummary::new(scenario.name);
     let mut rtos = Vec::new();
     for seed in first_seed..first_seed + seeds {
-        let config = RunConfig { scenario: scenario.clone(), seed, random_faults, sabotage, keep_trace: false };
+        let config =
+            RunConfig { scenario: scenario.clone(), seed, random_faults, sabotage, keep_trace: false, etcdadm: false };
         let report = run(&config);
         progress(&report);
         summary.add(report, &mut rtos);
@@ -118,6 +119,7 @@ pub fn random_sweep(
     seeds: u64,
     budget: Option<Duration>,
     sabotage: Sabotage,
+    etcdadm: bool,
     mut progress: impl FnMut(u64, &RunReport),
 ) -> RandomSummary {
     let started = Instant::now();
@@ -136,7 +138,7 @@ pub fn random_sweep(
         faults += scenario.faults.len() as u64;
         virtual_ms += scenario.duration_ms;
         let size = usize::from(scenario.members != 3);
-        let config = RunConfig { scenario, seed, random_faults: false, sabotage, keep_trace: false };
+        let config = RunConfig { scenario, seed, random_faults: false, sabotage, keep_trace: false, etcdadm };
         let report = run(&config);
         progress(seed, &report);
         by_size[size].add(report, &mut rtos[size]);
@@ -163,7 +165,7 @@ pub fn shrink(seed: u64, sabotage: Sabotage) -> Vec<usize> {
     let drawn = crate::nemesis::draw(seed);
     let fails = |dropped: &[usize]| {
         let scenario = crate::nemesis::drop_faults(drawn.clone(), dropped);
-        let config = RunConfig { scenario, seed, random_faults: false, sabotage, keep_trace: false };
+        let config = RunConfig { scenario, seed, random_faults: false, sabotage, keep_trace: false, etcdadm: false };
         !run(&config).violations.is_empty()
     };
     let mut dropped: Vec<usize> = Vec::new();

@@ -16,6 +16,7 @@ fn a_seed_replays_identically() {
                 random_faults: true,
                 sabotage: Sabotage::None,
                 keep_trace: true,
+                etcdadm: false,
             };
             let first = run(&config);
             let second = run(&config);
@@ -39,6 +40,7 @@ fn different_seeds_differ() {
                 random_faults: true,
                 sabotage: Sabotage::None,
                 keep_trace: false,
+                etcdadm: false,
             })
             .trace_hash
         })
@@ -52,7 +54,14 @@ fn different_seeds_differ() {
 fn madsim_determinism_check() {
     madsim::runtime::Runtime::check_determinism(7, madsim::Config::default(), || async {
         let scenario = lifeboat_scenarios::find("member-disk-wiped").expect("in the catalogue");
-        let config = RunConfig { scenario, seed: 7, random_faults: true, sabotage: Sabotage::None, keep_trace: false };
+        let config = RunConfig {
+            scenario,
+            seed: 7,
+            random_faults: true,
+            sabotage: Sabotage::None,
+            keep_trace: false,
+            etcdadm: false,
+        };
         let base = lifeboat_sim::run::scratch_dir();
         let report = lifeboat_sim::run::simulate(config, base.clone()).await;
         let _ = std::fs::remove_dir_all(&base);

@@ -20,8 +20,14 @@ fn scenario(name: &str) -> Scenario {
 /// a truncated snapshot stops a restore before a corrupt one would reach it.)
 fn first_caught(scenario: &Scenario, sabotage: Sabotage, by: &[Invariant]) -> Option<(u64, BTreeSet<Invariant>)> {
     (0..SEEDS).find_map(|seed| {
-        let report =
-            run(&RunConfig { scenario: scenario.clone(), seed, random_faults: true, sabotage, keep_trace: false });
+        let report = run(&RunConfig {
+            scenario: scenario.clone(),
+            seed,
+            random_faults: true,
+            sabotage,
+            keep_trace: false,
+            etcdadm: false,
+        });
         let invariants: BTreeSet<Invariant> = report.violations.iter().map(|violation| violation.invariant).collect();
         invariants.iter().any(|invariant| by.contains(invariant)).then_some((seed, invariants))
     })
@@ -40,6 +46,7 @@ fn assert_caught(scenario: &Scenario, sabotage: Sabotage, by: &[Invariant]) {
             random_faults: true,
             sabotage: Sabotage::None,
             keep_trace: false,
+            etcdadm: false,
         });
         assert!(
             report.violations.is_empty(),
