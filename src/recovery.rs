@@ -135,8 +135,10 @@ pub fn step(view: Option<&EpochView>, newest_committed: Option<u64>, local: &Loc
     match &view.outcome {
         Some(EpochOutcome::Committed { .. }) => return EpochStep::Apply { epoch },
         Some(EpochOutcome::Abandoned { .. }) => {
+            // Held for this claim, or for an older one this claim superseded (found by
+            // the nemesis: two abandoned claims in a row left a member stopped for good).
             return match local.holding_for {
-                Some(held) if held == epoch => EpochStep::Resume { epoch },
+                Some(held) if held <= epoch => EpochStep::Resume { epoch: held },
                 _ => EpochStep::Nothing,
             };
         }
@@ -266,6 +268,12 @@ mod tests {
             EpochStep::Resume { epoch: 1 }
         );
         assert_eq!(step_one(Some(&abandoned), &local("m1")), EpochStep::Nothing);
+        // Held for claim 1, which claim 2 superseded; claim 2 was abandoned too.
+        let superseded = EpochView { epoch: 2, ..abandoned.clone() };
+        assert_eq!(
+            step_one(Some(&superseded), &LocalFacts { holding_for: Some(1), ..local("m1") }),
+            EpochStep::Resume { epoch: 1 }
+        );
         assert_eq!(step_one(Some(&view(&[], None)), &LocalFacts { epoch: 1, ..local("m1") }), EpochStep::Nothing);
     }
 

@@ -115,6 +115,8 @@ pub struct Driver<E, S, L, C, B> {
     last_step: EpochStep,
     /// Malformed coordination records already journaled.
     malformed_seen: Vec<String>,
+    /// The newest committed recovery epoch any listing showed (0: none).
+    newest_committed_seen: u64,
     /// Whether the store honours create-if-absent; `None` until probed (the first
     /// round the store answers). Disaster recovery runs only on `Some(true)`.
     conditional_puts: Option<bool>,
@@ -196,6 +198,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             local_id: None,
             last_step: EpochStep::Nothing,
             malformed_seen: Vec::new(),
+            newest_committed_seen: 0,
             conditional_puts: None,
         })
     }
@@ -445,6 +448,20 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
 
     /// Replaces the local member (remove, wipe, re-add, start, promote).
     async fn replace_local(&mut self, now_ms: u64) -> Result<(), String> {
+        // A member that holds for a recovery claim, or whose data belongs to an older
+        // epoch than one already committed, must follow the epoch first: replacing
+        // itself would remove its place in the recovered cluster (found by the nemesis:
+        // the store was cut while the claim committed, the new cluster saw this member
+        // as never started, and its own agent removed it for good).
+        if let Some(held) = self.holding_for() {
+            return Err(format!("deferred: this member holds for recovery epoch {held}; it is decided first"));
+        }
+        if self.newest_committed_seen > self.epoch {
+            return Err(format!(
+                "deferred: recovery epoch {} is committed and this member's data is of epoch {}; it restores first",
+                self.newest_committed_seen, self.epoch
+            ));
+        }
         let settings = ReplaceSettings {
             cluster: self.settings.cluster.clone(),
             lock_ttl_seconds: 120,
@@ -504,6 +521,9 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             }
         };
         let latest = listing.ok().and_then(|listing| listing.newest_committed);
+        if let Some(record) = &latest {
+            self.newest_committed_seen = self.newest_committed_seen.max(record.epoch);
+        }
         // Unsure (store unreachable) counts as "the cluster existed": never bootstrap an
         // empty new cluster over one whose backups we merely failed to see.
         let snapshots_exist =
@@ -617,6 +637,9 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         old_cluster_has_quorum: bool,
         revision: Option<Revision>,
     ) -> Option<Result<Progress, String>> {
+        if let Some(record) = &listing.newest_committed {
+            self.newest_committed_seen = self.newest_committed_seen.max(record.epoch);
+        }
         if listing.malformed != self.malformed_seen {
             self.malformed_seen = listing.malformed.clone();
             if !listing.malformed.is_empty() {
