@@ -11,7 +11,7 @@
 
 use crate::health::FailureTracker;
 use crate::membership::{quorum, replacement_keeps_quorum};
-use crate::policy::{Policy, Sabotage};
+use crate::policy::Policy;
 use crate::snapshot::{newest_verified, SnapshotMeta, SnapshotName};
 use crate::time::Millis;
 use crate::types::{Member, MemberHealth, MemberId};
@@ -206,7 +206,7 @@ impl Agent {
         self.quorum_lost_checks = if self.quorum_holds { 0 } else { self.quorum_lost_checks.saturating_add(1) };
 
         if self.change_in_flight.is_none() && !self.recovery_in_flight {
-            if self.quorum_holds || self.policy.sabotage == Sabotage::SkipQuorumCheck {
+            if self.quorum_holds {
                 self.plan_replacement(voters.len(), healthy_voters);
             } else if self.quorum_lost_checks >= self.policy.failures_max.max(1) {
                 self.plan_disaster_recovery(&observation.store);
@@ -310,7 +310,7 @@ impl Agent {
             self.warn(Warning::RecoveryDisabled);
             return;
         }
-        if !replacement_keeps_quorum(voters, healthy_voters) && self.policy.sabotage != Sabotage::SkipQuorumCheck {
+        if !replacement_keeps_quorum(voters, healthy_voters) {
             self.warn(Warning::ReplacementWouldLoseQuorum { member: target });
             return;
         }

@@ -18,30 +18,6 @@ pub struct Policy {
     /// Whether this agent may start a disaster recovery on its own.
     pub automatic_disaster_recovery: bool,
     pub retention: Retention,
-    /// Test-only: never read from a file or a flag (see [`Sabotage`]).
-    #[serde(skip)]
-    pub sabotage: Sabotage,
-}
-
-/// Deliberately broken behaviours, so the simulator's tests can prove that its
-/// invariants catch each one ("teeth"). Only code sets this; no config key or
-/// flag reaches it, and production leaves it at `None`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Sabotage {
-    #[default]
-    None,
-    /// Replace a failed member without checking that the others carry quorum.
-    SkipQuorumCheck,
-    /// Disaster recovery without claiming one epoch: each agent restores on its own.
-    NoEpochClaim,
-    /// Restore a snapshot without verifying its hash.
-    SkipHashCheck,
-    /// Membership changes without the cluster-wide lock: several in flight at once.
-    ConcurrentChanges,
-    /// A recovery claim takes effect at once, without a quorum of members joining
-    /// it (the first epoch protocol): a spurious claim rolls a healthy majority back.
-    ClaimTakesEffectAtOnce,
 }
 
 impl Default for Policy {
@@ -53,7 +29,6 @@ impl Default for Policy {
             automatic_replace: true,
             automatic_disaster_recovery: true,
             retention: Retention::default(),
-            sabotage: Sabotage::None,
         }
     }
 }

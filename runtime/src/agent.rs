@@ -19,7 +19,7 @@ use lifeboat::reconfigure::{self, Facts, StartPlan};
 use lifeboat::recovery::{self, EpochOutcome, EpochStep, LocalFacts};
 use lifeboat::{
     Action, Agent, Compression, Member, MemberHealth, MemberId, Millis, Observation, Outcome, Policy, Revision,
-    Sabotage, SnapshotMeta, SnapshotName, StoreLayout, StoreObservation,
+    SnapshotMeta, SnapshotName, StoreLayout, StoreObservation,
 };
 use serde_json::json;
 use std::future::Future;
@@ -469,7 +469,6 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             learner: !self.settings.prepare_only,
             start: true,
             dry_run: self.settings.dry_run,
-            sabotage: self.settings.policy.sabotage,
         };
         self.record("replace-started", json!({ "member": self.local.spec().name }));
         let report =
@@ -645,17 +644,6 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             if !listing.malformed.is_empty() {
                 tracing::warn!(keys = ?listing.malformed, "malformed coordination records skipped");
                 self.record("store-records-malformed", json!({ "skipped": listing.malformed }));
-            }
-        }
-        if self.settings.policy.sabotage == Sabotage::ClaimTakesEffectAtOnce {
-            // Broken on purpose: the first protocol, every newer claim applied at once.
-            let claim = listing
-                .newest
-                .as_ref()
-                .filter(|(record, _)| record.epoch > self.epoch)
-                .map(|(record, _)| record.clone());
-            if let Some(record) = claim {
-                return Some(self.apply_epoch(&record).await.map(|()| Progress::Applied));
             }
         }
         let mut result = None;
@@ -856,8 +844,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             json!({ "local_revision": local_revision, "newest_verified_revision": snapshot.revision().0,
                     "best_peer": best_peer }),
         );
-        let sabotage = self.settings.policy.sabotage;
-        if let Some((peer_revision, peer)) = best_peer.as_ref().filter(|_| sabotage != Sabotage::NoEpochClaim) {
+        if let Some((peer_revision, peer)) = &best_peer {
             if *peer_revision > local_revision.unwrap_or(0) && *peer_revision > snapshot.revision().0 {
                 return Err(format!("{peer} holds newer data (revision {peer_revision}); it claims the recovery"));
             }
@@ -882,10 +869,6 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         let candidates = catalog.snapshots.iter().filter(|entry| entry.name <= snapshot && entry.manifest.is_some());
         let mut chosen = None;
         for entry in candidates {
-            if let (Sabotage::SkipHashCheck, Some(manifest)) = (sabotage, entry.manifest.as_ref()) {
-                chosen = Some((entry.name.clone(), manifest.sha256.clone()));
-                break;
-            }
             match catalog::verify_entry(&self.store, entry).await {
                 Ok(fetched) => {
                     chosen = Some((entry.name.clone(), fetched.plain.sha256));
@@ -907,11 +890,6 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             claimed_at: self.now_text(),
             protocol: EpochRecord::PROTOCOL,
         };
-        if sabotage == Sabotage::NoEpochClaim {
-            // Broken on purpose: every agent restores its own choice, as etcdadm did.
-            self.record("epoch-claim", json!({ "epoch": record.epoch, "won": true, "snapshot": record.snapshot }));
-            return self.apply_epoch(&record).await.map(|()| Progress::Applied);
-        }
         let (winner, won) =
             coordination::claim_epoch(&self.store, &self.layout, &record).await.map_err(|error| error.to_string())?;
         self.record("epoch-claim", json!({ "epoch": winner.epoch, "won": won, "snapshot": winner.snapshot }));
@@ -950,7 +928,6 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             initial_cluster_token: record.token.clone(),
             snapshot: SnapshotChoice::Named(record.snapshot.clone()),
             cluster: self.settings.cluster.clone(),
-            sabotage: self.settings.policy.sabotage,
         };
         let report = restore::restore(&self.store, &self.layout, &settings, &self.builder)
             .await

@@ -7,7 +7,7 @@
 use anyhow::Context;
 use clap::Parser;
 use lifeboat::reconfigure::StartPlan;
-use lifeboat::{Compression, Millis, Sabotage, StoreLayout};
+use lifeboat::{Compression, Millis, StoreLayout};
 use lifeboat_runtime::agent::{self, AgentSettings, ConfiguredMember, Driver, SystemClock};
 use lifeboat_runtime::catalog::{self, Catalog};
 use lifeboat_runtime::check;
@@ -360,7 +360,6 @@ async fn run_replace(resolved: &Resolved, args: &MemberArgs, format: Format) -> 
         learner: managed,
         start: managed,
         dry_run: args.dry_run,
-        sabotage: Sabotage::None,
     };
     let local = local_member(args);
     let report = replace::replace(&etcd, &local, &settings, wall_clock_now().0)
@@ -583,7 +582,6 @@ async fn run_restore(resolved: &Resolved, args: &RestoreArgs, format: Format) ->
         initial_cluster_token: args.initial_cluster_token.clone(),
         snapshot,
         cluster: resolved.store_settings()?.cluster.clone(),
-        sabotage: Sabotage::None,
     };
     let etcdutl =
         Etcdutl(args.etcdutl.clone().or_else(|| resolved.file.etcdutl.clone()).unwrap_or_else(|| "etcdutl".into()));

@@ -12,7 +12,7 @@ use crate::exit::{Classify, Exit};
 use crate::member::{self, Launch, LocalMember, MemberError, MemberSpec};
 use crate::ports::{EtcdCluster, EtcdError};
 use lifeboat::membership::{quorum, replacement_keeps_quorum};
-use lifeboat::{Member, MemberId, Sabotage};
+use lifeboat::{Member, MemberId};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -78,8 +78,6 @@ pub struct ReplaceSettings {
     pub start: bool,
     /// Only report what would be done.
     pub dry_run: bool,
-    /// Test-only (see [`Sabotage`]); `None` in production.
-    pub sabotage: Sabotage,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -235,7 +233,7 @@ pub async fn replace<E: EtcdCluster, L: LocalMember>(
     let (healthy, voters) = other_voters_health(etcd, &members, &spec).await;
     let ours_votes = current.as_ref().is_some_and(|member| member.is_voter());
     let safe = if ours_votes { replacement_keeps_quorum(voters, healthy) } else { healthy >= quorum(voters.max(1)) };
-    if !safe && settings.sabotage != Sabotage::SkipQuorumCheck {
+    if !safe {
         return Err(ReplaceError::WouldLoseQuorum { name: spec.name.clone(), healthy, voters });
     }
     if settings.dry_run {
@@ -254,12 +252,6 @@ pub async fn replace<E: EtcdCluster, L: LocalMember>(
     }
 
     let key = lock_key(&settings.cluster);
-    if settings.sabotage == Sabotage::ConcurrentChanges {
-        // Broken on purpose: no lock, so several changes may be in flight at once.
-        replace_locked(etcd, local, settings, &spec, &mut state, now_ms, &mut report).await?;
-        report.elapsed_ms = started.elapsed().as_millis() as u64;
-        return Ok(report);
-    }
     let Some(lease) = etcd.try_lock(&key, &lock_holder(&spec), settings.lock_ttl_seconds).await? else {
         return Err(ReplaceError::Busy { key });
     };

@@ -8,7 +8,7 @@ use crate::catalog::{self, Catalog, Entry};
 use crate::exit::{Classify, Exit};
 use crate::ports::{SnapshotStore, StoreError};
 use crate::verify::{self, VerifyError};
-use lifeboat::{Compression, Sabotage, SnapshotName, StoreLayout};
+use lifeboat::{Compression, SnapshotName, StoreLayout};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -41,8 +41,6 @@ pub struct RestoreSettings {
     pub initial_cluster_token: String,
     pub snapshot: SnapshotChoice,
     pub cluster: String,
-    /// Test-only (see [`Sabotage`]); `None` in production.
-    pub sabotage: Sabotage,
 }
 
 /// Builds a member data dir from a snapshot file that has been verified:
@@ -277,9 +275,7 @@ pub async fn restore<S: SnapshotStore, B: DataDirBuilder>(
             let path_text = snapshot_path.display().to_string();
             let fetched = verify::fetch(store, &key, compression, Some((&mut file, &path_text))).await?;
             file.sync_all().map_err(|source| VerifyError::Write { path: path_text.clone(), source })?;
-            if settings.sabotage != Sabotage::SkipHashCheck {
-                fetched.check(&location, manifest)?;
-            }
+            fetched.check(&location, manifest)?;
             Ok(fetched)
         };
         match attempt.await {

@@ -6,7 +6,6 @@
 #[cfg(madsim)]
 mod bench {
     use criterion::Criterion;
-    use lifeboat::Sabotage;
     use lifeboat_sim::run::{run, RunConfig};
     use std::cell::Cell;
 
@@ -24,7 +23,7 @@ mod bench {
                         scenario: scenario.clone(),
                         seed: seed.get(),
                         random_faults: true,
-                        sabotage: Sabotage::None,
+                        flaw: None,
                         keep_trace: false,
                         etcdadm: false,
                     };

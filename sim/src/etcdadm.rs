@@ -76,7 +76,6 @@ impl Etcdadm {
                     learner: false,
                     start: true,
                     dry_run: false,
-                    sabotage: lifeboat::Sabotage::None,
                 };
                 let _ = replace::replace(&self.etcd, &self.local, &settings, virtual_ms()).await;
                 continue;
@@ -130,7 +129,6 @@ impl Etcdadm {
             initial_cluster_token: RESTORE_TOKEN.into(),
             snapshot: SnapshotChoice::LatestKey,
             cluster: "sim".into(),
-            sabotage: lifeboat::Sabotage::None,
         };
         let built = self.builder.build(&file, &spec.data_dir, &settings).await;
         let _ = std::fs::remove_file(&file);

@@ -10,6 +10,7 @@
 #![allow(async_fn_in_trait)]
 
 pub mod etcdadm;
+pub mod flaws;
 pub mod model;
 pub mod nemesis;
 pub mod ports;

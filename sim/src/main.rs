@@ -16,7 +16,7 @@ fn main() -> std::process::ExitCode {
 #[cfg(madsim)]
 mod cli {
     use clap::Parser;
-    use lifeboat::Sabotage;
+    use lifeboat_sim::flaws::Flaw;
     use lifeboat_scenarios::{Harness, Scenario};
     use lifeboat_sim::nemesis::{draw, drop_faults};
     use lifeboat_sim::run::{run, violations_text, RunConfig, RunReport};
@@ -73,6 +73,16 @@ mod cli {
         /// the summary compares against); its violations are reported, exit 0.
         #[arg(long)]
         etcdadm: bool,
+        /// Plant a broken component in every agent's simulated ports (what the teeth
+        /// tests do), to replay how a checker catches it; the run should then fail.
+        #[arg(long, value_enum, value_name = "FLAW")]
+        flaw: Option<Flaw>,
+    }
+
+    /// The `--flaw` a replay command needs to fail the same way.
+    fn flaw_flag(flaw: Option<Flaw>) -> String {
+        use clap::ValueEnum;
+        flaw.and_then(|flaw| flaw.to_possible_value()).map(|value| format!(" --flaw {}", value.get_name())).unwrap_or_default()
     }
 
     /// Prints one run's faults, event trace and violations; true when it failed.
@@ -100,7 +110,7 @@ mod cli {
                     scenario,
                     seed,
                     random_faults: false,
-                    sabotage: Sabotage::None,
+                    flaw: args.flaw,
                     keep_trace: true,
                     etcdadm: args.etcdadm,
                 };
@@ -111,7 +121,7 @@ mod cli {
         let budget = args.budget_seconds.map(Duration::from_secs);
         let mut done = 0u64;
         let mut broken: std::collections::BTreeMap<&'static str, u64> = Default::default();
-        let summary = random_sweep(args.seed, args.seeds, budget, Sabotage::None, args.etcdadm, |seed, report| {
+        let summary = random_sweep(args.seed, args.seeds, budget, args.flaw, args.etcdadm, |seed, report| {
             done += 1;
             let invariants: std::collections::BTreeSet<&'static str> =
                 report.violations.iter().map(|violation| violation.invariant.label()).collect();
@@ -152,7 +162,7 @@ mod cli {
             for (index, fault) in draw(report.seed).faults.iter().enumerate() {
                 eprintln!("  [{index}] {}ms {:?}", fault.at_ms, fault.fault);
             }
-            let dropped = shrink(report.seed, Sabotage::None);
+            let dropped = shrink(report.seed, args.flaw);
             let kept = drop_faults(draw(report.seed), &dropped);
             eprintln!("shrunk to {} fault(s):", kept.faults.len());
             for fault in &kept.faults {
@@ -164,8 +174,9 @@ mod cli {
                 format!(" --drop-faults {}", dropped.iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
             };
             eprintln!(
-                "replay with its event trace:\n  scripts/sim --random --seeds 1 --seed {}{drop} --trace   (commit {})",
+                "replay with its event trace:\n  scripts/sim --random --seeds 1 --seed {}{drop}{} --trace   (commit {})",
                 report.seed,
+                flaw_flag(args.flaw),
                 std::env::var("LIFEBOAT_COMMIT").unwrap_or_else(|_| "see git log".into())
             );
         }
@@ -219,7 +230,7 @@ mod cli {
                         scenario: scenario.clone(),
                         seed,
                         random_faults: !args.no_random_faults,
-                        sabotage: Sabotage::None,
+                        flaw: args.flaw,
                         keep_trace: true,
                         etcdadm: false,
                     };
@@ -231,7 +242,7 @@ mod cli {
         let mut summaries = Vec::new();
         for scenario in &scenarios {
             let mut done = 0;
-            let summary = sweep(scenario, args.seed, args.seeds, !args.no_random_faults, Sabotage::None, |report| {
+            let summary = sweep(scenario, args.seed, args.seeds, !args.no_random_faults, args.flaw, |report| {
                 done += 1;
                 if args.output == "table" && (done % 50 == 0 || !report.violations.is_empty()) {
                     eprint!("\r{:<28} {done}/{} seeds", scenario.name, args.seeds);
@@ -259,13 +270,14 @@ mod cli {
             if let Some(report) = &summary.first_failure {
                 failed = true;
                 eprintln!(
-                    "\nFAILED {}: seeds {:?}\n{}\nreplay with its event trace:\n  scripts/sim --scenario {} --seeds 1 --seed {} --trace{}",
+                    "\nFAILED {}: seeds {:?}\n{}\nreplay with its event trace:\n  scripts/sim --scenario {} --seeds 1 --seed {} --trace{}{}",
                     summary.scenario,
                     summary.failed_seeds,
                     violations_text(report),
                     summary.scenario,
                     report.seed,
-                    if args.no_random_faults { " --no-random-faults" } else { "" }
+                    if args.no_random_faults { " --no-random-faults" } else { "" },
+                    flaw_flag(args.flaw)
                 );
             }
         }

@@ -3,6 +3,7 @@
 //! Each call takes virtual time (latency, or a timeout when a zone cuts it off);
 //! the world lock is never held across an await.
 
+use crate::flaws::{self, Flaw};
 use crate::model::{lock, Shared};
 use bytes::Bytes;
 use lifeboat::{Member, MemberId, Millis, Revision};
@@ -39,6 +40,8 @@ pub struct SimEtcd {
     pub world: Shared,
     pub me: usize,
     pub endpoints: Vec<String>,
+    /// A broken component planted for the teeth tests; `None` in every other run.
+    pub flaw: Option<Flaw>,
 }
 
 pub struct SimReader {
@@ -182,6 +185,10 @@ impl EtcdCluster for SimEtcd {
 
     async fn endpoint_health(&self, endpoint: &str) -> EndpointHealth {
         latency(1, 5).await;
+        let own = self.endpoints.first().is_some_and(|own| own == endpoint);
+        if self.flaw == Some(Flaw::PeersAlwaysHealthy) && !own {
+            return EndpointHealth { endpoint: endpoint.into(), healthy: true, took_ms: 1, error: None };
+        }
         let (healthy, error) = match self.reach(endpoint) {
             Reach::Serving(node) => {
                 let healthy = lock(&self.world).healthy(node);
@@ -232,7 +239,13 @@ impl EtcdCluster for SimEtcd {
     }
 
     async fn try_lock(&self, key: &str, holder: &str, ttl_seconds: i64) -> Result<Option<i64>, EtcdError> {
-        self.at_leader("lock", |world, _, _| Ok(world.try_lock(key, holder, ttl_seconds))).await
+        let free = self.flaw == Some(Flaw::LockAlwaysFree);
+        self.at_leader("lock", |world, _, _| {
+            let granted = world.try_lock(key, holder, ttl_seconds);
+            // The flawed lock grants every request (a lease is made all the same).
+            Ok(granted.or_else(|| free.then(|| world.try_lock(&format!("{key}/{holder}"), holder, ttl_seconds)).flatten()))
+        })
+        .await
     }
 
     async fn keep_alive(&self, lease: i64) -> Result<bool, EtcdError> {
@@ -253,6 +266,8 @@ impl EtcdCluster for SimEtcd {
 pub struct SimStore {
     pub world: Shared,
     pub me: usize,
+    /// A broken component planted for the teeth tests; `None` in every other run.
+    pub flaw: Option<Flaw>,
 }
 
 /// What a store call meets before it does its work: latency, then maybe a fault.
@@ -353,18 +368,29 @@ impl SnapshotStore for SimStore {
             if if_absent && world.objects.contains_key(key) {
                 return Err(StoreError::AlreadyExists { location: key.to_owned() });
             }
+            let forged = (self.flaw == Some(Flaw::ClaimsCommitAtOnce))
+                .then(|| flaws::forged_outcome(key, &body))
+                .flatten();
             world.put_object(key, body);
+            if let Some((outcome_key, outcome)) = forged {
+                world.put_object(&outcome_key, outcome);
+            }
             Ok(())
         })
         .await
     }
 
     async fn get(&self, key: &str) -> Result<SimReader, StoreError> {
-        self.call(key, |world| match world.objects.get(key) {
-            Some(object) => Ok(SimReader { bytes: object.bytes.clone() }),
-            None => Err(StoreError::NotFound { location: key.to_owned() }),
-        })
-        .await
+        let bytes = self
+            .call(key, |world| match world.objects.get(key) {
+                Some(object) => Ok(object.bytes.clone()),
+                None => Err(StoreError::NotFound { location: key.to_owned() }),
+            })
+            .await?;
+        let forged = (self.flaw == Some(Flaw::ManifestsMatchAnyBytes))
+            .then(|| flaws::forged_manifest(&self.world, key, &bytes))
+            .flatten();
+        Ok(SimReader { bytes: forged.unwrap_or(bytes) })
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
@@ -442,6 +468,8 @@ impl LocalMember for SimMember {
 /// The simulated `etcdutl snapshot restore`: the model checks the file and makes a disk.
 pub struct SimBuilder {
     pub world: Shared,
+    /// A broken component planted for the teeth tests; `None` in every other run.
+    pub flaw: Option<Flaw>,
 }
 
 impl DataDirBuilder for SimBuilder {
@@ -477,7 +505,11 @@ impl DataDirBuilder for SimBuilder {
         latency(10, 100).await;
         let world = lock(&self.world);
         let node = world.nodes.iter().position(|node| node.data_dir == data_dir);
-        Ok(node.and_then(|node| world.revision_of(node)).map(|(revision, _)| Revision(revision)))
+        let revision = node.and_then(|node| world.revision_of(node)).map(|(revision, _)| Revision(revision));
+        if self.flaw == Some(Flaw::DataDirsReadStale) {
+            return Ok(revision.map(|_| Revision(1)));
+        }
+        Ok(revision)
     }
 }
 

@@ -4,7 +4,8 @@
 
 use crate::model::{lock, Invariant, Node, Shared, Stats, Violation, World};
 use crate::ports::{SimBuilder, SimClock, SimEtcd, SimMember, SimStore};
-use lifeboat::{Compression, Policy, Sabotage, StoreLayout};
+use crate::flaws::Flaw;
+use lifeboat::{Compression, Policy, StoreLayout};
 use lifeboat_runtime::agent::{AgentSettings, ConfiguredMember, Driver};
 use lifeboat_runtime::member::{LocalMember, MemberSpec};
 use lifeboat_runtime::pipeline::PipelineSettings;
@@ -27,7 +28,8 @@ pub struct RunConfig {
     pub seed: u64,
     /// Seeded random faults on top of the scenario's schedule.
     pub random_faults: bool,
-    pub sabotage: Sabotage,
+    /// A broken component planted in every agent's ports (the teeth tests); `None` otherwise.
+    pub flaw: Option<Flaw>,
     /// Keep the readable event trace (for a replay).
     pub keep_trace: bool,
     /// Run kube-aws etcdadm's rules instead of lifeboat's agents (the baseline).
@@ -89,10 +91,6 @@ fn machine(base: &Path, index: usize) -> (Node, PathBuf) {
     (node, base.join(&name).join("state"))
 }
 
-/// The policy every simulated agent runs: production's defaults.
-fn policy(sabotage: Sabotage) -> Policy {
-    Policy { sabotage, ..Policy::default() }
-}
 
 struct Machines {
     world: Shared,
@@ -139,7 +137,7 @@ pub async fn simulate(config: RunConfig, base: PathBuf) -> RunReport {
     for (index, node) in nodes.iter().enumerate() {
         let settings = AgentSettings {
             cluster: CLUSTER.into(),
-            policy: policy(config.sabotage),
+            policy: Policy::default(),
             compression: Compression::None,
             pipeline: PipelineSettings::default(),
             members: configured.clone(),
@@ -159,7 +157,7 @@ pub async fn simulate(config: RunConfig, base: PathBuf) -> RunReport {
         let mut endpoints: Vec<String> = vec![node.client_url.clone()];
         endpoints.extend(nodes.iter().filter(|other| other.name != node.name).map(|other| other.client_url.clone()));
         let (world, skew) = (world.clone(), skews[index].clone());
-        let etcdadm = config.etcdadm;
+        let (etcdadm, flaw) = (config.etcdadm, config.flaw);
         let initial_cluster: String =
             nodes.iter().map(|node| format!("{}={}", node.name, node.peer_url)).collect::<Vec<_>>().join(",");
         let client_urls: Vec<String> = nodes.iter().map(|node| node.client_url.clone()).collect();
@@ -168,19 +166,19 @@ pub async fn simulate(config: RunConfig, base: PathBuf) -> RunReport {
             .name(format!("agent-{}", node.name))
             .init(move || {
                 let settings = settings.clone();
-                let etcd = SimEtcd { world: world.clone(), me: index, endpoints: endpoints.clone() };
-                let store = SimStore { world: world.clone(), me: index };
+                let etcd = SimEtcd { world: world.clone(), me: index, endpoints: endpoints.clone(), flaw };
+                let store = SimStore { world: world.clone(), me: index, flaw };
                 let local = SimMember { world: world.clone(), node: index, spec: spec.clone() };
                 let clock = SimClock { skew_ms: skew.clone() };
-                let builder = SimBuilder { world: world.clone() };
+                let builder = SimBuilder { world: world.clone(), flaw };
                 let layout = StoreLayout::new("backups", CLUSTER);
                 let world = world.clone();
                 let baseline = etcdadm.then(|| crate::etcdadm::Etcdadm {
                     world: world.clone(),
-                    etcd: SimEtcd { world: world.clone(), me: index, endpoints: endpoints.clone() },
-                    store: SimStore { world: world.clone(), me: index },
+                    etcd: SimEtcd { world: world.clone(), me: index, endpoints: endpoints.clone(), flaw: None },
+                    store: SimStore { world: world.clone(), me: index, flaw: None },
                     local: SimMember { world: world.clone(), node: index, spec: spec.clone() },
-                    builder: SimBuilder { world: world.clone() },
+                    builder: SimBuilder { world: world.clone(), flaw: None },
                     layout: layout.clone(),
                     initial_cluster: initial_cluster.clone(),
                     client_urls: client_urls.clone(),

@@ -2,7 +2,7 @@
 //! data lost to disaster recoveries, and how fast the seeds ran.
 
 use crate::run::{run, RunConfig, RunReport};
-use lifeboat::Sabotage;
+use crate::flaws::Flaw;
 use lifeboat_scenarios::Scenario;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -82,7 +82,7 @@ pub fn sweep(
     first_seed: u64,
     seeds: u64,
     random_faults: bool,
-    sabotage: Sabotage,
+    flaw: Option<Flaw>,
     mut progress: impl FnMut(&RunReport),
 ) -> ScenarioSummary {
     let started = Instant::now();
@@ -90,7 +90,7 @@ pub fn sweep(
     let mut rtos = Vec::new();
     for seed in first_seed..first_seed + seeds {
         let config =
-            RunConfig { scenario: scenario.clone(), seed, random_faults, sabotage, keep_trace: false, etcdadm: false };
+            RunConfig { scenario: scenario.clone(), seed, random_faults, flaw, keep_trace: false, etcdadm: false };
         let report = run(&config);
         progress(&report);
         summary.add(report, &mut rtos);
@@ -118,7 +118,7 @@ pub fn random_sweep(
     first_seed: u64,
     seeds: u64,
     budget: Option<Duration>,
-    sabotage: Sabotage,
+    flaw: Option<Flaw>,
     etcdadm: bool,
     mut progress: impl FnMut(u64, &RunReport),
 ) -> RandomSummary {
@@ -138,7 +138,7 @@ pub fn random_sweep(
         faults += scenario.faults.len() as u64;
         virtual_ms += scenario.duration_ms;
         let size = usize::from(scenario.members != 3);
-        let config = RunConfig { scenario, seed, random_faults: false, sabotage, keep_trace: false, etcdadm };
+        let config = RunConfig { scenario, seed, random_faults: false, flaw, keep_trace: false, etcdadm };
         let report = run(&config);
         progress(seed, &report);
         by_size[size].add(report, &mut rtos[size]);
@@ -161,11 +161,11 @@ pub fn random_sweep(
 
 /// Shrinks a failing schedule: leaves faults out one at a time while the seed
 /// still fails, until no single fault can go. Returns the indexes left out.
-pub fn shrink(seed: u64, sabotage: Sabotage) -> Vec<usize> {
+pub fn shrink(seed: u64, flaw: Option<Flaw>) -> Vec<usize> {
     let drawn = crate::nemesis::draw(seed);
     let fails = |dropped: &[usize]| {
         let scenario = crate::nemesis::drop_faults(drawn.clone(), dropped);
-        let config = RunConfig { scenario, seed, random_faults: false, sabotage, keep_trace: false, etcdadm: false };
+        let config = RunConfig { scenario, seed, random_faults: false, flaw, keep_trace: false, etcdadm: false };
         !run(&config).violations.is_empty()
     };
     let mut dropped: Vec<usize> = Vec::new();

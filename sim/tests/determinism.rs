@@ -2,7 +2,6 @@
 //! with its virtual time) and the same report.
 #![cfg(madsim)]
 
-use lifeboat::Sabotage;
 use lifeboat_sim::run::{run, RunConfig};
 
 #[test]
@@ -14,7 +13,7 @@ fn a_seed_replays_identically() {
                 scenario: scenario.clone(),
                 seed,
                 random_faults: true,
-                sabotage: Sabotage::None,
+                flaw: None,
                 keep_trace: true,
                 etcdadm: false,
             };
@@ -38,7 +37,7 @@ fn different_seeds_differ() {
                 scenario: scenario.clone(),
                 seed,
                 random_faults: true,
-                sabotage: Sabotage::None,
+                flaw: None,
                 keep_trace: false,
                 etcdadm: false,
             })
@@ -58,7 +57,7 @@ fn madsim_determinism_check() {
             scenario,
             seed: 7,
             random_faults: true,
-            sabotage: Sabotage::None,
+            flaw: None,
             keep_trace: false,
             etcdadm: false,
         };
