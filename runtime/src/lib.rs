@@ -16,15 +16,13 @@ pub mod check;
 #[cfg(feature = "real")]
 pub mod cli;
 #[cfg(feature = "real")]
-pub mod config;
+pub mod commands;
 pub mod coordination;
 #[cfg(feature = "real")]
 pub mod etcd;
 pub mod exit;
 pub mod journal;
 pub mod member;
-#[cfg(feature = "real")]
-pub mod output;
 pub mod pipeline;
 pub mod ports;
 pub mod replace;

@@ -1,8 +1,8 @@
 //! [`AnyStore`]: S3 or a local directory, chosen by the `--store` URL.
 
 use super::{file, s3, FileStore, S3Store};
-use crate::config::{StoreSettings, StoreUrl};
 use crate::ports::{BoxError, ByteSource, ObjectInfo, Part, SnapshotStore, StoreError, Upload};
+use crate::store::settings::{StoreSettings, StoreUrl};
 use bytes::Bytes;
 
 pub enum AnyStore {

@@ -6,6 +6,7 @@ mod any;
 pub mod file;
 #[cfg(feature = "real")]
 pub mod s3;
+pub mod settings;
 
 #[cfg(feature = "real")]
 pub use any::{AnyReader, AnyStore, AnyUpload};

@@ -8,8 +8,8 @@
 //! Options (timeouts, retries, checksums) are set explicitly rather than left to
 //! SDK defaults, which change between releases.
 
-use crate::config::StoreSettings;
 use crate::ports::{BoxError, ByteSource, ObjectInfo, Part, SnapshotStore, StoreError, Upload};
+use crate::store::settings::StoreSettings;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};

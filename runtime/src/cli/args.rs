@@ -1,8 +1,8 @@
 //! The command line, as clap parses it. Raw values only: `main` validates them
 //! into settings (see `config`), merging the config file underneath.
 
+use crate::cli::output::Format;
 use crate::exit::Exit;
-use crate::output::Format;
 use clap::{Args, Parser, Subcommand};
 use lifeboat::Compression;
 use std::path::PathBuf;
@@ -147,7 +147,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct MemberArgs {
     /// This member's name (etcd --name): letters, digits, '-', '_', '.', like a hostname
-    #[arg(long, env = "LIFEBOAT_NAME", value_name = "NAME", value_parser = crate::config::member_name)]
+    #[arg(long, env = "LIFEBOAT_NAME", value_name = "NAME", value_parser = crate::cli::config::member_name)]
     pub name: String,
     /// This member's data dir: the only directory lifeboat ever moves aside
     #[arg(long, env = "LIFEBOAT_DATA_DIR", value_name = "DIR")]
@@ -273,7 +273,7 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
     /// This member's name (etcd --name): letters, digits, '-', '_', '.', like a hostname
-    #[arg(long, value_name = "NAME", value_parser = crate::config::member_name)]
+    #[arg(long, value_name = "NAME", value_parser = crate::cli::config::member_name)]
     pub name: String,
     /// Every member as NAME=PEER_URL, comma-separated (etcd --initial-cluster)
     #[arg(long, value_name = "NAME=URL,…")]

@@ -1,0 +1,97 @@
+//! `lifeboat agent` (the loop beside each member) and `lifeboat reconfigure`
+//! (its one-shot form, systemd's `ExecStartPre` before etcd starts).
+
+use super::{local_member, open_store};
+use crate::agent::{Driver, SystemClock};
+use crate::cli::args::{AgentArgs, MemberArgs};
+use crate::cli::config::{self, ConfigError, Resolved};
+use crate::exit::Exit;
+use crate::member::{AnyMember, EnvironmentFileMember};
+use crate::store::settings::StoreUrl;
+use anyhow::Context;
+use lifeboat::reconfigure::StartPlan;
+
+pub async fn run(resolved: &Resolved, args: &AgentArgs) -> anyhow::Result<Exit> {
+    let mut settings = config::agent_settings(resolved, &args.member)?;
+    if let Some(interval) = args.check_interval_ms {
+        settings.policy.check_interval_ms = interval.max(100);
+    }
+    if let Some(failures) = args.failures_max {
+        settings.policy.failures_max = failures.max(1);
+    }
+    if let Some(interval) = args.snapshot_interval_ms {
+        settings.policy.snapshot_interval_ms = interval.max(1000);
+    }
+    if let Some(compression) = args.compression {
+        settings.compression = compression;
+    }
+    if let StoreUrl::File { root } = &resolved.store_settings()?.url {
+        if args.shared_file_store {
+            tracing::info!(root = %root.display(), "file:// store shared by every member's agent (--shared-file-store)");
+        } else {
+            return Err(shared_file_store_refused(root).into());
+        }
+    }
+    let supervise = settings.supervise;
+    let etcd = resolved.etcd()?;
+    let (store, layout) = open_store(resolved).await?;
+    let local = local_member(&args.member);
+    let mut driver =
+        Driver::new(settings, etcd, store, layout, local, SystemClock, config::etcdutl(resolved, &args.member))
+            .context("cannot open the agent's state dir")?;
+    if supervise {
+        // Journaled either way; the agent's first check tries again.
+        let _ = driver.reconfigure_and_start().await;
+    }
+    let shutdown = async {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    driver.run(shutdown).await;
+    driver.shutdown().await;
+    Ok(Exit::Success)
+}
+
+fn shared_file_store_refused(root: &std::path::Path) -> ConfigError {
+    ConfigError::Invalid {
+        what: "--store",
+        value: format!("file://{}", root.display()),
+        hint: "the agents of a cluster coordinate recoveries through the store, so a file:// store must be one \
+            directory they all see: pass --shared-file-store if it is (all members on one host, or a shared mount), \
+            else use an S3 store"
+            .into(),
+    }
+}
+
+pub async fn reconfigure(resolved: &Resolved, args: &MemberArgs) -> anyhow::Result<Exit> {
+    let mut settings = config::agent_settings(resolved, args)?;
+    settings.prepare_only = true;
+    let etcd = resolved.etcd()?;
+    let (store, layout) = open_store(resolved).await?;
+    let local = AnyMember::EnvironmentFile(EnvironmentFileMember::new(
+        config::member_spec(args),
+        args.environment_file.clone(),
+    ));
+    let mut driver = Driver::new(settings, etcd, store, layout, local, SystemClock, config::etcdutl(resolved, args))
+        .context("cannot open the agent's state dir")?;
+    // As ExecStartPre: a non-zero exit keeps etcd from starting; systemd's Restart=
+    // tries again later.
+    match driver.reconfigure_and_start().await {
+        Ok(StartPlan::AwaitRecovery) => {
+            eprintln!(
+                "lifeboat: etcd must not start yet: this member waits for a disaster recovery (its disk is empty \
+                 and the cluster has no quorum) or holds for an undecided recovery claim; `lifeboat status \
+                 --journal` shows why"
+            );
+            Ok(Exit::Refused)
+        }
+        Ok(_) => Ok(Exit::Success),
+        Err(error) => Err(anyhow::anyhow!("reconfigure could not prepare {}: {error}", args.name)),
+    }
+}

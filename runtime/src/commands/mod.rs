@@ -1,0 +1,107 @@
+//! One module per command: each turns validated settings into calls to the
+//! library and renders the result as a table or JSON. `anyhow` lives here and in
+//! `main`, at the edge; the library below returns typed errors, and [`classify`]
+//! maps them to the exit codes scripts test.
+
+mod agent;
+mod check;
+mod replace;
+mod restore;
+mod save;
+mod sim;
+mod snapshots;
+mod status;
+
+use crate::cli::args::{Cli, Command, MemberArgs, MemberControl, SnapshotsCommand};
+use crate::cli::config::{self, ConfigError, Resolved};
+use crate::exit::{Classify, Exit};
+use crate::member::{AnyMember, ChildMember, SystemdMember, UnmanagedMember};
+use crate::ports::{EtcdError, SnapshotStore, StoreError};
+use crate::replace::ReplaceError;
+use crate::restore::RestoreError;
+use crate::save::SaveError;
+use crate::store::AnyStore;
+use crate::verify::VerifyError;
+use lifeboat::StoreLayout;
+
+pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
+    if let Command::Sim { args } = &cli.command {
+        return sim::run(args);
+    }
+    let resolved = config::resolve(&cli.common)?;
+    let format = cli.common.output;
+    match cli.command {
+        Command::Save(args) => save::run(&resolved, &args, format).await,
+        Command::Check => check::run(&resolved, format).await,
+        Command::Restore(args) => restore::run(&resolved, &args, format).await,
+        Command::Snapshots(SnapshotsCommand::List) => snapshots::list(&resolved, format).await,
+        Command::Snapshots(SnapshotsCommand::Verify { names, all }) => {
+            snapshots::verify(&resolved, &names, all, format).await
+        }
+        Command::Snapshots(SnapshotsCommand::Prune { keep_last, keep_hourly, keep_daily, dry_run }) => {
+            let mut retention = config::retention(&resolved.file);
+            retention.keep_last = keep_last.unwrap_or(retention.keep_last);
+            retention.keep_hourly = keep_hourly.unwrap_or(retention.keep_hourly);
+            retention.keep_daily = keep_daily.unwrap_or(retention.keep_daily);
+            snapshots::prune(&resolved, &retention, dry_run, format).await
+        }
+        Command::Agent(args) => agent::run(&resolved, &args).await,
+        Command::Replace(args) => replace::run(&resolved, &args.member, format).await,
+        Command::Reconfigure(args) => agent::reconfigure(&resolved, &args).await,
+        Command::Status(args) => status::run(&args, format),
+        Command::Sim { args } => sim::run(&args),
+    }
+}
+
+/// The exit code of the first error in the chain that knows its own.
+pub fn classify(error: &anyhow::Error) -> Exit {
+    for cause in error.chain() {
+        if let Some(error) = cause.downcast_ref::<ConfigError>() {
+            return error.exit();
+        }
+        if let Some(error) = cause.downcast_ref::<SaveError>() {
+            return error.exit();
+        }
+        if let Some(error) = cause.downcast_ref::<RestoreError>() {
+            return error.exit();
+        }
+        if let Some(error) = cause.downcast_ref::<VerifyError>() {
+            return error.exit();
+        }
+        if let Some(error) = cause.downcast_ref::<StoreError>() {
+            return error.exit();
+        }
+        if let Some(error) = cause.downcast_ref::<EtcdError>() {
+            return error.exit();
+        }
+        if let Some(error) = cause.downcast_ref::<ReplaceError>() {
+            return error.exit();
+        }
+    }
+    Exit::Failure
+}
+
+/// The store the settings name, opened, with its layout.
+pub async fn open_store(resolved: &Resolved) -> anyhow::Result<(AnyStore, StoreLayout)> {
+    let settings = resolved.store_settings()?;
+    let store = AnyStore::open(settings).await?;
+    Ok((store, settings.layout()))
+}
+
+pub fn local_member(args: &MemberArgs) -> AnyMember {
+    let spec = config::member_spec(args);
+    match args.member_control {
+        MemberControl::Child => {
+            let log = args.state_dir.clone().unwrap_or_else(|| config::default_state_dir(args)).join("etcd.log");
+            AnyMember::Child(Box::new(ChildMember::new(spec, args.etcd.clone(), Some(log))))
+        }
+        MemberControl::Systemd => {
+            AnyMember::Systemd(SystemdMember::new(spec, args.unit.clone(), args.environment_file.clone()))
+        }
+        MemberControl::None => AnyMember::Unmanaged(UnmanagedMember::new(spec)),
+    }
+}
+
+pub fn store_location(store: &AnyStore, key: &str) -> String {
+    store.location(key)
+}

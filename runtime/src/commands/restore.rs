@@ -1,0 +1,50 @@
+//! `lifeboat restore`: a verified snapshot into a new member data dir.
+
+use super::open_store;
+use crate::cli::args::RestoreArgs;
+use crate::cli::config::{ConfigError, Resolved};
+use crate::cli::output::{self, Format};
+use crate::exit::Exit;
+use crate::restore::{self, Etcdutl, RestoreSettings, SnapshotChoice};
+use anyhow::Context;
+
+pub async fn run(resolved: &Resolved, args: &RestoreArgs, format: Format) -> anyhow::Result<Exit> {
+    let snapshot: SnapshotChoice = args.snapshot.parse().map_err(|hint| ConfigError::Invalid {
+        what: "--snapshot",
+        value: args.snapshot.clone(),
+        hint,
+    })?;
+    let (store, layout) = open_store(resolved).await?;
+    let settings = RestoreSettings {
+        data_dir: args.data_dir.clone(),
+        name: args.name.clone(),
+        initial_cluster: args.initial_cluster.clone(),
+        initial_advertise_peer_urls: args.initial_advertise_peer_urls.clone(),
+        initial_cluster_token: args.initial_cluster_token.clone(),
+        snapshot,
+        cluster: resolved.store_settings()?.cluster.clone(),
+    };
+    let etcdutl =
+        Etcdutl(args.etcdutl.clone().or_else(|| resolved.file.etcdutl.clone()).unwrap_or_else(|| "etcdutl".into()));
+    let report = restore::restore(&store, &layout, &settings, &etcdutl)
+        .await
+        .context(format!("restore into {} failed; the data dir was not touched", args.data_dir.display()))?;
+    match format {
+        Format::Json => println!("{}", output::json(&report)),
+        Format::Table => {
+            for (name, reason) in &report.skipped {
+                println!("skipped {name}: {reason}");
+            }
+            println!(
+                "restored {} ({}, sha256 {}{}) into {} in {:.1} s",
+                report.snapshot,
+                output::bytes(report.size_bytes),
+                &output::short_hash(&report.sha256),
+                report.revision.map(|revision| format!(", revision {revision}")).unwrap_or_default(),
+                report.data_dir.display(),
+                report.elapsed_ms as f64 / 1000.0
+            );
+        }
+    }
+    Ok(Exit::Success)
+}

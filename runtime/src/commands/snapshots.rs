@@ -1,0 +1,258 @@
+//! `lifeboat snapshots list|verify|prune`: what the store holds, whether it
+//! restores, and what retention keeps.
+
+use super::{open_store, store_location};
+use crate::catalog::{self, Catalog};
+use crate::cli::config::{ConfigError, Resolved};
+use crate::cli::output::{self, Format};
+use crate::exit::Exit;
+use crate::save::wall_clock_now;
+use lifeboat::{Millis, StoreLayout};
+
+fn catalog_rows(catalog: &Catalog) -> Vec<Vec<String>> {
+    catalog
+        .snapshots
+        .iter()
+        .map(|entry| {
+            let manifest = entry.manifest.as_ref();
+            vec![
+                entry.name.to_string(),
+                entry.name.revision().to_string(),
+                manifest.map(|manifest| output::bytes(manifest.size_bytes)).unwrap_or_else(|| "-".into()),
+                entry.object.as_ref().map(|object| output::bytes(object.size_bytes)).unwrap_or_else(|| "-".into()),
+                format!("{:?}", entry.name.compression()).to_lowercase(),
+                manifest.map(|manifest| output::short_hash(&manifest.sha256)).unwrap_or_else(|| "-".into()),
+                if entry.is_backup() { "ok".into() } else { entry.problem.clone().unwrap_or_default() },
+            ]
+        })
+        .collect()
+}
+
+pub async fn list(resolved: &Resolved, format: Format) -> anyhow::Result<Exit> {
+    let (store, layout) = open_store(resolved).await?;
+    let catalog = catalog::load(&store, &layout).await?;
+    match format {
+        Format::Json => println!("{}", output::json(&catalog)),
+        Format::Table => {
+            print!(
+                "{}",
+                output::table(
+                    &["name", "revision", "size", "stored", "compression", "sha256", "status"],
+                    &catalog_rows(&catalog)
+                )
+            );
+            match &catalog.latest {
+                Some(latest) => println!(
+                    "latest: {} ({})",
+                    store_location(&store, &layout.latest_key()),
+                    output::bytes(latest.size_bytes)
+                ),
+                None => println!("latest: none ({} does not exist)", store_location(&store, &layout.latest_key())),
+            }
+            if !catalog.unknown.is_empty() {
+                // Foreign objects are data, not errors: named so an operator can clean them up.
+                const SHOWN: usize = 5;
+                let shown: Vec<&str> = catalog.unknown.iter().take(SHOWN).map(String::as_str).collect();
+                let more = catalog.unknown.len().saturating_sub(SHOWN);
+                println!(
+                    "ignored {} object(s) that are not lifeboat snapshots: {}{}",
+                    catalog.unknown.len(),
+                    shown.join(", "),
+                    if more > 0 { format!(" and {more} more") } else { String::new() }
+                );
+            }
+        }
+    }
+    Ok(Exit::Success)
+}
+
+#[derive(serde::Serialize)]
+struct VerifyRow {
+    snapshot: String,
+    ok: bool,
+    /// Not a backup, so not checked: an object whose save has not written its manifest (yet).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    skipped: bool,
+    sha256: Option<String>,
+    size_bytes: Option<u64>,
+    detail: String,
+}
+
+pub async fn verify(resolved: &Resolved, names: &[String], all: bool, format: Format) -> anyhow::Result<Exit> {
+    let (store, layout) = open_store(resolved).await?;
+    let catalog = catalog::load(&store, &layout).await?;
+    let now: Millis = wall_clock_now();
+    let mut wanted: Vec<String> = if all {
+        catalog.snapshots.iter().map(|entry| entry.name.to_string()).collect()
+    } else if names.is_empty() {
+        vec!["latest".into(), StoreLayout::LATEST.into()]
+    } else {
+        names.to_vec()
+    };
+    if all && catalog.latest.is_some() {
+        wanted.push(StoreLayout::LATEST.into());
+    }
+    let mut rows = Vec::new();
+    for wanted_name in wanted {
+        let row = if wanted_name == StoreLayout::LATEST {
+            if catalog.latest.is_none() {
+                VerifyRow {
+                    snapshot: wanted_name,
+                    ok: false,
+                    skipped: false,
+                    sha256: None,
+                    size_bytes: None,
+                    detail: "missing".into(),
+                }
+            } else {
+                match catalog::verify_latest(&store, &layout, &catalog).await {
+                    Ok((fetched, matching)) => VerifyRow {
+                        snapshot: wanted_name,
+                        ok: true,
+                        skipped: false,
+                        sha256: Some(fetched.plain.sha256),
+                        size_bytes: Some(fetched.plain.size_bytes),
+                        detail: match matching {
+                            Some(name) => format!("etcd hash ok, same bytes as {name}"),
+                            None => "etcd hash ok (no manifest names these bytes)".into(),
+                        },
+                    },
+                    Err(error) => VerifyRow {
+                        snapshot: wanted_name,
+                        ok: false,
+                        skipped: false,
+                        sha256: None,
+                        size_bytes: None,
+                        detail: error.to_string(),
+                    },
+                }
+            }
+        } else {
+            let entry = if wanted_name == "latest" {
+                catalog.snapshots.iter().find(|entry| entry.manifest.is_some())
+            } else {
+                let name = wanted_name.parse().map_err(|hint| ConfigError::Invalid {
+                    what: "snapshot name",
+                    value: wanted_name.clone(),
+                    hint,
+                })?;
+                catalog.find(&name)
+            };
+            match entry {
+                // With --all, an object without a manifest is listed but not judged:
+                // a save writes its manifest last, so this is a save in progress or
+                // one that was interrupted (prune removes those after an hour).
+                Some(entry) if all && entry.manifest.is_none() && entry.object.is_some() => {
+                    let age_ms = entry
+                        .object
+                        .as_ref()
+                        .and_then(|object| object.modified_ms)
+                        .map(|modified| now.0.saturating_sub(modified));
+                    VerifyRow {
+                        snapshot: entry.name.to_string(),
+                        ok: true,
+                        skipped: true,
+                        sha256: None,
+                        size_bytes: entry.object.as_ref().map(|object| object.size_bytes),
+                        detail: match age_ms {
+                            Some(age) if age > catalog::ORPHAN_GRACE_MS => {
+                                "not a backup: an interrupted save without a manifest; `snapshots prune` removes it"
+                                    .into()
+                            }
+                            _ => "not a backup yet: no manifest, a save in progress or just interrupted".into(),
+                        },
+                    }
+                }
+                None => VerifyRow {
+                    snapshot: wanted_name,
+                    ok: false,
+                    skipped: false,
+                    sha256: None,
+                    size_bytes: None,
+                    detail: "not found".into(),
+                },
+                Some(entry) => match catalog::verify_entry(&store, entry).await {
+                    Ok(fetched) => VerifyRow {
+                        snapshot: entry.name.to_string(),
+                        ok: true,
+                        skipped: false,
+                        sha256: Some(fetched.plain.sha256),
+                        size_bytes: Some(fetched.plain.size_bytes),
+                        detail: "sha256 and etcd hash match the manifest".into(),
+                    },
+                    Err(error) => VerifyRow {
+                        snapshot: entry.name.to_string(),
+                        ok: false,
+                        skipped: false,
+                        sha256: None,
+                        size_bytes: None,
+                        detail: error.to_string(),
+                    },
+                },
+            }
+        };
+        rows.push(row);
+    }
+    match format {
+        Format::Json => println!("{}", output::json(&rows)),
+        Format::Table => {
+            let table_rows: Vec<Vec<String>> = rows
+                .iter()
+                .map(|row| {
+                    vec![
+                        row.snapshot.clone(),
+                        match (row.ok, row.skipped) {
+                            (_, true) => "skipped".into(),
+                            (true, false) => "ok".into(),
+                            (false, false) => "FAILED".into(),
+                        },
+                        row.size_bytes.map(output::bytes).unwrap_or_else(|| "-".into()),
+                        row.detail.clone(),
+                    ]
+                })
+                .collect();
+            print!("{}", output::table(&["snapshot", "result", "size", "detail"], &table_rows));
+        }
+    }
+    if rows.is_empty() {
+        return Ok(Exit::NotFound);
+    }
+    Ok(if rows.iter().all(|row| row.ok) {
+        Exit::Success
+    } else if rows.iter().all(|row| row.detail == "not found" || row.detail == "missing") {
+        Exit::NotFound
+    } else {
+        Exit::Corrupt
+    })
+}
+
+pub async fn prune(
+    resolved: &Resolved,
+    retention: &lifeboat::Retention,
+    dry_run: bool,
+    format: Format,
+) -> anyhow::Result<Exit> {
+    let (store, layout) = open_store(resolved).await?;
+    let catalog = catalog::load(&store, &layout).await?;
+    let now: Millis = wall_clock_now();
+    let report = catalog::prune(&store, &layout, &catalog, retention, now.0, dry_run).await?;
+    match format {
+        Format::Json => println!("{}", output::json(&report)),
+        Format::Table => {
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            for name in &report.deleted {
+                println!("{verb} {name}");
+            }
+            for key in &report.orphans_deleted {
+                println!("{verb} orphan {key}");
+            }
+            println!(
+                "kept {} snapshots, {verb} {} (+{} orphans)",
+                report.kept.len(),
+                report.deleted.len(),
+                report.orphans_deleted.len()
+            );
+        }
+    }
+    Ok(Exit::Success)
+}
