@@ -35,7 +35,7 @@ fn bench(criterion: &mut Criterion) {
                     let targets = [Target { upload: CountingUpload::default(), compression }];
                     let report = pipeline::run(&mut source, &targets, &settings).await.expect("the pipeline runs");
                     assert_eq!(report.plain.size_bytes, snapshot.len() as u64);
-                    assert_eq!(report.trailer, lifeboat_runtime::verify::Trailer::Valid);
+                    assert_eq!(report.trailer, lifeboat_runtime::backup::verify::Trailer::Valid);
                     report.stored[0].size_bytes
                 })
             })

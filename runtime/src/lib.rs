@@ -11,22 +11,14 @@
 #![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 pub mod agent;
-pub mod catalog;
-pub mod check;
+pub mod backup;
 #[cfg(feature = "real")]
 pub mod cli;
 #[cfg(feature = "real")]
 pub mod commands;
-pub mod coordination;
-#[cfg(feature = "real")]
 pub mod etcd;
 pub mod exit;
-pub mod journal;
 pub mod member;
 pub mod pipeline;
 pub mod ports;
-pub mod replace;
-pub mod restore;
-pub mod save;
 pub mod store;
-pub mod verify;

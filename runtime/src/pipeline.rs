@@ -7,8 +7,8 @@
 //! Part buffers are recycled once their upload is done: fresh ones would fault in
 //! and zero new pages for every part, and freed ones fragment the heap.
 
+use crate::backup::verify::{Digest256, SnapshotDigest, Trailer};
 use crate::ports::{BoxError, ByteSource, Part, StoreError, Upload};
-use crate::verify::{Digest256, SnapshotDigest, Trailer};
 use bytes::{Bytes, BytesMut};
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt, TryStreamExt};

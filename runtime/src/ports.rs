@@ -1,9 +1,21 @@
-//! The ports: the only ways the runtime's logic touches the outside world. Real
-//! adapters live in `etcd` and `store`; the simulator provides its own.
+//! The ports: every trait the driver and the save / restore / replace machinery
+//! talk to the world through, in one file. Each says which adapter implements
+//! it in production and which in the simulator (`sim/src/ports.rs`).
+//!
+//! | port | production | simulator |
+//! | --- | --- | --- |
+//! | [`EtcdCluster`] | `etcd::EtcdClient` (etcd-client) | `SimEtcd` |
+//! | [`SnapshotStore`], [`Upload`], [`ByteSource`] | `store::{S3Store, FileStore, AnyStore}` | `SimStore` |
+//! | [`LocalMember`] | `member::{ChildMember, SystemdMember, EnvironmentFileMember, UnmanagedMember}` | `SimMember` |
+//! | [`DataDirBuilder`] | `backup::restore::Etcdutl` (etcdutl) | `SimBuilder` |
+//! | [`Clock`] | `agent::SystemClock` | `SimClock` (virtual time, skewed per agent) |
 
+use crate::backup::restore::{RestoreError, RestoreSettings};
 use crate::exit::{Classify, Exit};
+use crate::member::{Launch, MemberError, MemberSpec};
 use bytes::Bytes;
-use lifeboat::{Member, MemberId, Revision};
+use lifeboat::{Member, MemberId, Millis, Revision};
+use std::path::Path;
 
 /// A boxed error for byte streams, which may fail in either adapter.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -187,4 +199,41 @@ pub trait SnapshotStore {
     async fn copy(&self, from: &str, to: &str) -> Result<(), StoreError>;
     /// Deleting a missing key is not an error: deletes are idempotent.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// The local etcd member: start it with given launch settings, stop it, and
+/// know its spec. Production: `member::{ChildMember, SystemdMember,
+/// EnvironmentFileMember, UnmanagedMember}`; the simulator: `SimMember`.
+pub trait LocalMember {
+    fn spec(&self) -> &MemberSpec;
+    async fn is_running(&self) -> bool;
+    async fn start(&self, launch: &Launch) -> Result<(), MemberError>;
+    async fn stop(&self) -> Result<(), MemberError>;
+}
+
+/// Time as the driver sees it: two clocks, because a wall clock can step (NTP, an
+/// operator, a VM resumed) and the core's timers must not. Production: `agent::SystemClock`
+/// (the system clock and a monotonic one); the simulator: virtual time, skewed and stepped per
+/// agent for `now` only.
+pub trait Clock {
+    /// Wall-clock time: snapshot names, journal timestamps, moved-aside suffixes.
+    fn now(&self) -> Millis;
+    /// Time that never goes back, for the core's timers (from an arbitrary origin).
+    fn monotonic(&self) -> Millis;
+    /// Sleeps until `deadline` on the monotonic clock.
+    async fn sleep_until(&self, deadline: Millis);
+}
+
+/// Builds a member data dir from a snapshot file that has been verified:
+/// `etcdutl snapshot restore` in production (`backup::restore::Etcdutl`), the simulated etcd's own builder in
+/// the simulator.
+pub trait DataDirBuilder {
+    /// Fails early, before any download, when the builder cannot run.
+    fn ready(&self) -> Result<(), RestoreError>;
+    /// Builds a data dir at `into`, which does not exist yet.
+    async fn build(&self, snapshot: &Path, into: &Path, settings: &RestoreSettings) -> Result<(), RestoreError>;
+    /// The revision the data dir of a *stopped* member holds (`None`: no database in
+    /// it). A member that stops for a recovery claim votes with this, not with what
+    /// its etcd answered before it stopped: writes may land in between.
+    async fn data_revision(&self, data_dir: &Path) -> Result<Option<lifeboat::Revision>, RestoreError>;
 }

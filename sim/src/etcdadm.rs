@@ -12,10 +12,11 @@
 use crate::model::{lock, virtual_ms, Shared};
 use crate::ports::{SimBuilder, SimEtcd, SimMember, SimStore};
 use lifeboat::StoreLayout;
-use lifeboat_runtime::member::{self, Launch, LocalMember};
+use lifeboat_runtime::agent::replace::{self, ReplaceSettings};
+use lifeboat_runtime::backup::restore::{RestoreSettings, SnapshotChoice};
+use lifeboat_runtime::member::{self, Launch};
 use lifeboat_runtime::ports::{ByteSource, EtcdCluster, SnapshotStore};
-use lifeboat_runtime::replace::{self, ReplaceSettings};
-use lifeboat_runtime::restore::{DataDirBuilder, RestoreSettings, SnapshotChoice};
+use lifeboat_runtime::ports::{DataDirBuilder, LocalMember};
 use std::time::Duration;
 
 /// etcdadm checked on a timer and acted after a failure period; the same cadence

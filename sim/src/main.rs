@@ -16,8 +16,8 @@ fn main() -> std::process::ExitCode {
 #[cfg(madsim)]
 mod cli {
     use clap::Parser;
-    use lifeboat_sim::flaws::Flaw;
     use lifeboat_scenarios::{Harness, Scenario};
+    use lifeboat_sim::flaws::Flaw;
     use lifeboat_sim::nemesis::{draw, drop_faults};
     use lifeboat_sim::run::{run, violations_text, RunConfig, RunReport};
     use lifeboat_sim::summary::{kinds_line, random_sweep, shrink, sweep, table};
@@ -82,7 +82,9 @@ mod cli {
     /// The `--flaw` a replay command needs to fail the same way.
     fn flaw_flag(flaw: Option<Flaw>) -> String {
         use clap::ValueEnum;
-        flaw.and_then(|flaw| flaw.to_possible_value()).map(|value| format!(" --flaw {}", value.get_name())).unwrap_or_default()
+        flaw.and_then(|flaw| flaw.to_possible_value())
+            .map(|value| format!(" --flaw {}", value.get_name()))
+            .unwrap_or_default()
     }
 
     /// Prints one run's faults, event trace and violations; true when it failed.

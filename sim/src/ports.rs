@@ -7,13 +7,13 @@ use crate::flaws::{self, Flaw};
 use crate::model::{lock, Shared};
 use bytes::Bytes;
 use lifeboat::{Member, MemberId, Millis, Revision};
-use lifeboat_runtime::agent::Clock;
-use lifeboat_runtime::member::{Launch, LocalMember, MemberError, MemberSpec};
+use lifeboat_runtime::backup::restore::{RestoreError, RestoreSettings};
+use lifeboat_runtime::member::{Launch, MemberError, MemberSpec};
+use lifeboat_runtime::ports::Clock;
 use lifeboat_runtime::ports::{
-    BoxError, ByteSource, EndpointHealth, EndpointStatus, EtcdCluster, EtcdError, ObjectInfo, Part, SnapshotStore,
-    StoreError, Upload,
+    BoxError, ByteSource, DataDirBuilder, EndpointHealth, EndpointStatus, EtcdCluster, EtcdError, LocalMember,
+    ObjectInfo, Part, SnapshotStore, StoreError, Upload,
 };
-use lifeboat_runtime::restore::{DataDirBuilder, RestoreError, RestoreSettings};
 use madsim::rand::{thread_rng, Rng};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -243,7 +243,8 @@ impl EtcdCluster for SimEtcd {
         self.at_leader("lock", |world, _, _| {
             let granted = world.try_lock(key, holder, ttl_seconds);
             // The flawed lock grants every request (a lease is made all the same).
-            Ok(granted.or_else(|| free.then(|| world.try_lock(&format!("{key}/{holder}"), holder, ttl_seconds)).flatten()))
+            Ok(granted
+                .or_else(|| free.then(|| world.try_lock(&format!("{key}/{holder}"), holder, ttl_seconds)).flatten()))
         })
         .await
     }
@@ -368,9 +369,8 @@ impl SnapshotStore for SimStore {
             if if_absent && world.objects.contains_key(key) {
                 return Err(StoreError::AlreadyExists { location: key.to_owned() });
             }
-            let forged = (self.flaw == Some(Flaw::ClaimsCommitAtOnce))
-                .then(|| flaws::forged_outcome(key, &body))
-                .flatten();
+            let forged =
+                (self.flaw == Some(Flaw::ClaimsCommitAtOnce)).then(|| flaws::forged_outcome(key, &body)).flatten();
             world.put_object(key, body);
             if let Some((outcome_key, outcome)) = forged {
                 world.put_object(&outcome_key, outcome);
@@ -481,7 +481,7 @@ impl DataDirBuilder for SimBuilder {
         latency(10, 100).await;
         let failed = |stderr: String| RestoreError::Etcdutl { status: "exit status: 1".into(), stderr };
         let bytes = std::fs::read(snapshot).map_err(|error| failed(error.to_string()))?;
-        if let lifeboat_runtime::restore::SnapshotChoice::Named(name) = &settings.snapshot {
+        if let lifeboat_runtime::backup::restore::SnapshotChoice::Named(name) = &settings.snapshot {
             let mut world = lock(&self.world);
             let key = format!("backups/sim/exported/etcd-snapshots/{name}");
             if !world.stats.restored_keys.contains(&key) {

@@ -2,13 +2,14 @@
 //! a client writing, the scenario's faults plus seeded random ones, and the
 //! checks at the end.
 
+use crate::flaws::Flaw;
 use crate::model::{lock, Invariant, Node, Shared, Stats, Violation, World};
 use crate::ports::{SimBuilder, SimClock, SimEtcd, SimMember, SimStore};
-use crate::flaws::Flaw;
 use lifeboat::{Compression, Policy, StoreLayout};
 use lifeboat_runtime::agent::{AgentSettings, ConfiguredMember, Driver};
-use lifeboat_runtime::member::{LocalMember, MemberSpec};
+use lifeboat_runtime::member::MemberSpec;
 use lifeboat_runtime::pipeline::PipelineSettings;
+use lifeboat_runtime::ports::LocalMember;
 use lifeboat_scenarios::{Check, Fault, Loss, Recovery, ReplaceStep, Scenario, ScheduledFault};
 use madsim::rand::{thread_rng, Rng};
 use serde::Serialize;
@@ -90,7 +91,6 @@ fn machine(base: &Path, index: usize) -> (Node, PathBuf) {
     };
     (node, base.join(&name).join("state"))
 }
-
 
 struct Machines {
     world: Shared,

@@ -1,8 +1,8 @@
 //! Many seeds of one scenario, summed up: violations, recoveries by kind, RTO,
 //! data lost to disaster recoveries, and how fast the seeds ran.
 
-use crate::run::{run, RunConfig, RunReport};
 use crate::flaws::Flaw;
+use crate::run::{run, RunConfig, RunReport};
 use lifeboat_scenarios::Scenario;
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -53,14 +53,8 @@ fn different_seeds_differ() {
 fn madsim_determinism_check() {
     madsim::runtime::Runtime::check_determinism(7, madsim::Config::default(), || async {
         let scenario = lifeboat_scenarios::find("member-disk-wiped").expect("in the catalogue");
-        let config = RunConfig {
-            scenario,
-            seed: 7,
-            random_faults: true,
-            flaw: None,
-            keep_trace: false,
-            etcdadm: false,
-        };
+        let config =
+            RunConfig { scenario, seed: 7, random_faults: true, flaw: None, keep_trace: false, etcdadm: false };
         let base = lifeboat_sim::run::scratch_dir();
         let report = lifeboat_sim::run::simulate(config, base.clone()).await;
         let _ = std::fs::remove_dir_all(&base);

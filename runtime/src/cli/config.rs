@@ -3,12 +3,12 @@
 //! by clap), which overrides the TOML config file, which overrides defaults.
 
 use crate::agent::{AgentSettings, ConfiguredMember};
+use crate::backup::restore::Etcdutl;
 use crate::cli::args::{Common, MemberArgs, MemberControl};
 use crate::etcd::EtcdClient;
 use crate::exit::{Classify, Exit};
 use crate::member::MemberSpec;
 use crate::pipeline::PipelineSettings;
-use crate::restore::Etcdutl;
 use crate::store::settings::{S3Settings, StoreSettings, StoreUrl, StoreUrlError};
 use lifeboat::{Compression, Policy, Retention};
 use serde::Deserialize;

@@ -1,13 +1,13 @@
 //! `lifeboat check`: every member's health, role and revision, and whether quorum holds.
 
-use crate::check;
 use crate::cli::config::Resolved;
 use crate::cli::output::{self, Format};
+use crate::etcd::health;
 use crate::exit::Exit;
 
 pub async fn run(resolved: &Resolved, format: Format) -> anyhow::Result<Exit> {
     let etcd = resolved.etcd()?;
-    let report = check::check(&etcd).await;
+    let report = health::check(&etcd).await;
     match format {
         Format::Json => println!("{}", output::json(&report)),
         Format::Table => {

@@ -12,16 +12,16 @@ mod sim;
 mod snapshots;
 mod status;
 
+use crate::agent::replace::ReplaceError;
+use crate::backup::restore::RestoreError;
+use crate::backup::save::SaveError;
+use crate::backup::verify::VerifyError;
 use crate::cli::args::{Cli, Command, MemberArgs, MemberControl, SnapshotsCommand};
 use crate::cli::config::{self, ConfigError, Resolved};
 use crate::exit::{Classify, Exit};
 use crate::member::{AnyMember, ChildMember, SystemdMember, UnmanagedMember};
 use crate::ports::{EtcdError, SnapshotStore, StoreError};
-use crate::replace::ReplaceError;
-use crate::restore::RestoreError;
-use crate::save::SaveError;
 use crate::store::AnyStore;
-use crate::verify::VerifyError;
 use lifeboat::StoreLayout;
 
 pub async fn run(cli: Cli) -> anyhow::Result<Exit> {

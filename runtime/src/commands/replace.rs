@@ -1,12 +1,12 @@
 //! `lifeboat replace`: this member out and back in, learner first, one change at a time.
 
 use super::local_member;
+use crate::agent::replace::{self, ReplaceSettings};
+use crate::backup::save::wall_clock_now;
 use crate::cli::args::{MemberArgs, MemberControl};
 use crate::cli::config::Resolved;
 use crate::cli::output::{self, Format};
 use crate::exit::Exit;
-use crate::replace::{self, ReplaceSettings};
-use crate::save::wall_clock_now;
 use anyhow::Context;
 use std::time::Duration;
 

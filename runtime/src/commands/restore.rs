@@ -1,11 +1,11 @@
 //! `lifeboat restore`: a verified snapshot into a new member data dir.
 
 use super::open_store;
+use crate::backup::restore::{self, Etcdutl, RestoreSettings, SnapshotChoice};
 use crate::cli::args::RestoreArgs;
 use crate::cli::config::{ConfigError, Resolved};
 use crate::cli::output::{self, Format};
 use crate::exit::Exit;
-use crate::restore::{self, Etcdutl, RestoreSettings, SnapshotChoice};
 use anyhow::Context;
 
 pub async fn run(resolved: &Resolved, args: &RestoreArgs, format: Format) -> anyhow::Result<Exit> {

@@ -1,12 +1,12 @@
 //! `lifeboat save`: one snapshot streamed from the healthiest member to the store.
 
 use super::{open_store, store_location};
+use crate::backup::save::{self, wall_clock_now, SaveSettings};
 use crate::cli::args::SaveArgs;
 use crate::cli::config::Resolved;
 use crate::cli::output::{self, Format};
 use crate::exit::Exit;
 use crate::pipeline::PipelineSettings;
-use crate::save::{self, wall_clock_now, SaveSettings};
 use anyhow::Context;
 use lifeboat::Compression;
 

@@ -2,11 +2,11 @@
 //! restores, and what retention keeps.
 
 use super::{open_store, store_location};
-use crate::catalog::{self, Catalog};
+use crate::backup::catalog::{self, Catalog};
+use crate::backup::save::wall_clock_now;
 use crate::cli::config::{ConfigError, Resolved};
 use crate::cli::output::{self, Format};
 use crate::exit::Exit;
-use crate::save::wall_clock_now;
 use lifeboat::{Millis, StoreLayout};
 
 fn catalog_rows(catalog: &Catalog) -> Vec<Vec<String>> {

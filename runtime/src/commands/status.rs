@@ -1,10 +1,10 @@
 //! `lifeboat status`: what the agent last saw and decided, from its journal.
 
 use crate::agent;
+use crate::agent::journal::Journal;
 use crate::cli::args::StatusArgs;
 use crate::cli::output::{self, Format};
 use crate::exit::Exit;
-use crate::journal::Journal;
 use anyhow::Context;
 
 pub fn run(args: &StatusArgs, format: Format) -> anyhow::Result<Exit> {

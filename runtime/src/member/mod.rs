@@ -3,9 +3,15 @@
 //! the tests), and a systemd unit (production), whose launch settings go to an
 //! environment file the unit reads (`EnvironmentFile=`), as etcd reads `ETCD_*`.
 
+mod child;
+mod systemd;
+
+pub use child::ChildMember;
+pub use systemd::{environment, EnvironmentFileMember, SystemdMember};
+
 use crate::exit::{Classify, Exit};
+use crate::ports::LocalMember;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// This member's identity and addresses, fixed for its lifetime.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -51,15 +57,8 @@ impl Classify for MemberError {
     }
 }
 
-fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> MemberError + 'a {
+pub(crate) fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> MemberError + 'a {
     move |source| MemberError::Io { operation, path: path.to_owned(), source }
-}
-
-pub trait LocalMember {
-    fn spec(&self) -> &MemberSpec;
-    async fn is_running(&self) -> bool;
-    async fn start(&self, launch: &Launch) -> Result<(), MemberError>;
-    async fn stop(&self) -> Result<(), MemberError>;
 }
 
 /// Whether the data dir holds a member (etcd creates `member/` in it).
@@ -97,157 +96,6 @@ pub fn move_data_dir_aside(spec: &MemberSpec, path: &Path, now_ms: u64) -> Resul
     Ok(Some(aside))
 }
 
-/// etcd as a child of this process.
-pub struct ChildMember {
-    spec: MemberSpec,
-    etcd: PathBuf,
-    log: Option<PathBuf>,
-    child: tokio::sync::Mutex<Option<tokio::process::Child>>,
-}
-
-impl ChildMember {
-    pub fn new(spec: MemberSpec, etcd: PathBuf, log: Option<PathBuf>) -> ChildMember {
-        ChildMember { spec, etcd, log, child: tokio::sync::Mutex::new(None) }
-    }
-}
-
-impl LocalMember for ChildMember {
-    fn spec(&self) -> &MemberSpec {
-        &self.spec
-    }
-
-    async fn is_running(&self) -> bool {
-        let mut child = self.child.lock().await;
-        match child.as_mut() {
-            Some(process) => matches!(process.try_wait(), Ok(None)),
-            None => false,
-        }
-    }
-
-    async fn start(&self, launch: &Launch) -> Result<(), MemberError> {
-        let mut child = self.child.lock().await;
-        if let Some(process) = child.as_mut() {
-            if matches!(process.try_wait(), Ok(None)) {
-                return Ok(());
-            }
-        }
-        let spec = &self.spec;
-        let mut command = tokio::process::Command::new(&self.etcd);
-        command
-            .arg("--name")
-            .arg(&spec.name)
-            .arg("--data-dir")
-            .arg(&spec.data_dir)
-            .args(["--listen-client-urls", &spec.client_url, "--advertise-client-urls", &spec.client_url])
-            .args(["--listen-peer-urls", &spec.peer_url, "--initial-advertise-peer-urls", &spec.peer_url])
-            .args(["--initial-cluster", &launch.initial_cluster])
-            .args(["--initial-cluster-state", &launch.initial_cluster_state])
-            .args(["--initial-cluster-token", &launch.initial_cluster_token])
-            .args(&spec.extra_args)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to signal the
-        // child when its parent dies, so a killed agent never leaves an orphaned etcd.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        match &self.log {
-            Some(path) => {
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(io_error("open log", path))?;
-                let copy = file.try_clone().map_err(io_error("open log", path))?;
-                command.stdout(copy).stderr(file);
-            }
-            None => {
-                command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-            }
-        }
-        let process = command
-            .spawn()
-            .map_err(|source| MemberError::Spawn { program: self.etcd.display().to_string(), source })?;
-        tracing::info!(member = %spec.name, state = %launch.initial_cluster_state, token = %launch.initial_cluster_token, "started etcd");
-        *child = Some(process);
-        Ok(())
-    }
-
-    async fn stop(&self) -> Result<(), MemberError> {
-        let mut child = self.child.lock().await;
-        if let Some(mut process) = child.take() {
-            if let Some(pid) = process.id() {
-                // SAFETY: signal to our own child, which has not been reaped yet.
-                unsafe {
-                    libc::kill(pid as libc::pid_t, libc::SIGTERM);
-                }
-            }
-            if tokio::time::timeout(Duration::from_secs(15), process.wait()).await.is_err() {
-                let _ = process.kill().await;
-            }
-            tracing::info!(member = %self.spec.name, "stopped etcd");
-        }
-        Ok(())
-    }
-}
-
-/// etcd as a systemd unit (default `etcd-member.service`, as on kube-aws).
-pub struct SystemdMember {
-    spec: MemberSpec,
-    unit: String,
-    /// Written before each start; the unit reads it with `EnvironmentFile=`.
-    environment_file: PathBuf,
-}
-
-impl SystemdMember {
-    pub fn new(spec: MemberSpec, unit: String, environment_file: PathBuf) -> SystemdMember {
-        SystemdMember { spec, unit, environment_file }
-    }
-
-    async fn systemctl(&self, verb: &'static str) -> Result<std::process::Output, MemberError> {
-        tokio::process::Command::new("systemctl")
-            .arg(verb)
-            .arg(&self.unit)
-            .output()
-            .await
-            .map_err(|source| MemberError::Systemd { verb, unit: self.unit.clone(), detail: source.to_string() })
-    }
-}
-
-impl SystemdMember {
-    /// `systemctl VERB UNIT`, where a non-zero exit is an error carrying systemctl's stderr.
-    async fn systemctl_checked(&self, verb: &'static str) -> Result<(), MemberError> {
-        let output = self.systemctl(verb).await?;
-        if output.status.success() {
-            return Ok(());
-        }
-        Err(MemberError::Systemd {
-            verb,
-            unit: self.unit.clone(),
-            detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        })
-    }
-}
-
-/// The `ETCD_*` environment for one launch (etcd reads these like its flags).
-pub fn environment(spec: &MemberSpec, launch: &Launch) -> String {
-    format!(
-        "ETCD_NAME={}\nETCD_DATA_DIR={}\nETCD_LISTEN_CLIENT_URLS={}\nETCD_ADVERTISE_CLIENT_URLS={}\nETCD_LISTEN_PEER_URLS={}\nETCD_INITIAL_ADVERTISE_PEER_URLS={}\nETCD_INITIAL_CLUSTER={}\nETCD_INITIAL_CLUSTER_STATE={}\nETCD_INITIAL_CLUSTER_TOKEN={}\n",
-        spec.name,
-        spec.data_dir.display(),
-        spec.client_url,
-        spec.client_url,
-        spec.peer_url,
-        spec.peer_url,
-        launch.initial_cluster,
-        launch.initial_cluster_state,
-        launch.initial_cluster_token
-    )
-}
-
 /// Writes `path` whole or not at all (temp name, fsync, rename).
 pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), MemberError> {
     use std::io::Write;
@@ -260,54 +108,6 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), MemberError>
     let mut file = std::fs::File::create(&temp).map_err(io_error("create", &temp))?;
     file.write_all(contents).and_then(|()| file.sync_all()).map_err(io_error("write", &temp))?;
     std::fs::rename(&temp, path).map_err(io_error("rename", path))
-}
-
-impl LocalMember for SystemdMember {
-    fn spec(&self) -> &MemberSpec {
-        &self.spec
-    }
-
-    async fn is_running(&self) -> bool {
-        self.systemctl("is-active").await.is_ok_and(|output| output.status.success())
-    }
-
-    async fn start(&self, launch: &Launch) -> Result<(), MemberError> {
-        write_atomically(&self.environment_file, environment(&self.spec, launch).as_bytes())?;
-        self.systemctl_checked("start").await
-    }
-
-    async fn stop(&self) -> Result<(), MemberError> {
-        self.systemctl_checked("stop").await
-    }
-}
-
-/// The member as seen from `lifeboat reconfigure` in a unit's ExecStartPre:
-/// systemd is starting etcd right now, so "start" only writes the launch
-/// settings, and "stop" has nothing to do.
-pub struct EnvironmentFileMember {
-    spec: MemberSpec,
-    environment_file: PathBuf,
-}
-
-impl EnvironmentFileMember {
-    pub fn new(spec: MemberSpec, environment_file: PathBuf) -> EnvironmentFileMember {
-        EnvironmentFileMember { spec, environment_file }
-    }
-}
-
-impl LocalMember for EnvironmentFileMember {
-    fn spec(&self) -> &MemberSpec {
-        &self.spec
-    }
-    async fn is_running(&self) -> bool {
-        false
-    }
-    async fn start(&self, launch: &Launch) -> Result<(), MemberError> {
-        write_atomically(&self.environment_file, environment(&self.spec, launch).as_bytes())
-    }
-    async fn stop(&self) -> Result<(), MemberError> {
-        Ok(())
-    }
 }
 
 /// Nothing to start or stop: the operator does it (`replace --member-control none`).

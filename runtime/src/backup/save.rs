@@ -8,10 +8,10 @@
 //! 5. replace `snapshot.db` (copy, or complete its own plain upload when the
 //!    versioned object is compressed) and check its size.
 
+use crate::backup::verify::Trailer;
 use crate::exit::{Classify, Exit};
 use crate::pipeline::{self, PipelineError, PipelineSettings, Target};
 use crate::ports::{EndpointStatus, EtcdCluster, EtcdError, SnapshotStore, StoreError, Upload};
-use crate::verify::Trailer;
 use bytes::Bytes;
 use lifeboat::{Compression, Manifest, Millis, SnapshotName, StoreLayout};
 use std::time::Duration;

@@ -2,8 +2,8 @@
 //! manifests, the `snapshot.db` copy, and objects that are not backups (orphans).
 //! Backs `snapshots list | verify | prune` and the choice of what to restore.
 
+use crate::backup::verify::{self, Fetched, VerifyError};
 use crate::ports::{ObjectInfo, SnapshotStore, StoreError};
-use crate::verify::{self, Fetched, VerifyError};
 use lifeboat::retention::{self, RetentionPlan};
 use lifeboat::{Compression, Manifest, Retention, SnapshotMeta, SnapshotName, StoreLayout};
 use std::collections::BTreeMap;

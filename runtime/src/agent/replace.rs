@@ -9,7 +9,8 @@
 //! cluster-wide; quorum is checked before anything changes.
 
 use crate::exit::{Classify, Exit};
-use crate::member::{self, Launch, LocalMember, MemberError, MemberSpec};
+use crate::member::{self, Launch, MemberError, MemberSpec};
+use crate::ports::LocalMember;
 use crate::ports::{EtcdCluster, EtcdError};
 use lifeboat::membership::{quorum, replacement_keeps_quorum};
 use lifeboat::{Member, MemberId};

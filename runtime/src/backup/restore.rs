@@ -4,10 +4,10 @@
 //! The data dir is touched only at the very end, by one rename of a fully built
 //! directory; lifeboat never deletes or overwrites an existing data dir.
 
-use crate::catalog::{self, Catalog, Entry};
+use crate::backup::catalog::{self, Catalog, Entry};
+use crate::backup::verify::{self, VerifyError};
 use crate::exit::{Classify, Exit};
-use crate::ports::{SnapshotStore, StoreError};
-use crate::verify::{self, VerifyError};
+use crate::ports::{DataDirBuilder, SnapshotStore, StoreError};
 use lifeboat::{Compression, SnapshotName, StoreLayout};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -41,20 +41,6 @@ pub struct RestoreSettings {
     pub initial_cluster_token: String,
     pub snapshot: SnapshotChoice,
     pub cluster: String,
-}
-
-/// Builds a member data dir from a snapshot file that has been verified:
-/// `etcdutl snapshot restore` in production, the simulated etcd's own builder in
-/// the simulator.
-pub trait DataDirBuilder {
-    /// Fails early, before any download, when the builder cannot run.
-    fn ready(&self) -> Result<(), RestoreError>;
-    /// Builds a data dir at `into`, which does not exist yet.
-    async fn build(&self, snapshot: &Path, into: &Path, settings: &RestoreSettings) -> Result<(), RestoreError>;
-    /// The revision the data dir of a *stopped* member holds (`None`: no database in
-    /// it). A member that stops for a recovery claim votes with this, not with what
-    /// its etcd answered before it stopped: writes may land in between.
-    async fn data_revision(&self, data_dir: &Path) -> Result<Option<lifeboat::Revision>, RestoreError>;
 }
 
 /// etcd's own `etcdutl snapshot restore`.

@@ -1,0 +1,328 @@
+//! The driver's side of the recovery-epoch protocol (docs/DESIGN.md): follow
+//! claims (hold, join, commit, abandon, apply), claim a disaster recovery, and
+//! restore the epoch's snapshot. Every decision is `lifeboat::recovery::step`;
+//! this file gathers the facts and carries the step out.
+
+use super::*;
+
+impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuilder> Driver<E, S, L, C, B> {
+    /// Takes this agent's steps in the epoch protocol (see [`lifeboat::recovery`]):
+    /// join, commit, abandon, resume or apply. `None` when there was nothing to do.
+    pub(super) async fn follow_epochs(
+        &mut self,
+        mut listing: EpochListing,
+        old_cluster_has_quorum: bool,
+        revision: Option<Revision>,
+    ) -> Option<Result<Progress, String>> {
+        if let Some(record) = &listing.newest_committed {
+            self.newest_committed_seen = self.newest_committed_seen.max(record.epoch);
+        }
+        if listing.malformed != self.malformed_seen {
+            self.malformed_seen = listing.malformed.clone();
+            if !listing.malformed.is_empty() {
+                tracing::warn!(keys = ?listing.malformed, "malformed coordination records skipped");
+                self.record("store-records-malformed", json!({ "skipped": listing.malformed }));
+            }
+        }
+        let mut result = None;
+        // Hold, join, commit, apply: each changes what the store shows, so look again,
+        // a few times at most.
+        for _ in 0..5 {
+            // Stopped for a claim (etcd down by our hand): what the data dir holds.
+            let revision_now = match self.holding_for() {
+                Some(_) if member::has_data(self.local.spec()) => {
+                    match self.builder.data_revision(&self.local.spec().data_dir).await {
+                        Ok(revision) => revision,
+                        Err(error) => {
+                            self.record("data-revision-unreadable", json!({ "error": error.to_string() }));
+                            None
+                        }
+                    }
+                }
+                Some(_) => None,
+                None => revision,
+            };
+            let facts = LocalFacts {
+                member: self.local.spec().name.clone(),
+                epoch: self.epoch,
+                old_cluster_has_quorum,
+                revision: revision_now,
+                has_data: member::has_data(self.local.spec()),
+                holding_for: self.holding_for(),
+                members: self.settings.members.len(),
+            };
+            let view = listing.newest.as_ref().map(|(_, view)| view);
+            let committed = listing.newest_committed.as_ref().map(|record| record.epoch);
+            let step = recovery::step(view, committed, &facts);
+            if step != self.last_step {
+                self.record("epoch-step", json!({ "step": step, "facts": facts }));
+                self.last_step = step.clone();
+            }
+            let record_of = |epoch: u64| {
+                listing
+                    .newest_committed
+                    .iter()
+                    .chain(listing.newest.iter().map(|(record, _)| record))
+                    .find(|record| record.epoch == epoch)
+                    .cloned()
+            };
+            match step {
+                EpochStep::Nothing => {
+                    if self.holding_for().is_some_and(|held| held <= self.epoch) {
+                        self.set_holding(None);
+                    }
+                    return result;
+                }
+                EpochStep::Wait { .. } => return Some(Ok(Progress::Pending)),
+                EpochStep::Apply { epoch } => {
+                    let Some(record) = record_of(epoch) else { return result };
+                    return Some(self.apply_epoch(&record).await.map(|()| Progress::Applied));
+                }
+                EpochStep::Resume { epoch } => {
+                    self.record("epoch-resume", json!({ "epoch": epoch }));
+                    self.set_holding(None);
+                    if !self.settings.dry_run {
+                        let _ = self.reconfigure_and_start().await;
+                    }
+                    return result;
+                }
+                EpochStep::Abandon { epoch, reason } => {
+                    let outcome = EpochOutcome::Abandoned { by: self.local.spec().name.clone(), reason };
+                    if self.settings.dry_run {
+                        self.record("would-abandon", json!({ "epoch": epoch, "outcome": outcome }));
+                        return result;
+                    }
+                    match coordination::decide(&self.store, &self.layout, epoch, &outcome).await {
+                        Ok(winner) => {
+                            tracing::warn!(epoch, outcome = ?winner, "recovery claim conflicts with this member's view");
+                            self.record(
+                                "epoch-conflict",
+                                json!({ "epoch": epoch, "proposed": outcome, "stands": winner }),
+                            );
+                        }
+                        Err(error) => return Some(Err(error.to_string())),
+                    }
+                }
+                EpochStep::Hold { epoch } => {
+                    if self.settings.dry_run {
+                        self.record("would-join", json!({ "epoch": epoch }));
+                        return result;
+                    }
+                    // Remember first, then stop: a crash at any point leaves a member that
+                    // stays stopped for the claim until it is decided.
+                    self.set_holding(Some(Holding { epoch }));
+                    if let Err(error) = self.local.stop().await {
+                        return Some(Err(format!("cannot stop etcd to join epoch {epoch}: {error}")));
+                    }
+                    self.record("epoch-holding", json!({ "epoch": epoch }));
+                    result = Some(Ok(Progress::Pending));
+                }
+                EpochStep::Join { epoch, revision } => {
+                    let vote = JoinRecord {
+                        member: self.local.spec().name.clone(),
+                        revision: revision.map(|revision| revision.0),
+                        joined_at: self.now_text(),
+                    };
+                    if let Err(error) = coordination::write_join(&self.store, &self.layout, epoch, &vote).await {
+                        return Some(Err(error.to_string()));
+                    }
+                    self.record("epoch-joined", json!({ "epoch": epoch, "revision": vote.revision }));
+                    result = Some(Ok(Progress::Pending));
+                }
+                EpochStep::Commit { epoch, joined } => {
+                    let outcome = EpochOutcome::Committed { joined };
+                    match coordination::decide(&self.store, &self.layout, epoch, &outcome).await {
+                        Ok(winner) => self.record("epoch-decided", json!({ "epoch": epoch, "outcome": winner })),
+                        Err(error) => return Some(Err(error.to_string())),
+                    }
+                }
+            }
+            listing = match coordination::load_epochs(&self.store, &self.layout, self.epoch, &self.configured_names())
+                .await
+            {
+                Ok(listing) => listing,
+                Err(error) => return Some(Err(error.to_string())),
+            };
+        }
+        result
+    }
+
+    /// The epoch this member stopped its etcd for, if any (`<state-dir>/holding-epoch`).
+    pub(super) fn holding_for(&self) -> Option<u64> {
+        read_holding(&self.settings.state_dir).map(|held| held.epoch)
+    }
+
+    pub(super) fn set_holding(&mut self, holding: Option<Holding>) {
+        let path = self.settings.state_dir.join(HOLDING_FILE);
+        let result = match holding {
+            Some(held) => {
+                member::write_atomically(&path, held.epoch.to_string().as_bytes()).map_err(|error| error.to_string())
+            }
+            None => match std::fs::remove_file(&path) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error.to_string()),
+                _ => Ok(()),
+            },
+        };
+        if let Err(error) = result {
+            tracing::warn!(error = %error, "cannot record the held epoch");
+            self.record("holding-write-failed", json!({ "error": error }));
+        }
+    }
+
+    pub(super) fn save_settings(&self) -> SaveSettings {
+        SaveSettings {
+            cluster: self.settings.cluster.clone(),
+            compression: self.settings.compression,
+            pipeline: self.settings.pipeline.clone(),
+        }
+    }
+
+    pub(super) async fn start(&self, launch: Launch) -> Result<(), String> {
+        self.local.start(&launch).await.map_err(|error| error.to_string())
+    }
+
+    /// Claims a recovery epoch (an intent: see [`lifeboat::recovery`]) and takes this
+    /// member's first steps in it; or follows a claim that is already there.
+    pub(super) async fn disaster_recovery(&mut self, newest_verified: SnapshotName) -> Result<Progress, String> {
+        let names = self.configured_names();
+        let listing = coordination::load_epochs(&self.store, &self.layout, self.epoch, &names)
+            .await
+            .map_err(|error| error.to_string())?;
+        let undecided_above =
+            listing.newest.as_ref().is_some_and(|(record, view)| record.epoch > self.epoch && view.outcome.is_none());
+        let committed_above = listing.newest_committed.as_ref().is_some_and(|record| record.epoch > self.epoch);
+        if undecided_above || committed_above {
+            // Quorum is lost from here: that is this round's view of the old cluster.
+            let revision = self.local_client_status().await.map(|status| status.revision);
+            return self.follow_epochs(listing, false, revision).await.unwrap_or(Ok(Progress::Pending));
+        }
+        let next = listing.newest_number.max(self.epoch) + 1;
+        // Never restore something older than what a surviving member holds. The most
+        // up-to-date survivor claims: a survivor defers while a live peer of this epoch
+        // reports newer data; the claimer saves its own data first when it is newer
+        // than every stored snapshot.
+        let mut snapshot = newest_verified;
+        let local = self.local_client_status().await;
+        let local_revision = local.as_ref().map(|status| status.revision.0);
+        let peers = coordination::fresh_peer_heartbeats(
+            &self.store,
+            &self.layout,
+            &self.local.spec().name,
+            self.settings.heartbeat_freshness_ms(),
+        )
+        .await
+        .map_err(|error| error.to_string())?;
+        let best_peer = peers
+            .iter()
+            .filter(|peer| peer.epoch == self.epoch)
+            .filter_map(|peer| peer.revision.map(|revision| (revision, peer.member.clone())))
+            .max();
+        self.record(
+            "survivor",
+            json!({ "local_revision": local_revision, "newest_verified_revision": snapshot.revision().0,
+                    "best_peer": best_peer }),
+        );
+        if let Some((peer_revision, peer)) = &best_peer {
+            if *peer_revision > local_revision.unwrap_or(0) && *peer_revision > snapshot.revision().0 {
+                return Err(format!("{peer} holds newer data (revision {peer_revision}); it claims the recovery"));
+            }
+        }
+        if let Some(local) = local.filter(|local| local.revision > snapshot.revision()) {
+            let settings = self.save_settings();
+            match save::save_from(&self.etcd, &self.store, &self.layout, &settings, self.clock.now(), &local).await {
+                Ok(report) => {
+                    self.record("saved-survivor", json!({ "snapshot": report.name, "revision": report.revision }));
+                    snapshot = report.name;
+                }
+                Err(error) => {
+                    // Never claim a snapshot older than this member's data: try again next round.
+                    self.record("save-survivor-failed", json!({ "error": error.to_string() }));
+                    return Err(format!("could not save this survivor's newer data first: {error}"));
+                }
+            }
+        }
+        // The chosen snapshot, else the newest older one whose hash verifies: a corrupt
+        // newest snapshot must not block the recovery forever.
+        let catalog = catalog::load(&self.store, &self.layout).await.map_err(|error| error.to_string())?;
+        let candidates = catalog.snapshots.iter().filter(|entry| entry.name <= snapshot && entry.manifest.is_some());
+        let mut chosen = None;
+        for entry in candidates {
+            match catalog::verify_entry(&self.store, entry).await {
+                Ok(fetched) => {
+                    chosen = Some((entry.name.clone(), fetched.plain.sha256));
+                    break;
+                }
+                Err(error) => {
+                    self.record("snapshot-refused", json!({ "snapshot": entry.name, "error": error.to_string() }))
+                }
+            }
+        }
+        let (snapshot, sha256) = chosen.ok_or_else(|| format!("no snapshot up to {snapshot} verifies"))?;
+        let record = EpochRecord {
+            epoch: next,
+            snapshot: snapshot.clone(),
+            sha256,
+            initial_cluster: self.settings.initial_cluster(),
+            token: format!("{}-epoch-{next}", self.settings.cluster),
+            claimed_by: self.local.spec().name.clone(),
+            claimed_at: self.now_text(),
+            protocol: EpochRecord::PROTOCOL,
+        };
+        let (winner, won) =
+            coordination::claim_epoch(&self.store, &self.layout, &record).await.map_err(|error| error.to_string())?;
+        self.record("epoch-claim", json!({ "epoch": winner.epoch, "won": won, "snapshot": winner.snapshot }));
+        let listing = coordination::load_epochs(&self.store, &self.layout, self.epoch, &names)
+            .await
+            .map_err(|error| error.to_string())?;
+        let revision = self.local_client_status().await.map(|status| status.revision);
+        self.follow_epochs(listing, false, revision).await.unwrap_or(Ok(Progress::Pending))
+    }
+
+    pub(super) async fn local_client_status(&self) -> Option<crate::ports::EndpointStatus> {
+        let spec = self.local.spec();
+        self.etcd.endpoint_status(&spec.client_url).await.ok()
+    }
+
+    /// Restores this member into `record`'s epoch: stop, move the data aside,
+    /// restore the epoch's snapshot under its token, remember the epoch, start.
+    pub(super) async fn apply_epoch(&mut self, record: &EpochRecord) -> Result<(), String> {
+        let spec = self.local.spec().clone();
+        if self.settings.dry_run {
+            self.record("would-restore", json!({ "epoch": record.epoch, "snapshot": record.snapshot }));
+            return Ok(());
+        }
+        self.local.stop().await.map_err(|error| error.to_string())?;
+        let now = self.clock.now().0;
+        if let Some(aside) =
+            member::move_data_dir_aside(&spec, &spec.data_dir, now).map_err(|error| error.to_string())?
+        {
+            self.record("moved-aside", json!({ "path": aside }));
+        }
+        let settings = RestoreSettings {
+            data_dir: spec.data_dir.clone(),
+            name: spec.name.clone(),
+            initial_cluster: record.initial_cluster.clone(),
+            initial_advertise_peer_urls: spec.peer_url.clone(),
+            initial_cluster_token: record.token.clone(),
+            snapshot: SnapshotChoice::Named(record.snapshot.clone()),
+            cluster: self.settings.cluster.clone(),
+        };
+        let report = restore::restore(&self.store, &self.layout, &settings, &self.builder)
+            .await
+            .map_err(|error| error.to_string())?;
+        member::write_atomically(&epoch_path(&self.settings), record.epoch.to_string().as_bytes())
+            .map_err(|error| error.to_string())?;
+        self.epoch = record.epoch;
+        self.set_holding(None);
+        self.record(
+            "restored",
+            json!({ "epoch": record.epoch, "snapshot": report.snapshot, "revision": report.revision }),
+        );
+        self.start(Launch {
+            initial_cluster: record.initial_cluster.clone(),
+            initial_cluster_state: "new".into(),
+            initial_cluster_token: record.token.clone(),
+        })
+        .await
+    }
+}

@@ -1,0 +1,167 @@
+//! The agent driver: a thin pump around the core's [`lifeboat::Agent`].
+//!
+//! It observes (member list, per-member health, the store, peer heartbeats,
+//! recovery epochs), hands the observation to the core, and carries out what the
+//! core decides (save, prune, replace itself, disaster recovery), reporting each
+//! outcome back. It is generic over its ports (etcd, store, local member, clock)
+//! so the simulator can run the same driver.
+
+pub mod coordination;
+mod driver;
+mod epochs;
+pub mod journal;
+pub mod replace;
+
+pub use driver::quick_metas;
+
+use crate::agent::journal::Journal;
+use crate::backup::catalog;
+use crate::backup::restore::{self, RestoreSettings, SnapshotChoice};
+use crate::backup::save::{self, SaveSettings};
+use crate::member::{self, Launch};
+use crate::pipeline::PipelineSettings;
+use crate::ports::{Clock, DataDirBuilder, EtcdCluster, LocalMember, SnapshotStore};
+use coordination::{EpochListing, EpochRecord, Heartbeat, JoinRecord};
+use lifeboat::reconfigure::{self, Facts, StartPlan};
+use lifeboat::recovery::{self, EpochOutcome, EpochStep, LocalFacts};
+use lifeboat::{
+    Action, Agent, Compression, Member, MemberHealth, MemberId, Millis, Observation, Outcome, Policy, Revision,
+    SnapshotMeta, SnapshotName, StoreLayout, StoreObservation,
+};
+use replace::ReplaceSettings;
+use serde_json::json;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub struct SystemClock;
+
+/// The monotonic clock's origin: the first time anything asked.
+static ORIGIN: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+
+impl Clock for SystemClock {
+    fn now(&self) -> Millis {
+        save::wall_clock_now()
+    }
+    fn monotonic(&self) -> Millis {
+        let origin = *ORIGIN.get_or_init(tokio::time::Instant::now);
+        Millis(u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+    async fn sleep_until(&self, deadline: Millis) {
+        let wait = deadline.saturating_sub(self.monotonic());
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+}
+
+/// One configured member of the cluster: stable across incarnations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfiguredMember {
+    pub name: String,
+    pub peer_url: String,
+    pub client_url: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct AgentSettings {
+    pub cluster: String,
+    pub policy: Policy,
+    pub compression: Compression,
+    pub pipeline: PipelineSettings,
+    /// Every member, in `--initial-cluster` order; the bootstrap cluster and the
+    /// cluster a disaster recovery restores.
+    pub members: Vec<ConfiguredMember>,
+    pub initial_cluster_token: String,
+    pub state_dir: PathBuf,
+    /// Start and restart the local etcd (child mode); off when systemd does it.
+    pub supervise: bool,
+    /// `reconfigure` in a unit's ExecStartPre: etcd starts after us, so a replaced
+    /// member joins as a voter (a learner would need a promotion nobody waits for).
+    pub prepare_only: bool,
+    pub dry_run: bool,
+}
+
+impl AgentSettings {
+    pub fn initial_cluster(&self) -> String {
+        self.members.iter().map(|member| format!("{}={}", member.name, member.peer_url)).collect::<Vec<_>>().join(",")
+    }
+    /// Three missed checks, plus the store's timestamp resolution: S3 reports
+    /// `LastModified` in whole seconds, so two heartbeats written 100 ms apart can
+    /// look a second apart. Too short a window makes fresh peers look dead, and an
+    /// isolated agent would then recover a healthy cluster (split brain).
+    fn heartbeat_freshness_ms(&self) -> u64 {
+        3 * self.policy.check_interval_ms + 2_000
+    }
+}
+
+pub struct Driver<E, S, L, C, B> {
+    settings: AgentSettings,
+    builder: B,
+    etcd: E,
+    store: S,
+    layout: StoreLayout,
+    local: L,
+    clock: C,
+    agent: Agent,
+    journal: Journal,
+    /// The recovery epoch of the local data (persisted in the state dir).
+    epoch: u64,
+    local_id: Option<MemberId>,
+    /// The last epoch-protocol step journaled, so a wait is journaled once.
+    last_step: EpochStep,
+    /// Malformed coordination records already journaled.
+    malformed_seen: Vec<String>,
+    /// The newest committed recovery epoch any listing showed (0: none).
+    newest_committed_seen: u64,
+    /// Whether the store honours create-if-absent; `None` until probed (the first
+    /// round the store answers). Disaster recovery runs only on `Some(true)`.
+    conditional_puts: Option<bool>,
+}
+
+/// Where a recovery stands after this agent's part in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Progress {
+    /// This member was restored into the epoch.
+    Applied,
+    /// The claim waits for votes (this member joined it, or is about to).
+    Pending,
+}
+
+const HOLDING_FILE: &str = "holding-epoch";
+
+/// The claim this member stopped its etcd for: `<epoch>` in `<state-dir>/holding-epoch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Holding {
+    pub epoch: u64,
+}
+
+/// The claim this member stopped its etcd for, if any.
+pub fn read_holding(state_dir: &std::path::Path) -> Option<Holding> {
+    let text = std::fs::read_to_string(state_dir.join(HOLDING_FILE)).ok()?;
+    let epoch = text.split_whitespace().next()?.parse().ok()?;
+    Some(Holding { epoch })
+}
+
+fn epoch_path(settings: &AgentSettings) -> PathBuf {
+    settings.state_dir.join("epoch")
+}
+
+/// The epoch the local data dir belongs to; 0 before any recovery.
+pub fn read_epoch(state_dir: &std::path::Path) -> u64 {
+    std::fs::read_to_string(state_dir.join("epoch")).ok().and_then(|text| text.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Synthetic IDs for configured members until the cluster tells the real ones.
+fn configured_members(settings: &AgentSettings) -> Vec<Member> {
+    settings
+        .members
+        .iter()
+        .enumerate()
+        .map(|(index, member)| Member {
+            id: MemberId(index as u64 + 1),
+            name: member.name.clone(),
+            peer_urls: vec![member.peer_url.clone()],
+            client_urls: vec![member.client_url.clone()],
+            is_learner: false,
+        })
+        .collect()
+}

@@ -1,0 +1,9 @@
+//! Backups themselves: save a snapshot to the store (`save`), list and judge what
+//! the store holds (`catalog`), check a downloaded snapshot (`verify`), and build
+//! a data dir from one (`restore`). Generic over the ports, so the agent and the
+//! simulator run the same code.
+
+pub mod catalog;
+pub mod restore;
+pub mod save;
+pub mod verify;

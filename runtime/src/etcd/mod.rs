@@ -1,0 +1,10 @@
+//! etcd as lifeboat talks to it: the real client adapter (`client`, etcd-client)
+//! and the cluster health report `lifeboat check` prints (`health`), which works
+//! over any [`crate::ports::EtcdCluster`].
+
+#[cfg(feature = "real")]
+mod client;
+pub mod health;
+
+#[cfg(feature = "real")]
+pub use client::EtcdClient;
