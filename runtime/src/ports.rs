@@ -62,6 +62,10 @@ pub enum EtcdError {
     Timeout { operation: &'static str, endpoint: String, timeout_ms: u64 },
     #[error("the cluster has no leader (no quorum): {detail}")]
     NoQuorum { detail: String },
+    #[error("TLS with etcd failed ({endpoints}): {detail}; check --cacert (the CA that signed etcd's server certificates, whose names must include the endpoint's host) and --cert/--key (a client certificate that CA signed, when etcd runs with --client-cert-auth)")]
+    Tls { endpoints: String, detail: String },
+    #[error("etcd refused the credentials ({endpoints}): {detail}; check --user and the password in LIFEBOAT_PASSWORD or --password-file")]
+    Auth { endpoints: String, detail: String },
 }
 
 impl Classify for EtcdError {
@@ -121,6 +125,8 @@ pub enum StoreError {
     Request { operation: &'static str, location: String, detail: String },
     #[error("HTTPS to {endpoint} needs CA certificates and none were found (system store, SSL_CERT_FILE, SSL_CERT_DIR): install the ca-certificates package, or mount a CA bundle and set SSL_CERT_FILE to it")]
     NoCaRoots { endpoint: String },
+    #[error("cannot trust the CA in {path} for {endpoint}: {detail}; --s3-ca-file takes the PEM certificate of the CA that signed the S3 endpoint's certificate")]
+    CaFile { path: String, endpoint: String, detail: String },
     #[error("{operation} {path} failed: {source}")]
     Io { operation: &'static str, path: String, source: std::io::Error },
     #[error("{location} is larger than {limit} bytes: not a record lifeboat wrote; remove it or fix the store prefix")]
@@ -131,6 +137,7 @@ impl Classify for StoreError {
     fn exit(&self) -> Exit {
         match self {
             StoreError::NotFound { .. } | StoreError::NoSuchBucket { .. } => Exit::NotFound,
+            StoreError::CaFile { .. } => Exit::Usage,
             _ => Exit::Store,
         }
     }

@@ -10,6 +10,9 @@ pub struct EtcdMember {
     pub client_url: String,
     pub peer_url: String,
     pub data_dir: PathBuf,
+    /// Plain-HTTP `/health` and `/metrics` (`--listen-metrics-urls`), reachable
+    /// however the client URL is secured.
+    pub metrics_url: String,
     child: Option<Child>,
 }
 
@@ -18,13 +21,9 @@ impl EtcdMember {
         self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
-    fn client_address(&self) -> String {
-        self.client_url.trim_start_matches("http://").to_owned()
-    }
-
     /// `/health` answers `"health":"true"` only while the member is in a cluster with quorum.
     pub fn is_healthy(&self) -> bool {
-        http_get(&self.client_address(), "/health")
+        http_get(self.metrics_url.trim_start_matches("http://"), "/health")
             .is_some_and(|(status, body)| status == 200 && body.contains("\"true\""))
     }
 }
@@ -32,24 +31,39 @@ impl EtcdMember {
 pub struct LocalEtcdCluster {
     pub members: Vec<EtcdMember>,
     pub token: String,
+    /// Certificates when the cluster serves TLS (clients and peers, certificates required).
+    pub pki: Option<super::KubeadmPki>,
     directory: tempfile::TempDir,
 }
 
 impl LocalEtcdCluster {
     /// Starts `size` members and waits (at most 30 s) until all are healthy.
     pub fn start(size: usize) -> LocalEtcdCluster {
+        Self::start_with(size, false)
+    }
+
+    /// Starts `size` members serving clients and peers over mutual TLS, with a fresh
+    /// kubeadm-style PKI in `<temp dir>/pki` (see [`super::KubeadmPki`]).
+    pub fn start_tls(size: usize) -> LocalEtcdCluster {
+        Self::start_with(size, true)
+    }
+
+    fn start_with(size: usize, tls: bool) -> LocalEtcdCluster {
         let directory = tempfile::Builder::new().prefix("lifeboat-etcd-").tempdir().expect("create a temp dir");
         let token = format!("lifeboat-test-{}", std::process::id());
+        let scheme = if tls { "https" } else { "http" };
+        let pki = tls.then(|| super::KubeadmPki::generate(&directory.path().join("pki")));
         let members: Vec<EtcdMember> = (0..size)
             .map(|index| EtcdMember {
                 name: format!("etcd{index}"),
-                client_url: format!("http://127.0.0.1:{}", free_port(&[])),
-                peer_url: format!("http://127.0.0.1:{}", free_port(&[])),
+                client_url: format!("{scheme}://127.0.0.1:{}", free_port(&[])),
+                peer_url: format!("{scheme}://127.0.0.1:{}", free_port(&[])),
                 data_dir: directory.path().join(format!("etcd{index}.data")),
+                metrics_url: format!("http://127.0.0.1:{}", free_port(&[])),
                 child: None,
             })
             .collect();
-        let mut cluster = LocalEtcdCluster { members, token, directory };
+        let mut cluster = LocalEtcdCluster { members, token, pki, directory };
         let initial_cluster = cluster.initial_cluster();
         for index in 0..size {
             let token = cluster.token.clone();
@@ -96,6 +110,9 @@ impl LocalEtcdCluster {
             .arg(state)
             .arg("--initial-cluster-token")
             .arg(token)
+            .arg("--listen-metrics-urls")
+            .arg(&member.metrics_url)
+            .args(self.pki.as_ref().map(super::KubeadmPki::etcd_flags).unwrap_or_default())
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(["--quota-backend-bytes", "8589934592"])
             .arg("--log-level=warn")
@@ -145,7 +162,28 @@ impl LocalEtcdCluster {
     /// Writes `count` keys `prefix{i:06}` with values of `value_bytes`, in
     /// transactions of ~100 puts through etcd's JSON gateway (fast, no client needed).
     pub fn put_many(&self, prefix: &str, count: usize, value_bytes: usize) {
+        if self.pki.is_some() {
+            for index in 0..count {
+                let mut value = format!("value-{index}-");
+                value.extend(std::iter::repeat_n('x', value_bytes.saturating_sub(value.len())));
+                self.etcdctl(&["put", &format!("{prefix}{index:06}"), &value]);
+            }
+            return;
+        }
         put_many(&self.members[0].client_url, prefix, count, value_bytes);
+    }
+
+    /// Runs etcdctl against every member (with the client certificate on a TLS
+    /// cluster); panics with its stderr when it fails, returns its stdout.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let output = Command::new(binary("etcdctl"))
+            .arg(format!("--endpoints={}", self.endpoints_joined()))
+            .args(self.pki.as_ref().map(super::KubeadmPki::etcdctl_flags).unwrap_or_default())
+            .args(args)
+            .output()
+            .expect("run etcdctl (run scripts/install-deps)");
+        assert!(output.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 }
 

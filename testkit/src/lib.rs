@@ -9,9 +9,11 @@
 #![allow(clippy::indexing_slicing, clippy::string_slice)]
 
 mod etcd;
+mod pki;
 mod s3;
 
 pub use etcd::{EtcdMember, LocalEtcdCluster};
+pub use pki::KubeadmPki;
 pub use s3::S3Server;
 
 use std::io::{Read, Write};

@@ -52,6 +52,42 @@ pub struct Common {
     #[arg(long, global = true, env = "LIFEBOAT_ENDPOINTS", value_name = "URL,URL…", value_delimiter = ',')]
     pub endpoints: Vec<String>,
 
+    /// CA certificate (PEM) that signed etcd's server certificates; needed for https:// endpoints
+    #[arg(long, global = true, env = "LIFEBOAT_CACERT", value_name = "FILE", help_heading = "etcd TLS and auth")]
+    pub cacert: Option<PathBuf>,
+
+    /// Client certificate (PEM) for etcd's --client-cert-auth; with --key
+    #[arg(long, global = true, env = "LIFEBOAT_CERT", value_name = "FILE", help_heading = "etcd TLS and auth")]
+    pub cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --cert
+    #[arg(long, global = true, env = "LIFEBOAT_KEY", value_name = "FILE", help_heading = "etcd TLS and auth")]
+    pub key: Option<PathBuf>,
+
+    /// etcd user (RBAC); its password comes from LIFEBOAT_PASSWORD or --password-file, never a flag
+    #[arg(long, global = true, env = "LIFEBOAT_USER", value_name = "NAME", help_heading = "etcd TLS and auth")]
+    pub user: Option<String>,
+
+    /// File holding the password of --user (one line)
+    #[arg(
+        long,
+        global = true,
+        env = "LIFEBOAT_PASSWORD_FILE",
+        value_name = "FILE",
+        help_heading = "etcd TLS and auth"
+    )]
+    pub password_file: Option<PathBuf>,
+
+    /// A kubeadm control plane: https://127.0.0.1:2379 with the etcd CA and the healthcheck-client
+    /// certificate from --kubeadm-pki. Automatic when that directory holds ca.crt and no
+    /// endpoints are given; explicit flags still win
+    #[arg(long, global = true, env = "LIFEBOAT_KUBEADM", help_heading = "etcd TLS and auth")]
+    pub kubeadm: bool,
+
+    /// Where kubeadm keeps etcd's certificates
+    #[arg(long, global = true, env = "LIFEBOAT_KUBEADM_PKI", value_name = "DIR", default_value = crate::cli::etcd_access::KUBEADM_PKI, help_heading = "etcd TLS and auth")]
+    pub kubeadm_pki: PathBuf,
+
     /// Where snapshots live: s3://BUCKET/PREFIX or file:///DIR
     #[arg(long, global = true, env = "LIFEBOAT_STORE", value_name = "URL")]
     pub store: Option<String>,
@@ -63,6 +99,10 @@ pub struct Common {
     /// Custom S3 endpoint (MinIO, SeaweedFS, …); enables path-style addressing
     #[arg(long, global = true, env = "LIFEBOAT_S3_ENDPOINT", value_name = "URL")]
     pub s3_endpoint: Option<String>,
+
+    /// CA certificate (PEM) to trust for an https:// --s3-endpoint behind a private CA
+    #[arg(long, global = true, env = "LIFEBOAT_S3_CA_FILE", value_name = "FILE")]
+    pub s3_ca_file: Option<PathBuf>,
 
     /// S3 region [default: AWS_REGION, else us-east-1]
     #[arg(long, global = true, env = "LIFEBOAT_S3_REGION", value_name = "REGION")]

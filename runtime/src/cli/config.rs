@@ -5,6 +5,7 @@
 use crate::agent::{AgentSettings, ConfiguredMember};
 use crate::backup::restore::Etcdutl;
 use crate::cli::args::{Common, MemberArgs, MemberControl};
+use crate::cli::etcd_access::EtcdAccess;
 use crate::etcd::EtcdClient;
 use crate::exit::{Classify, Exit};
 use crate::member::MemberSpec;
@@ -48,8 +49,14 @@ pub struct FileConfig {
     pub cluster: Option<String>,
     pub s3_endpoint: Option<String>,
     pub s3_region: Option<String>,
+    pub s3_ca_file: Option<PathBuf>,
     pub compression: Option<Compression>,
     pub etcdutl: Option<PathBuf>,
+    pub cacert: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
     pub timeout_ms: Option<u64>,
     pub policy: Option<Policy>,
 }
@@ -137,6 +144,8 @@ const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 pub struct Resolved {
     pub file: FileConfig,
     pub endpoints: Vec<String>,
+    /// The endpoints again, with TLS and the user.
+    pub etcd_access: EtcdAccess,
     pub store: Option<StoreSettings>,
     pub timeout: Duration,
 }
@@ -151,6 +160,11 @@ pub fn resolve(common: &Common) -> Result<Resolved, ConfigError> {
     } else {
         parse_endpoints(&common.endpoints)?
     };
+    let etcd_access = super::etcd_access::resolve(common, &file, endpoints);
+    if let Some(pki) = &etcd_access.kubeadm {
+        tracing::debug!(pki = %pki.display(), "etcd access from kubeadm's layout");
+    }
+    let endpoints = etcd_access.endpoints.clone();
     let timeout = Duration::from_millis(common.timeout_ms.or(file.timeout_ms).unwrap_or(DEFAULT_TIMEOUT_MS).max(100));
     let store = match common.store.clone().or_else(|| file.store.clone()) {
         None => None,
@@ -166,13 +180,14 @@ pub fn resolve(common: &Common) -> Result<Resolved, ConfigError> {
                 s3: S3Settings {
                     endpoint: common.s3_endpoint.clone().or_else(|| file.s3_endpoint.clone()),
                     region: common.s3_region.clone().or_else(|| file.s3_region.clone()),
+                    ca_file: common.s3_ca_file.clone().or_else(|| file.s3_ca_file.clone()),
                 },
                 cluster: validate_cluster_name(&cluster)?,
                 timeout,
             })
         }
     };
-    Ok(Resolved { file, endpoints, store, timeout })
+    Ok(Resolved { file, endpoints, etcd_access, store, timeout })
 }
 
 impl Resolved {
@@ -185,7 +200,7 @@ impl Resolved {
                 key: "endpoints",
             });
         }
-        Ok(EtcdClient::new(self.endpoints.clone(), self.timeout))
+        Ok(EtcdClient::new(self.endpoints.clone(), self.timeout).with_security(self.etcd_access.security()?))
     }
 
     pub fn store_settings(&self) -> Result<&StoreSettings, ConfigError> {

@@ -3,4 +3,5 @@
 
 pub mod args;
 pub mod config;
+pub mod etcd_access;
 pub mod output;

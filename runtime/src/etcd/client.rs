@@ -8,19 +8,89 @@ use lifeboat::{Member, MemberId, Revision};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-/// Clients for one cluster, created per request so one dead member never blocks another.
+/// Clients for one cluster, created per request so one dead member never blocks
+/// another (and so an auth token never outlives the request it was made for).
 #[derive(Clone, Debug)]
 pub struct EtcdClient {
     endpoints: Vec<String>,
     timeout: Duration,
+    security: EtcdSecurity,
+}
+
+/// How lifeboat proves itself to etcd and checks etcd back: TLS (the CA that signed
+/// the servers' certificates, and a client certificate for `--client-cert-auth`)
+/// and an RBAC user. The PEM bytes are read once, when the settings are resolved.
+#[derive(Clone, Default)]
+pub struct EtcdSecurity {
+    pub ca_pem: Option<Vec<u8>>,
+    /// Certificate and private key, PEM.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    pub user: Option<EtcdUser>,
+}
+
+/// An etcd user; the password never appears in `Debug` output, logs or JSON.
+#[derive(Clone)]
+pub struct EtcdUser {
+    pub name: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for EtcdSecurity {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("EtcdSecurity")
+            .field("tls", &self.ca_pem.is_some())
+            .field("client_certificate", &self.identity.is_some())
+            .field("user", &self.user.as_ref().map(|user| user.name.as_str()))
+            .finish()
+    }
 }
 
 fn request_error(operation: &'static str, endpoint: &str, error: etcd_client::Error) -> EtcdError {
     EtcdError::Request { operation, endpoint: endpoint.to_owned(), detail: describe(&error) }
 }
 
-/// etcd-client wraps gRPC statuses; the status message is what an operator needs.
+/// etcd-client wraps gRPC statuses; the status message is what an operator needs,
+/// with the fix named when it is a certificate or a credential.
 fn describe(error: &etcd_client::Error) -> String {
+    let detail = describe_plain(error);
+    match problem(error, &detail) {
+        Problem::Tls => format!("{detail} ({TLS_HINT})"),
+        Problem::Auth => format!("{detail} ({AUTH_HINT})"),
+        Problem::Other => detail,
+    }
+}
+
+const TLS_HINT: &str = "a TLS problem: check --cacert and --cert/--key";
+const AUTH_HINT: &str = "check --user and its password";
+
+enum Problem {
+    Tls,
+    Auth,
+    Other,
+}
+
+fn problem(error: &etcd_client::Error, detail: &str) -> Problem {
+    let auth = match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            i32::from(status.code()) == GRPC_UNAUTHENTICATED || status.message().contains("authentication failed")
+        }
+        _ => false,
+    };
+    let lower = detail.to_lowercase();
+    if auth {
+        Problem::Auth
+    } else if ["certificate", "tls", "handshake", "unknownissuer", "badsignature", "notvalidforname"]
+        .iter()
+        .any(|word| lower.contains(word))
+    {
+        Problem::Tls
+    } else {
+        Problem::Other
+    }
+}
+
+fn describe_plain(error: &etcd_client::Error) -> String {
     match error {
         etcd_client::Error::GRpcStatus(status) => {
             let message = status.message();
@@ -43,9 +113,28 @@ fn describe(error: &etcd_client::Error) -> String {
     }
 }
 
+/// gRPC's status code 16.
+const GRPC_UNAUTHENTICATED: i32 = 16;
+
+/// A failed connect, told apart by what the operator must fix: the address, the
+/// certificates or the credentials.
+fn connect_error(endpoints: String, error: &etcd_client::Error) -> EtcdError {
+    let detail = describe_plain(error);
+    match problem(error, &detail) {
+        Problem::Tls => EtcdError::Tls { endpoints, detail },
+        Problem::Auth => EtcdError::Auth { endpoints, detail },
+        Problem::Other => EtcdError::Unreachable { endpoints, detail },
+    }
+}
+
 impl EtcdClient {
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> EtcdClient {
-        EtcdClient { endpoints, timeout }
+        EtcdClient { endpoints, timeout, security: EtcdSecurity::default() }
+    }
+
+    /// The same client, connecting with TLS and/or as an etcd user.
+    pub fn with_security(self, security: EtcdSecurity) -> EtcdClient {
+        EtcdClient { security, ..self }
     }
 
     async fn connect(&self, endpoints: &[String], request_timeout: bool) -> Result<Client, EtcdError> {
@@ -53,10 +142,22 @@ impl EtcdClient {
         if request_timeout {
             options = options.with_timeout(self.timeout);
         }
+        if let Some(ca) = &self.security.ca_pem {
+            let mut tls = etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(ca));
+            if let Some((certificate, key)) = &self.security.identity {
+                tls = tls.identity(etcd_client::Identity::from_pem(certificate, key));
+            }
+            options = options.with_tls(tls);
+        }
+        if let Some(user) = &self.security.user {
+            // A snapshot stream may outlive a short token TTL: re-authenticate on
+            // "invalid auth token" and retry once.
+            options = options.with_user(user.name.clone(), user.password.clone()).with_auto_token_refresh(true);
+        }
         let connect = Client::connect(endpoints, Some(options));
         self.deadline("connect", &endpoints.join(","), connect)
             .await?
-            .map_err(|error| EtcdError::Unreachable { endpoints: endpoints.join(","), detail: describe(&error) })
+            .map_err(|error| connect_error(endpoints.join(","), &error))
     }
 
     async fn deadline<T>(

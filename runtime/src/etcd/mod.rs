@@ -7,4 +7,4 @@ mod client;
 pub mod health;
 
 #[cfg(feature = "real")]
-pub use client::EtcdClient;
+pub use client::{EtcdClient, EtcdSecurity, EtcdUser};

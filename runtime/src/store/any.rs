@@ -24,11 +24,15 @@ impl AnyStore {
     pub async fn open(settings: &StoreSettings) -> Result<AnyStore, StoreError> {
         match &settings.url {
             StoreUrl::S3 { bucket, .. } => {
-                if s3::uses_tls(settings) && !s3::ca_roots_available() {
-                    let endpoint = settings.s3.endpoint.clone().unwrap_or_else(|| "AWS S3".into());
+                let endpoint = settings.s3.endpoint.clone().unwrap_or_else(|| "AWS S3".into());
+                let ca = match &settings.s3.ca_file {
+                    Some(path) => Some(s3::read_ca_file(path, &endpoint)?),
+                    None => None,
+                };
+                if s3::uses_tls(settings) && ca.is_none() && !s3::ca_roots_available() {
                     return Err(StoreError::NoCaRoots { endpoint });
                 }
-                let store = S3Store::connect(settings, bucket).await;
+                let store = S3Store::connect(settings, bucket, ca).await?;
                 store.check_bucket().await?;
                 Ok(AnyStore::S3(store))
             }

@@ -42,7 +42,9 @@ pub struct S3Store {
 }
 
 impl S3Store {
-    pub async fn connect(settings: &StoreSettings, bucket: &str) -> S3Store {
+    /// A client for `bucket`; `ca_pem` is a private CA to trust besides the system's
+    /// roots (`--s3-ca-file`, read by [`read_ca_file`]).
+    pub async fn connect(settings: &StoreSettings, bucket: &str, ca_pem: Option<Vec<u8>>) -> Result<S3Store, StoreError> {
         let region = settings
             .s3
             .region
@@ -62,6 +64,23 @@ impl S3Store {
             // Plain HTTP needs no CA roots: a scratch or distroless container has none,
             // and the default HTTPS client refuses to start without them.
             loader = loader.http_client(aws_smithy_http_client::Builder::new().build_http());
+        } else if let Some(ca_pem) = ca_pem {
+            use aws_smithy_http_client::tls;
+            let trust = tls::TrustStore::empty()
+                .with_native_roots(ca_roots_available())
+                .with_pem_certificate(ca_pem);
+            let context = tls::TlsContext::builder().with_trust_store(trust).build().map_err(|error| {
+                StoreError::CaFile {
+                    path: settings.s3.ca_file.as_deref().map(|path| path.display().to_string()).unwrap_or_default(),
+                    endpoint: settings.s3.endpoint.clone().unwrap_or_else(|| "AWS S3".into()),
+                    detail: error.to_string(),
+                }
+            })?;
+            let client = aws_smithy_http_client::Builder::new()
+                .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+                .tls_context(context)
+                .build_https();
+            loader = loader.http_client(client);
         }
         let shared = loader.load().await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
@@ -76,12 +95,12 @@ impl S3Store {
             }
             None => format!("AWS S3 ({region})"),
         };
-        S3Store {
+        Ok(S3Store {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
             bucket: bucket.to_owned(),
             endpoint,
             sign_payload: !uses_tls(settings),
-        }
+        })
     }
 
     /// A store over a client the caller configured (credentials, endpoint) itself.
@@ -207,6 +226,20 @@ fn crc32c_base64(bytes: &[u8]) -> String {
 /// Whether the store is reached over TLS: AWS itself, or an `https://` endpoint.
 pub fn uses_tls(settings: &StoreSettings) -> bool {
     !settings.s3.endpoint.as_deref().is_some_and(|endpoint| endpoint.starts_with("http://"))
+}
+
+/// The PEM CA certificate `--s3-ca-file` names, checked to hold one.
+pub fn read_ca_file(path: &std::path::Path, endpoint: &str) -> Result<Vec<u8>, StoreError> {
+    let fail = |detail: String| StoreError::CaFile {
+        path: path.display().to_string(),
+        endpoint: endpoint.to_owned(),
+        detail,
+    };
+    let bytes = std::fs::read(path).map_err(|error| fail(error.to_string()))?;
+    if !String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(fail("no PEM certificate in it".into()));
+    }
+    Ok(bytes)
 }
 
 /// Whether the HTTPS client would trust anyone. It loads the system's CA roots (or

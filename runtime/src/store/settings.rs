@@ -61,6 +61,9 @@ pub struct S3Settings {
     /// A custom endpoint (MinIO, SeaweedFS, …); path-style addressing when set.
     pub endpoint: Option<String>,
     pub region: Option<String>,
+    /// A CA (PEM) to trust for an `https://` endpoint behind a private CA, on top of
+    /// the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The store and its layout for one cluster.

@@ -9,3 +9,4 @@ mod cli;
 mod failures;
 mod save_restore;
 mod store;
+mod tls;
