@@ -121,6 +121,8 @@ pub enum StoreError {
         "store at {endpoint} is unreachable ({detail}): check --s3-endpoint, the network, or that the S3 server is up"
     )]
     Unreachable { endpoint: String, detail: String },
+    #[error("TLS with the store at {endpoint} failed ({detail}): if its certificate comes from a private CA, pass that CA's PEM certificate with --s3-ca-file; check that the certificate names the endpoint's host")]
+    Tls { endpoint: String, detail: String },
     #[error("{operation} {location} failed: {detail}")]
     Request { operation: &'static str, location: String, detail: String },
     #[error("HTTPS to {endpoint} needs CA certificates and none were found (system store, SSL_CERT_FILE, SSL_CERT_DIR): install the ca-certificates package, or mount a CA bundle and set SSL_CERT_FILE to it")]

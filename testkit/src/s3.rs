@@ -10,6 +10,8 @@ pub struct S3Server {
     pub port: u16,
     pub access_key: String,
     pub secret_key: String,
+    /// An HTTPS port besides the plain one, with its certificate and key.
+    pub https: Option<(u16, std::path::PathBuf, std::path::PathBuf)>,
     child: Option<Child>,
     ports: [u16; 3],
     directory: tempfile::TempDir,
@@ -23,12 +25,23 @@ impl S3Server {
 
     /// Starts SeaweedFS on `host` (an address of this machine).
     pub fn start_on(host: &str) -> S3Server {
+        S3Server::start_with(host, None)
+    }
+
+    /// Starts SeaweedFS on loopback serving S3 over HTTPS too, with the server
+    /// certificate of `pki` (a private CA: clients must be told to trust it).
+    pub fn start_https(pki: &super::KubeadmPki) -> S3Server {
+        S3Server::start_with("127.0.0.1", Some((pki.path("server.crt"), pki.path("server.key"))))
+    }
+
+    fn start_with(host: &str, tls: Option<(std::path::PathBuf, std::path::PathBuf)>) -> S3Server {
         let directory = tempfile::Builder::new().prefix("lifeboat-s3-").tempdir().expect("create a temp dir");
         let mut server = S3Server {
             host: host.to_owned(),
             port: free_port(&[10000]),
             access_key: "lifeboat-test".into(),
             secret_key: "lifeboat-test-secret".into(),
+            https: tls.map(|(cert, key)| (free_port(&[]), cert, key)),
             child: None,
             ports: [free_port(&[10000]), free_port(&[10000]), free_port(&[10000])],
             directory,
@@ -45,6 +58,11 @@ impl S3Server {
 
     pub fn endpoint(&self) -> String {
         format!("http://{}:{}", self.host, self.port)
+    }
+
+    /// The HTTPS endpoint, when started with [`S3Server::start_https`].
+    pub fn https_endpoint(&self) -> Option<String> {
+        self.https.as_ref().map(|(port, _, _)| format!("https://{}:{port}", self.host))
     }
 
     fn spawn(&mut self) {
@@ -69,6 +87,13 @@ impl S3Server {
                 "-master.telemetry=false",
             ])
             .arg(format!("-s3.config={}", path.join("s3.json").display()))
+            .args(self.https.iter().flat_map(|(port, cert, key)| {
+                [
+                    format!("-s3.port.https={port}"),
+                    format!("-s3.cert.file={}", cert.display()),
+                    format!("-s3.key.file={}", key.display()),
+                ]
+            }))
             .env("TMPDIR", path)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone a log handle"))

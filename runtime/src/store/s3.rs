@@ -44,7 +44,11 @@ pub struct S3Store {
 impl S3Store {
     /// A client for `bucket`; `ca_pem` is a private CA to trust besides the system's
     /// roots (`--s3-ca-file`, read by [`read_ca_file`]).
-    pub async fn connect(settings: &StoreSettings, bucket: &str, ca_pem: Option<Vec<u8>>) -> Result<S3Store, StoreError> {
+    pub async fn connect(
+        settings: &StoreSettings,
+        bucket: &str,
+        ca_pem: Option<Vec<u8>>,
+    ) -> Result<S3Store, StoreError> {
         let region = settings
             .s3
             .region
@@ -66,16 +70,13 @@ impl S3Store {
             loader = loader.http_client(aws_smithy_http_client::Builder::new().build_http());
         } else if let Some(ca_pem) = ca_pem {
             use aws_smithy_http_client::tls;
-            let trust = tls::TrustStore::empty()
-                .with_native_roots(ca_roots_available())
-                .with_pem_certificate(ca_pem);
-            let context = tls::TlsContext::builder().with_trust_store(trust).build().map_err(|error| {
-                StoreError::CaFile {
+            let trust = tls::TrustStore::empty().with_native_roots(ca_roots_available()).with_pem_certificate(ca_pem);
+            let context =
+                tls::TlsContext::builder().with_trust_store(trust).build().map_err(|error| StoreError::CaFile {
                     path: settings.s3.ca_file.as_deref().map(|path| path.display().to_string()).unwrap_or_default(),
                     endpoint: settings.s3.endpoint.clone().unwrap_or_else(|| "AWS S3".into()),
                     detail: error.to_string(),
-                }
-            })?;
+                })?;
             let client = aws_smithy_http_client::Builder::new()
                 .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
                 .tls_context(context)
@@ -154,13 +155,16 @@ impl S3Store {
         let status = error.raw_response().map(|response| response.status().as_u16());
         match &error {
             SdkError::DispatchFailure(failure) => {
-                return StoreError::Unreachable {
-                    endpoint: self.endpoint.clone(),
-                    detail: failure
-                        .as_connector_error()
-                        .map(|connector| error_chain(connector))
-                        .unwrap_or_else(|| "dispatch failure".into()),
-                }
+                let detail = failure
+                    .as_connector_error()
+                    .map(|connector| error_chain(connector))
+                    .unwrap_or_else(|| "dispatch failure".into());
+                let endpoint = self.endpoint.clone();
+                return if detail.contains("TLS handshake") || detail.contains("certificate") {
+                    StoreError::Tls { endpoint, detail }
+                } else {
+                    StoreError::Unreachable { endpoint, detail }
+                };
             }
             SdkError::TimeoutError(_) => {
                 return StoreError::Unreachable {
@@ -230,11 +234,8 @@ pub fn uses_tls(settings: &StoreSettings) -> bool {
 
 /// The PEM CA certificate `--s3-ca-file` names, checked to hold one.
 pub fn read_ca_file(path: &std::path::Path, endpoint: &str) -> Result<Vec<u8>, StoreError> {
-    let fail = |detail: String| StoreError::CaFile {
-        path: path.display().to_string(),
-        endpoint: endpoint.to_owned(),
-        detail,
-    };
+    let fail =
+        |detail: String| StoreError::CaFile { path: path.display().to_string(), endpoint: endpoint.to_owned(), detail };
     let bytes = std::fs::read(path).map_err(|error| fail(error.to_string()))?;
     if !String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") {
         return Err(fail("no PEM certificate in it".into()));
