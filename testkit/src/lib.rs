@@ -29,8 +29,14 @@ pub fn bin_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../.deps/bin")
 }
 
+/// A component by name. etcd 3.4 has no `etcdutl`: its `etcdctl` stands in for it
+/// (lifeboat runs either with `snapshot restore|status`).
 pub fn binary(name: &str) -> PathBuf {
-    bin_dir().join(name)
+    let path = bin_dir().join(name);
+    if name == "etcdutl" && !path.exists() {
+        return bin_dir().join("etcdctl");
+    }
+    path
 }
 
 /// Whether the named binaries are installed. Outside CI a missing one skips the

@@ -43,8 +43,19 @@ pub struct RestoreSettings {
     pub cluster: String,
 }
 
-/// etcd's own `etcdutl snapshot restore`.
+/// etcd's own `etcdutl snapshot restore`. etcd 3.4 has no etcdutl: its
+/// `etcdctl` (v3 API) takes the same `snapshot restore|status` arguments, so
+/// `--etcdutl /usr/bin/etcdctl` works there.
 pub struct Etcdutl(pub PathBuf);
+
+impl Etcdutl {
+    fn command(&self) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&self.0);
+        // Read only by etcd 3.4's etcdctl (its default API is v2); ignored by etcdutl.
+        command.env("ETCDCTL_API", "3");
+        command
+    }
+}
 
 impl DataDirBuilder for Etcdutl {
     fn ready(&self) -> Result<(), RestoreError> {
@@ -56,7 +67,8 @@ impl DataDirBuilder for Etcdutl {
     }
 
     async fn build(&self, snapshot: &Path, into: &Path, settings: &RestoreSettings) -> Result<(), RestoreError> {
-        let output = tokio::process::Command::new(&self.0)
+        let output = self
+            .command()
             .arg("snapshot")
             .arg("restore")
             .arg(snapshot)
@@ -89,7 +101,8 @@ impl DataDirBuilder for Etcdutl {
         if !db.is_file() {
             return Ok(None);
         }
-        let output = tokio::process::Command::new(&self.0)
+        let output = self
+            .command()
             .args(["snapshot", "status", "--write-out", "json"])
             .arg(&db)
             .output()

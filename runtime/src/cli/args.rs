@@ -222,7 +222,7 @@ pub struct MemberArgs {
     /// Where the journal and the recovery epoch live [default: <data-dir>.lifeboat]
     #[arg(long, env = "LIFEBOAT_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Path of the etcdutl binary
+    /// Path of the etcdutl binary (etcd 3.4 has none: give its etcdctl, which restores the same way)
     #[arg(long, env = "LIFEBOAT_ETCDUTL", value_name = "PATH")]
     pub etcdutl: Option<PathBuf>,
     /// Show what would be done; change nothing
@@ -324,7 +324,7 @@ pub struct RestoreArgs {
     /// A token no earlier incarnation of the cluster used (etcd --initial-cluster-token)
     #[arg(long, value_name = "TOKEN")]
     pub initial_cluster_token: String,
-    /// Path of the etcdutl binary
+    /// Path of the etcdutl binary (etcd 3.4 has none: give its etcdctl, which restores the same way)
     #[arg(long, env = "LIFEBOAT_ETCDUTL", value_name = "PATH")]
     pub etcdutl: Option<PathBuf>,
 }

@@ -242,9 +242,10 @@ impl Drop for RestoredEtcd {
     }
 }
 
-/// The count of keys under `prefix`.
+/// The count of keys under `prefix` (`--limit 1` with `-w fields` prints the whole
+/// range's count, also on etcd 3.4's etcdctl, which has no `--count-only`).
 pub fn count_keys(client_url: &str, prefix: &str) -> i64 {
-    let text = etcdctl(client_url, &["get", prefix, "--prefix", "--count-only", "-w", "fields"]);
+    let text = etcdctl(client_url, &["get", prefix, "--prefix", "--keys-only", "--limit", "1", "-w", "fields"]);
     text.lines()
         .find_map(|line| line.strip_prefix("\"Count\" : "))
         .and_then(|count| count.trim().parse().ok())
