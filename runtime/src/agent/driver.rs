@@ -83,7 +83,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                     // Found by the simulator (member-disk-wiped, seed 89).
                     self.record("replace-resume", json!({ "member": self.local.spec().name }));
                     if let Err(error) = self.replace_local(now.0).await {
-                        self.record("replace-failed", json!({ "error": error }));
+                        self.record("replace-failed", json!({ "error": error.to_string() }));
                     }
                 }
                 let observation = self.observe().await;
@@ -142,7 +142,10 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                 let outcome = match self.replace_local(now.0).await {
                     Ok(()) => Outcome::Replaced { member: member.id },
                     Err(error) => {
-                        self.record("replace-failed", json!({ "member": member.id.to_string(), "error": error }));
+                        self.record(
+                            "replace-failed",
+                            json!({ "member": member.id.to_string(), "error": error.to_string() }),
+                        );
                         Outcome::ReplaceFailed { member: member.id }
                     }
                 };
@@ -156,13 +159,10 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                 );
                 let result = match self.conditional_puts {
                     Some(true) => self.disaster_recovery(snapshot).await,
-                    Some(false) => Err("refused: the store ignores create-if-absent writes (If-None-Match), so two \
-                        agents could both claim a recovery; use a store that honours them (AWS S3, MinIO, SeaweedFS), \
-                        or recover by hand with lifeboat restore"
-                        .into()),
-                    None => Err("the store has not been probed for create-if-absent writes yet".into()),
+                    Some(false) => Err(AgentError::ConditionalPutsIgnored),
+                    None => Err(AgentError::StoreNotProbed),
                 };
-                self.report_recovery(result);
+                self.report_recovery(&result);
             }
             Action::Warn(warning) => {
                 tracing::warn!(?warning, "needs attention");
@@ -252,7 +252,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             Ok((snapshots, peers, epochs)) => {
                 if let Some(result) = self.follow_epochs(epochs, old_cluster_has_quorum, local_revision).await {
                     if !matches!(result, Ok(Progress::Pending)) {
-                        self.report_recovery(result);
+                        self.report_recovery(&result);
                     }
                 }
                 let healthy_peer_heartbeats = peers
@@ -279,20 +279,17 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
     }
 
     /// Replaces the local member (remove, wipe, re-add, start, promote).
-    pub(super) async fn replace_local(&mut self, now_ms: u64) -> Result<(), String> {
+    pub(super) async fn replace_local(&mut self, now_ms: u64) -> Result<(), AgentError> {
         // A member that holds for a recovery claim, or whose data belongs to an older
         // epoch than one already committed, must follow the epoch first: replacing
         // itself would remove its place in the recovered cluster (found by the nemesis:
         // the store was cut while the claim committed, the new cluster saw this member
         // as never started, and its own agent removed it for good).
         if let Some(held) = self.holding_for() {
-            return Err(format!("deferred: this member holds for recovery epoch {held}; it is decided first"));
+            return Err(AgentError::HoldingForEpoch { epoch: held });
         }
         if self.newest_committed_seen > self.epoch {
-            return Err(format!(
-                "deferred: recovery epoch {} is committed and this member's data is of epoch {}; it restores first",
-                self.newest_committed_seen, self.epoch
-            ));
+            return Err(AgentError::EpochNotFollowed { committed: self.newest_committed_seen, local: self.epoch });
         }
         let settings = ReplaceSettings {
             cluster: self.settings.cluster.clone(),
@@ -303,8 +300,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             dry_run: self.settings.dry_run,
         };
         self.record("replace-started", json!({ "member": self.local.spec().name }));
-        let report =
-            replace::replace(&self.etcd, &self.local, &settings, now_ms).await.map_err(|error| error.to_string())?;
+        let report = replace::replace(&self.etcd, &self.local, &settings, now_ms).await?;
         self.record("replaced", json!({ "report": report }));
         Ok(())
     }
@@ -323,7 +319,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
     /// Returns the plan carried out (`AwaitRecovery`: etcd must not start yet), or
     /// why it could not be; either way the journal has it. `reconfigure` in a unit's
     /// `ExecStartPre` turns both into an exit code that keeps etcd from starting.
-    pub async fn reconfigure_and_start(&mut self) -> Result<StartPlan, String> {
+    pub async fn reconfigure_and_start(&mut self) -> Result<StartPlan, AgentError> {
         let spec = self.local.spec().clone();
         let peers = match self.etcd.member_list().await {
             Ok(members) => {
@@ -407,11 +403,11 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             StartPlan::Replace { .. } => self.replace_local(self.clock.now().0).await,
             StartPlan::RestoreEpoch { .. } => match latest {
                 Some(record) => {
-                    let result = self.apply_epoch(&record).await;
-                    self.report_recovery(result.clone().map(|()| Progress::Applied));
-                    result
+                    let result = self.apply_epoch(&record).await.map(|()| Progress::Applied);
+                    self.report_recovery(&result);
+                    result.map(|_| ())
                 }
-                None => Err("the epoch vanished".into()),
+                None => Err(AgentError::EpochVanished),
             },
             StartPlan::AwaitRecovery => Ok(()),
         };
@@ -419,7 +415,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             Ok(()) => Ok(plan),
             Err(error) => {
                 tracing::warn!(error = %error, "reconfigure could not start the member");
-                self.record("reconfigure-failed", json!({ "error": error }));
+                self.record("reconfigure-failed", json!({ "error": error.to_string() }));
                 Err(error)
             }
         }
@@ -428,12 +424,12 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
     /// Tells the core where a recovery stands: after a restore it waits for the new
     /// cluster instead of claiming another epoch; while a claim waits for votes it
     /// claims nothing new.
-    pub(super) fn report_recovery(&mut self, result: Result<Progress, String>) {
+    pub(super) fn report_recovery(&mut self, result: &Result<Progress, AgentError>) {
         let outcome = match result {
             Ok(Progress::Applied) => Outcome::Recovered,
             Ok(Progress::Pending) => Outcome::RecoveryPending,
             Err(error) => {
-                self.record("recovery-failed", json!({ "error": error }));
+                self.record("recovery-failed", json!({ "error": error.to_string() }));
                 Outcome::RecoveryFailed
             }
         };

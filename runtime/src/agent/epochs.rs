@@ -13,7 +13,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         mut listing: EpochListing,
         old_cluster_has_quorum: bool,
         revision: Option<Revision>,
-    ) -> Option<Result<Progress, String>> {
+    ) -> Option<Result<Progress, AgentError>> {
         if let Some(record) = &listing.newest_committed {
             self.newest_committed_seen = self.newest_committed_seen.max(record.epoch);
         }
@@ -100,7 +100,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                                 json!({ "epoch": epoch, "proposed": outcome, "stands": winner }),
                             );
                         }
-                        Err(error) => return Some(Err(error.to_string())),
+                        Err(error) => return Some(Err(error.into())),
                     }
                 }
                 EpochStep::Hold { epoch } => {
@@ -111,8 +111,8 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                     // Remember first, then stop: a crash at any point leaves a member that
                     // stays stopped for the claim until it is decided.
                     self.set_holding(Some(Holding { epoch }));
-                    if let Err(error) = self.local.stop().await {
-                        return Some(Err(format!("cannot stop etcd to join epoch {epoch}: {error}")));
+                    if let Err(source) = self.local.stop().await {
+                        return Some(Err(AgentError::CannotHold { epoch, source }));
                     }
                     self.record("epoch-holding", json!({ "epoch": epoch }));
                     result = Some(Ok(Progress::Pending));
@@ -124,7 +124,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                         joined_at: self.now_text(),
                     };
                     if let Err(error) = coordination::write_join(&self.store, &self.layout, epoch, &vote).await {
-                        return Some(Err(error.to_string()));
+                        return Some(Err(error.into()));
                     }
                     self.record("epoch-joined", json!({ "epoch": epoch, "revision": vote.revision }));
                     result = Some(Ok(Progress::Pending));
@@ -133,7 +133,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                     let outcome = EpochOutcome::Committed { joined };
                     match coordination::decide(&self.store, &self.layout, epoch, &outcome).await {
                         Ok(winner) => self.record("epoch-decided", json!({ "epoch": epoch, "outcome": winner })),
-                        Err(error) => return Some(Err(error.to_string())),
+                        Err(error) => return Some(Err(error.into())),
                     }
                 }
             }
@@ -141,7 +141,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                 .await
             {
                 Ok(listing) => listing,
-                Err(error) => return Some(Err(error.to_string())),
+                Err(error) => return Some(Err(error.into())),
             };
         }
         result
@@ -177,17 +177,15 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         }
     }
 
-    pub(super) async fn start(&self, launch: Launch) -> Result<(), String> {
-        self.local.start(&launch).await.map_err(|error| error.to_string())
+    pub(super) async fn start(&self, launch: Launch) -> Result<(), AgentError> {
+        Ok(self.local.start(&launch).await?)
     }
 
     /// Claims a recovery epoch (an intent: see [`lifeboat::recovery`]) and takes this
     /// member's first steps in it; or follows a claim that is already there.
-    pub(super) async fn disaster_recovery(&mut self, newest_verified: SnapshotName) -> Result<Progress, String> {
+    pub(super) async fn disaster_recovery(&mut self, newest_verified: SnapshotName) -> Result<Progress, AgentError> {
         let names = self.configured_names();
-        let listing = coordination::load_epochs(&self.store, &self.layout, self.epoch, &names)
-            .await
-            .map_err(|error| error.to_string())?;
+        let listing = coordination::load_epochs(&self.store, &self.layout, self.epoch, &names).await?;
         let undecided_above =
             listing.newest.as_ref().is_some_and(|(record, view)| record.epoch > self.epoch && view.outcome.is_none());
         let committed_above = listing.newest_committed.as_ref().is_some_and(|record| record.epoch > self.epoch);
@@ -210,8 +208,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             &self.local.spec().name,
             self.settings.heartbeat_freshness_ms(),
         )
-        .await
-        .map_err(|error| error.to_string())?;
+        .await?;
         let best_peer = peers
             .iter()
             .filter(|peer| peer.epoch == self.epoch)
@@ -224,7 +221,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         );
         if let Some((peer_revision, peer)) = &best_peer {
             if *peer_revision > local_revision.unwrap_or(0) && *peer_revision > snapshot.revision().0 {
-                return Err(format!("{peer} holds newer data (revision {peer_revision}); it claims the recovery"));
+                return Err(AgentError::PeerHoldsNewerData { peer: peer.clone(), revision: *peer_revision });
             }
         }
         if let Some(local) = local.filter(|local| local.revision > snapshot.revision()) {
@@ -237,13 +234,13 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                 Err(error) => {
                     // Never claim a snapshot older than this member's data: try again next round.
                     self.record("save-survivor-failed", json!({ "error": error.to_string() }));
-                    return Err(format!("could not save this survivor's newer data first: {error}"));
+                    return Err(AgentError::SurvivorNotSaved(error));
                 }
             }
         }
         // The chosen snapshot, else the newest older one whose hash verifies: a corrupt
         // newest snapshot must not block the recovery forever.
-        let catalog = catalog::load(&self.store, &self.layout).await.map_err(|error| error.to_string())?;
+        let catalog = catalog::load(&self.store, &self.layout).await?;
         let candidates = catalog.snapshots.iter().filter(|entry| entry.name <= snapshot && entry.manifest.is_some());
         let mut chosen = None;
         for entry in candidates {
@@ -257,7 +254,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                 }
             }
         }
-        let (snapshot, sha256) = chosen.ok_or_else(|| format!("no snapshot up to {snapshot} verifies"))?;
+        let (snapshot, sha256) = chosen.ok_or(AgentError::NoVerifiedSnapshot { newest: snapshot })?;
         let record = EpochRecord {
             epoch: next,
             snapshot: snapshot.clone(),
@@ -268,12 +265,9 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             claimed_at: self.now_text(),
             protocol: EpochRecord::PROTOCOL,
         };
-        let (winner, won) =
-            coordination::claim_epoch(&self.store, &self.layout, &record).await.map_err(|error| error.to_string())?;
+        let (winner, won) = coordination::claim_epoch(&self.store, &self.layout, &record).await?;
         self.record("epoch-claim", json!({ "epoch": winner.epoch, "won": won, "snapshot": winner.snapshot }));
-        let listing = coordination::load_epochs(&self.store, &self.layout, self.epoch, &names)
-            .await
-            .map_err(|error| error.to_string())?;
+        let listing = coordination::load_epochs(&self.store, &self.layout, self.epoch, &names).await?;
         let revision = self.local_client_status().await.map(|status| status.revision);
         self.follow_epochs(listing, false, revision).await.unwrap_or(Ok(Progress::Pending))
     }
@@ -285,17 +279,15 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
 
     /// Restores this member into `record`'s epoch: stop, move the data aside,
     /// restore the epoch's snapshot under its token, remember the epoch, start.
-    pub(super) async fn apply_epoch(&mut self, record: &EpochRecord) -> Result<(), String> {
+    pub(super) async fn apply_epoch(&mut self, record: &EpochRecord) -> Result<(), AgentError> {
         let spec = self.local.spec().clone();
         if self.settings.dry_run {
             self.record("would-restore", json!({ "epoch": record.epoch, "snapshot": record.snapshot }));
             return Ok(());
         }
-        self.local.stop().await.map_err(|error| error.to_string())?;
+        self.local.stop().await?;
         let now = self.clock.now().0;
-        if let Some(aside) =
-            member::move_data_dir_aside(&spec, &spec.data_dir, now).map_err(|error| error.to_string())?
-        {
+        if let Some(aside) = member::move_data_dir_aside(&spec, &spec.data_dir, now)? {
             self.record("moved-aside", json!({ "path": aside }));
         }
         let settings = RestoreSettings {
@@ -307,11 +299,8 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             snapshot: SnapshotChoice::Named(record.snapshot.clone()),
             cluster: self.settings.cluster.clone(),
         };
-        let report = restore::restore(&self.store, &self.layout, &settings, &self.builder)
-            .await
-            .map_err(|error| error.to_string())?;
-        member::write_atomically(&epoch_path(&self.settings), record.epoch.to_string().as_bytes())
-            .map_err(|error| error.to_string())?;
+        let report = restore::restore(&self.store, &self.layout, &settings, &self.builder).await?;
+        member::write_atomically(&epoch_path(&self.settings), record.epoch.to_string().as_bytes())?;
         self.epoch = record.epoch;
         self.set_holding(None);
         self.record(

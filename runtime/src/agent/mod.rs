@@ -34,6 +34,61 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+impl crate::exit::Classify for AgentError {
+    fn exit(&self) -> crate::exit::Exit {
+        use crate::exit::Exit;
+        match self {
+            AgentError::Store(error) => error.exit(),
+            AgentError::Etcd(error) => error.exit(),
+            AgentError::Member(error) | AgentError::CannotHold { source: error, .. } => error.exit(),
+            AgentError::Restore(error) => error.exit(),
+            AgentError::Replace(error) => error.exit(),
+            AgentError::SurvivorNotSaved(error) => error.exit(),
+            AgentError::HoldingForEpoch { .. }
+            | AgentError::EpochNotFollowed { .. }
+            | AgentError::ConditionalPutsIgnored
+            | AgentError::PeerHoldsNewerData { .. } => Exit::Refused,
+            AgentError::StoreNotProbed | AgentError::EpochVanished | AgentError::NoVerifiedSnapshot { .. } => {
+                Exit::Failure
+            }
+        }
+    }
+}
+
+/// Why a step of the agent did not happen: typed all the way to the journal,
+/// where it is written with its message.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Store(#[from] crate::ports::StoreError),
+    #[error(transparent)]
+    Etcd(#[from] crate::ports::EtcdError),
+    #[error(transparent)]
+    Member(#[from] member::MemberError),
+    #[error(transparent)]
+    Restore(#[from] restore::RestoreError),
+    #[error(transparent)]
+    Replace(#[from] replace::ReplaceError),
+    #[error("deferred: this member holds for recovery epoch {epoch}; it is decided first")]
+    HoldingForEpoch { epoch: u64 },
+    #[error("deferred: recovery epoch {committed} is committed and this member's data is of epoch {local}; it restores first")]
+    EpochNotFollowed { committed: u64, local: u64 },
+    #[error("refused: the store ignores create-if-absent writes (If-None-Match), so two agents could both claim a recovery; use a store that honours them (AWS S3, MinIO, SeaweedFS), or recover by hand with lifeboat restore")]
+    ConditionalPutsIgnored,
+    #[error("the store has not been probed for create-if-absent writes yet")]
+    StoreNotProbed,
+    #[error("the recovery epoch to restore is no longer in the store")]
+    EpochVanished,
+    #[error("{peer} holds newer data (revision {revision}); it claims the recovery")]
+    PeerHoldsNewerData { peer: String, revision: i64 },
+    #[error("could not save this survivor's newer data first: {0}")]
+    SurvivorNotSaved(save::SaveError),
+    #[error("no snapshot up to {newest} verifies")]
+    NoVerifiedSnapshot { newest: SnapshotName },
+    #[error("cannot stop etcd to join epoch {epoch}: {source}")]
+    CannotHold { epoch: u64, source: member::MemberError },
+}
+
 pub struct SystemClock;
 
 /// The monotonic clock's origin: the first time anything asked.

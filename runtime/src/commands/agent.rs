@@ -92,6 +92,6 @@ pub async fn reconfigure(resolved: &Resolved, args: &MemberArgs) -> anyhow::Resu
             Ok(Exit::Refused)
         }
         Ok(_) => Ok(Exit::Success),
-        Err(error) => Err(anyhow::anyhow!("reconfigure could not prepare {}: {error}", args.name)),
+        Err(error) => Err(anyhow::Error::new(error).context(format!("reconfigure could not prepare {}", args.name))),
     }
 }

@@ -77,6 +77,9 @@ pub fn classify(error: &anyhow::Error) -> Exit {
         if let Some(error) = cause.downcast_ref::<ReplaceError>() {
             return error.exit();
         }
+        if let Some(error) = cause.downcast_ref::<crate::agent::AgentError>() {
+            return error.exit();
+        }
     }
     Exit::Failure
 }
