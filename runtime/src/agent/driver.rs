@@ -32,7 +32,13 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             malformed_seen: Vec::new(),
             newest_committed_seen: 0,
             conditional_puts: None,
+            metrics: std::sync::Arc::new(super::metrics::AgentMetrics::new()),
         })
+    }
+
+    /// The figures and health this driver keeps, for the HTTP endpoint.
+    pub fn metrics(&self) -> std::sync::Arc<super::metrics::AgentMetrics> {
+        self.metrics.clone()
     }
 
     pub(super) fn now_text(&self) -> String {
@@ -40,6 +46,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
     }
 
     pub(super) fn record(&self, event: &str, details: serde_json::Value) {
+        self.metrics.on_event(self.clock.now().0, event, &details);
         self.journal.record(&self.now_text(), event, details);
     }
 
@@ -53,9 +60,11 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         );
         loop {
             let now = self.clock.monotonic();
+            self.metrics.loop_turned(now.0);
             self.agent.handle_timeout(now);
             while let Some(action) = self.agent.poll_action() {
                 self.execute(action).await;
+                self.metrics.loop_turned(self.clock.monotonic().0);
             }
             let deadline =
                 self.agent.poll_timeout().unwrap_or(now.saturating_add(self.settings.policy.check_interval_ms));
@@ -268,6 +277,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             }
         };
         let healthy = health.iter().filter(|check| check.healthy).count();
+        self.metrics.observed(self.clock.monotonic().0, store.reachable);
         self.record(
             "observation",
             json!({ "members": known.len(), "healthy": healthy, "leader": leader.map(|id| id.to_string()),

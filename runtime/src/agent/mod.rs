@@ -9,7 +9,10 @@
 pub mod coordination;
 mod driver;
 mod epochs;
+#[cfg(feature = "real")]
+pub mod http;
 pub mod journal;
+pub mod metrics;
 pub mod replace;
 
 pub use driver::quick_metas;
@@ -89,6 +92,7 @@ pub enum AgentError {
     CannotHold { epoch: u64, source: member::MemberError },
 }
 
+#[derive(Clone, Copy, Debug)]
 pub struct SystemClock;
 
 /// The monotonic clock's origin: the first time anything asked.
@@ -170,6 +174,8 @@ pub struct Driver<E, S, L, C, B> {
     /// Whether the store honours create-if-absent; `None` until probed (the first
     /// round the store answers). Disaster recovery runs only on `Some(true)`.
     conditional_puts: Option<bool>,
+    /// What `/metrics`, `/healthz` and `/readyz` answer with.
+    metrics: std::sync::Arc<metrics::AgentMetrics>,
 }
 
 /// Where a recovery stands after this agent's part in it.

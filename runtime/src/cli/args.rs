@@ -262,6 +262,10 @@ pub struct AgentArgs {
     /// let each agent claim its own
     #[arg(long, env = "LIFEBOAT_SHARED_FILE_STORE")]
     pub shared_file_store: bool,
+    /// Serve /metrics (Prometheus), /healthz (the agent loop turns) and /readyz (a fresh
+    /// view of the cluster and the store) on this address, e.g. 127.0.0.1:9479
+    #[arg(long, env = "LIFEBOAT_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -298,6 +302,10 @@ pub struct SaveArgs {
     /// streams a snapshot; level 3 ran at ~100 MiB/s and would slow the save)
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=19), value_name = "LEVEL")]
     pub zstd_level: i32,
+    /// After a successful save, write its figures (lifeboat_last_save_timestamp_seconds, …) to this
+    /// file for node-exporter's textfile collector (timer-driven installs); written whole or not at all
+    #[arg(long, env = "LIFEBOAT_METRICS_FILE", value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 fn parse_compression(text: &str) -> Result<Compression, String> {

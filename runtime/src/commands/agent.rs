@@ -36,9 +36,20 @@ pub async fn run(resolved: &Resolved, args: &AgentArgs) -> anyhow::Result<Exit> 
     let etcd = resolved.etcd()?;
     let (store, layout) = open_store(resolved).await?;
     let local = local_member(&args.member);
+    let check_interval_ms = settings.policy.check_interval_ms;
     let mut driver =
         Driver::new(settings, etcd, store, layout, local, SystemClock, config::etcdutl(resolved, &args.member))
             .context("cannot open the agent's state dir")?;
+    if let Some(address) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address).await.map_err(|error| ConfigError::Invalid {
+            what: "--metrics-listen",
+            value: address.to_string(),
+            hint: format!("cannot listen there ({error}): choose a free port on an address of this host"),
+        })?;
+        let bounds = crate::agent::http::HealthBounds::for_check_interval(check_interval_ms);
+        tracing::info!(%address, "serving /metrics, /healthz and /readyz");
+        tokio::spawn(crate::agent::http::serve(listener, driver.metrics(), SystemClock, bounds));
+    }
     if supervise {
         // Journaled either way; the agent's first check tries again.
         let _ = driver.reconfigure_and_start().await;

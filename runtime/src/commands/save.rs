@@ -26,6 +26,14 @@ pub async fn run(resolved: &Resolved, args: &SaveArgs, format: Format) -> anyhow
         },
     };
     let report = save::save(&etcd, &store, &layout, &settings, wall_clock_now()).await.context(SAVE_FAILED)?;
+    if let Some(path) = &args.metrics_file {
+        let metrics = crate::agent::metrics::AgentMetrics::new();
+        let details = serde_json::json!({ "revision": report.revision, "size_bytes": report.size_bytes,
+                                          "elapsed_ms": report.elapsed_ms });
+        metrics.on_event(wall_clock_now().0, "saved", &details);
+        crate::member::write_atomically(path, metrics.encode().as_bytes())
+            .with_context(|| format!("saved, but cannot write --metrics-file {}", path.display()))?;
+    }
     match format {
         Format::Json => println!("{}", output::json(&report)),
         Format::Table => println!(

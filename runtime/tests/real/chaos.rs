@@ -18,6 +18,8 @@ struct Node {
     peer_url: String,
     data_dir: PathBuf,
     state_dir: PathBuf,
+    /// The agent's `--metrics-listen` address (`/metrics`, `/healthz`, `/readyz`).
+    metrics: String,
     agent: Option<Child>,
 }
 
@@ -60,6 +62,7 @@ impl AgentCluster {
                 peer_url: format!("http://{ip}:{}", free_port(&[])),
                 data_dir: directory.path().join(format!("n{index}.data")),
                 state_dir: directory.path().join(format!("n{index}.state")),
+                metrics: format!("{ip}:{}", free_port(&[])),
                 agent: None,
             })
             .collect();
@@ -112,6 +115,7 @@ impl AgentCluster {
                 "chaos",
             ])
             .args(["--check-interval-ms", &CHECK_INTERVAL_MS.to_string(), "--failures-max", "3"])
+            .args(["--metrics-listen", &node.metrics])
             .args(["--snapshot-interval-ms", "2000", "--timeout-ms", "1000"])
             .arg("--etcd")
             .arg(testkit::binary("etcd"))
@@ -390,6 +394,35 @@ fn one_of_three_wiped_is_replaced_without_loss() {
         !cluster.journal(0).contains("\"replaced\"") && !cluster.journal(1).contains("\"replaced\""),
         "only the wiped member changed"
     );
+
+    // What an SRE's Prometheus sees: the replacement counted where it happened, a
+    // save from the leader, and every agent live and ready.
+    let scrape = |index: usize, path: &str| http_get(&cluster.nodes[index].metrics, path);
+    let replaced = r#"lifeboat_replacements_total{outcome="replaced"} 1"#;
+    let metrics = scrape(2, "/metrics").map(|(_, body)| body).unwrap_or_default();
+    assert!(metrics.lines().any(|line| line == replaced), "n2's /metrics lacks {replaced:?}:\n{metrics}");
+    let saved = wait_until(Duration::from_secs(20), || {
+        (0..3).any(|index| {
+            scrape(index, "/metrics").is_some_and(|(_, body)| {
+                body.lines()
+                    .filter_map(|line| line.strip_prefix("lifeboat_last_save_revision "))
+                    .any(|revision| revision.trim().parse::<i64>().is_ok_and(|revision| revision > 0))
+            })
+        })
+    });
+    assert!(saved, "no agent exports a saved revision");
+    for index in 0..3 {
+        let ready = wait_until(Duration::from_secs(10), || {
+            scrape(index, "/healthz").is_some_and(|(status, _)| status == 200)
+                && scrape(index, "/readyz").is_some_and(|(status, _)| status == 200)
+        });
+        assert!(
+            ready,
+            "n{index} is not live and ready: {:?} {:?}",
+            scrape(index, "/healthz"),
+            scrape(index, "/readyz")
+        );
+    }
 }
 
 /// The revision encoded in a snapshot name (`…-r<revision>.db[.zst]`).

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod alerts;
 mod chaos;
 mod cli;
 mod failures;

@@ -16,8 +16,13 @@ fn save_writes_the_exact_key_readable_by_etcdutl() {
         };
         fixture.etcd.put_many("app/", KEYS, 200);
         let revision = current_revision(&fixture.etcd.members[0].client_url);
-        let report = fixture.save_json(&[]);
+        let textfile = fixture.path("lifeboat.prom");
+        let report = fixture.save_json(&["--metrics-file", textfile.to_str().unwrap()]);
         assert_eq!(report["revision"].as_i64(), Some(revision), "{kind:?}: {report}");
+        // For node-exporter's textfile collector: the save's figures, whole.
+        let figures = std::fs::read_to_string(&textfile).expect("--metrics-file written");
+        assert!(figures.lines().any(|line| line == format!("lifeboat_last_save_revision {revision}")), "{figures}");
+        assert!(figures.contains("lifeboat_last_save_timestamp_seconds "), "{figures}");
 
         let latest_key = format!("{}snapshot.db", fixture.snapshots_prefix());
         assert_eq!(report["latest_key"].as_str(), Some(latest_key.as_str()));
