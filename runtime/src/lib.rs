@@ -18,6 +18,7 @@ pub mod cli;
 pub mod commands;
 pub mod etcd;
 pub mod exit;
+pub mod host;
 pub mod member;
 pub mod pipeline;
 pub mod ports;

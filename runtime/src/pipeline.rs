@@ -8,6 +8,7 @@
 //! and zero new pages for every part, and freed ones fragment the heap.
 
 use crate::backup::verify::{Digest256, SnapshotDigest, Trailer};
+use crate::host::clock::Stopwatch;
 use crate::ports::{BoxError, ByteSource, Part, StoreError, Upload};
 use bytes::{Bytes, BytesMut};
 use futures::channel::mpsc;
@@ -16,7 +17,7 @@ use lifeboat::Compression;
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Clone, Debug)]
 pub struct PipelineSettings {
@@ -203,8 +204,8 @@ async fn produce<S: ByteSource>(
     settings: &PipelineSettings,
 ) -> Result<(SnapshotDigest, Vec<Digest256>), PipelineError> {
     let mut digest = SnapshotDigest::default();
-    let started = Instant::now();
-    let mut progress_next = started + settings.progress_interval;
+    let started = Stopwatch::start();
+    let mut progress_next = settings.progress_interval;
     let mut bytes: u64 = 0;
     loop {
         let chunk = match source.next_chunk().await {
@@ -217,7 +218,7 @@ async fn produce<S: ByteSource>(
         for writer in &mut writers {
             writer.write(&chunk).await?;
         }
-        if Instant::now() >= progress_next {
+        if started.elapsed() >= progress_next {
             progress_next += settings.progress_interval;
             let seconds = started.elapsed().as_secs_f64().max(0.001);
             tracing::info!(
@@ -246,7 +247,7 @@ pub async fn run<S: ByteSource, U: Upload>(
     targets: &[Target<U>],
     settings: &PipelineSettings,
 ) -> Result<PipelineReport, PipelineError> {
-    let started = Instant::now();
+    let started = Stopwatch::start();
     let mut writers = Vec::new();
     let mut receivers = Vec::new();
     let part_size_bytes = settings.part_size_bytes.max(1);

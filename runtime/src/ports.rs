@@ -8,7 +8,8 @@
 //! | [`SnapshotStore`], [`Upload`], [`ByteSource`] | `store::{S3Store, FileStore, AnyStore}` | `SimStore` |
 //! | [`LocalMember`] | `member::{ChildMember, SystemdMember, EnvironmentFileMember, UnmanagedMember}` | `SimMember` |
 //! | [`DataDirBuilder`] | `backup::restore::Etcdutl` (etcdutl) | `SimBuilder` |
-//! | [`Clock`] | `agent::SystemClock` | `SimClock` (virtual time, skewed per agent) |
+//! | [`Clock`] | `host::clock::SystemClock` | `SimClock` (virtual time, skewed per agent) |
+//! | [`StateDir`] | `host::files::FsStateDir` | the same, on each simulated machine's scratch dir |
 
 use crate::backup::restore::{RestoreError, RestoreSettings};
 use crate::exit::{Classify, Exit};
@@ -221,7 +222,7 @@ pub trait LocalMember {
 }
 
 /// Time as the driver sees it: two clocks, because a wall clock can step (NTP, an
-/// operator, a VM resumed) and the core's timers must not. Production: `agent::SystemClock`
+/// operator, a VM resumed) and the core's timers must not. Production: `host::clock::SystemClock`
 /// (the system clock and a monotonic one); the simulator: virtual time, skewed and stepped per
 /// agent for `now` only.
 pub trait Clock {
@@ -245,4 +246,16 @@ pub trait DataDirBuilder {
     /// it). A member that stops for a recovery claim votes with this, not with what
     /// its etcd answered before it stopped: writes may land in between.
     async fn data_revision(&self, data_dir: &Path) -> Result<Option<lifeboat::Revision>, RestoreError>;
+}
+
+/// The agent's own state on this host, which a crash must not forget: the
+/// recovery epoch its member's data belongs to, and the epoch it holds the member
+/// stopped for. Production: `host::files::FsStateDir`; the simulator runs the same
+/// adapter on each machine's scratch dir.
+pub trait StateDir {
+    /// 0 before any recovery.
+    fn epoch(&self) -> u64;
+    fn set_epoch(&self, epoch: u64) -> Result<(), MemberError>;
+    fn holding(&self) -> Option<u64>;
+    fn set_holding(&self, epoch: Option<u64>) -> Result<(), MemberError>;
 }

@@ -62,6 +62,11 @@ pub fn require(names: &[&str]) -> bool {
 /// A loopback port that was free a moment ago, with `port + offset` free too for
 /// each offset (SeaweedFS opens gRPC at port + 10000).
 pub fn free_port(offsets: &[u16]) -> u16 {
+    // The kernel may hand the same ephemeral port to two binds in a row once the
+    // first is released: never give one out twice in this process (two members on
+    // one port fail with "duplicate url" or "address already in use").
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     for _ in 0..200 {
         let Ok(listener) = TcpListener::bind("127.0.0.1:0") else {
             continue;
@@ -70,10 +75,14 @@ pub fn free_port(offsets: &[u16]) -> u16 {
             continue;
         };
         let port = address.port();
-        let extra_free = offsets.iter().all(|offset| {
-            port.checked_add(*offset).is_some_and(|other| TcpListener::bind(("127.0.0.1", other)).is_ok())
-        });
+        let ports: Vec<u16> =
+            std::iter::once(port).chain(offsets.iter().filter_map(|offset| port.checked_add(*offset))).collect();
+        if ports.len() != offsets.len() + 1 || ports.iter().any(|port| handed_out.contains(port)) {
+            continue;
+        }
+        let extra_free = ports.iter().skip(1).all(|other| TcpListener::bind(("127.0.0.1", *other)).is_ok());
         if extra_free {
+            handed_out.extend(&ports);
             return port;
         }
     }

@@ -15,7 +15,8 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
     ) -> std::io::Result<Driver<E, S, L, C, B>> {
         let journal = Journal::open(&settings.state_dir)?;
         let agent = Agent::new(settings.policy.clone(), configured_members(&settings), clock.monotonic());
-        let epoch = read_epoch(&settings.state_dir);
+        let state = crate::host::files::FsStateDir::new(settings.state_dir.clone());
+        let epoch = state.epoch();
         Ok(Driver {
             settings,
             builder,
@@ -33,6 +34,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             newest_committed_seen: 0,
             conditional_puts: None,
             metrics: std::sync::Arc::new(super::metrics::AgentMetrics::new()),
+            state,
         })
     }
 
@@ -86,7 +88,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                 if self.settings.supervise && !self.local.is_running().await {
                     // Journaled either way; the next check tries again.
                     let _ = self.reconfigure_and_start().await;
-                } else if !self.settings.dry_run && replace::state_path(self.local.spec()).exists() {
+                } else if !self.settings.dry_run && crate::host::files::replacement_in_progress(self.local.spec()) {
                     // A replacement was interrupted (agent killed, promotion timed out) with
                     // etcd still running, e.g. as a learner nobody promotes: finish it.
                     // Found by the simulator (member-disk-wiped, seed 89).
@@ -398,7 +400,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             }
             // An interrupted replacement (its state file is there) resumes: its learner
             // still needs the promotion a plain join would never do.
-            StartPlan::Join | StartPlan::Replace { .. } if replace::state_path(&spec).exists() => {
+            StartPlan::Join | StartPlan::Replace { .. } if crate::host::files::replacement_in_progress(&spec) => {
                 self.replace_local(self.clock.now().0).await
             }
             StartPlan::Join => {

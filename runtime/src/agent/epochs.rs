@@ -110,7 +110,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                     }
                     // Remember first, then stop: a crash at any point leaves a member that
                     // stays stopped for the claim until it is decided.
-                    self.set_holding(Some(Holding { epoch }));
+                    self.set_holding(Some(epoch));
                     if let Err(source) = self.local.stop().await {
                         return Some(Err(AgentError::CannotHold { epoch, source }));
                     }
@@ -149,23 +149,13 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
 
     /// The epoch this member stopped its etcd for, if any (`<state-dir>/holding-epoch`).
     pub(super) fn holding_for(&self) -> Option<u64> {
-        read_holding(&self.settings.state_dir).map(|held| held.epoch)
+        self.state.holding()
     }
 
-    pub(super) fn set_holding(&mut self, holding: Option<Holding>) {
-        let path = self.settings.state_dir.join(HOLDING_FILE);
-        let result = match holding {
-            Some(held) => {
-                member::write_atomically(&path, held.epoch.to_string().as_bytes()).map_err(|error| error.to_string())
-            }
-            None => match std::fs::remove_file(&path) {
-                Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error.to_string()),
-                _ => Ok(()),
-            },
-        };
-        if let Err(error) = result {
+    pub(super) fn set_holding(&mut self, holding: Option<u64>) {
+        if let Err(error) = self.state.set_holding(holding) {
             tracing::warn!(error = %error, "cannot record the held epoch");
-            self.record("holding-write-failed", json!({ "error": error }));
+            self.record("holding-write-failed", json!({ "error": error.to_string() }));
         }
     }
 
@@ -300,7 +290,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             cluster: self.settings.cluster.clone(),
         };
         let report = restore::restore(&self.store, &self.layout, &settings, &self.builder).await?;
-        member::write_atomically(&epoch_path(&self.settings), record.epoch.to_string().as_bytes())?;
+        self.state.set_epoch(record.epoch)?;
         self.epoch = record.epoch;
         self.set_holding(None);
         self.record(

@@ -23,13 +23,13 @@ use crate::backup::restore::{self, RestoreSettings, SnapshotChoice};
 use crate::backup::save::{self, SaveSettings};
 use crate::member::{self, Launch};
 use crate::pipeline::PipelineSettings;
-use crate::ports::{Clock, DataDirBuilder, EtcdCluster, LocalMember, SnapshotStore};
+use crate::ports::{Clock, DataDirBuilder, EtcdCluster, LocalMember, SnapshotStore, StateDir};
 use coordination::{EpochListing, EpochRecord, Heartbeat, JoinRecord};
 use lifeboat::reconfigure::{self, Facts, StartPlan};
 use lifeboat::recovery::{self, EpochOutcome, EpochStep, LocalFacts};
 use lifeboat::{
-    Action, Agent, Compression, Member, MemberHealth, MemberId, Millis, Observation, Outcome, Policy, Revision,
-    SnapshotMeta, SnapshotName, StoreLayout, StoreObservation,
+    Action, Agent, Compression, Member, MemberHealth, MemberId, Observation, Outcome, Policy, Revision, SnapshotMeta,
+    SnapshotName, StoreLayout, StoreObservation,
 };
 use replace::ReplaceSettings;
 use serde_json::json;
@@ -92,25 +92,8 @@ pub enum AgentError {
     CannotHold { epoch: u64, source: member::MemberError },
 }
 
-#[derive(Clone, Copy, Debug)]
-pub struct SystemClock;
-
-/// The monotonic clock's origin: the first time anything asked.
-static ORIGIN: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
-
-impl Clock for SystemClock {
-    fn now(&self) -> Millis {
-        save::wall_clock_now()
-    }
-    fn monotonic(&self) -> Millis {
-        let origin = *ORIGIN.get_or_init(tokio::time::Instant::now);
-        Millis(u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX))
-    }
-    async fn sleep_until(&self, deadline: Millis) {
-        let wait = deadline.saturating_sub(self.monotonic());
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-    }
-}
+pub use crate::host::clock::SystemClock;
+pub use crate::host::files::{read_epoch, read_holding};
 
 /// One configured member of the cluster: stable across incarnations.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,6 +159,8 @@ pub struct Driver<E, S, L, C, B> {
     conditional_puts: Option<bool>,
     /// What `/metrics`, `/healthz` and `/readyz` answer with.
     metrics: std::sync::Arc<metrics::AgentMetrics>,
+    /// The epoch files in `--state-dir`.
+    state: crate::host::files::FsStateDir,
 }
 
 /// Where a recovery stands after this agent's part in it.
@@ -185,30 +170,6 @@ enum Progress {
     Applied,
     /// The claim waits for votes (this member joined it, or is about to).
     Pending,
-}
-
-const HOLDING_FILE: &str = "holding-epoch";
-
-/// The claim this member stopped its etcd for: `<epoch>` in `<state-dir>/holding-epoch`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Holding {
-    pub epoch: u64,
-}
-
-/// The claim this member stopped its etcd for, if any.
-pub fn read_holding(state_dir: &std::path::Path) -> Option<Holding> {
-    let text = std::fs::read_to_string(state_dir.join(HOLDING_FILE)).ok()?;
-    let epoch = text.split_whitespace().next()?.parse().ok()?;
-    Some(Holding { epoch })
-}
-
-fn epoch_path(settings: &AgentSettings) -> PathBuf {
-    settings.state_dir.join("epoch")
-}
-
-/// The epoch the local data dir belongs to; 0 before any recovery.
-pub fn read_epoch(state_dir: &std::path::Path) -> u64 {
-    std::fs::read_to_string(state_dir.join("epoch")).ok().and_then(|text| text.trim().parse().ok()).unwrap_or(0)
 }
 
 /// Synthetic IDs for configured members until the cluster tells the real ones.

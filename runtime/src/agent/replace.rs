@@ -9,6 +9,8 @@
 //! cluster-wide; quorum is checked before anything changes.
 
 use crate::exit::{Classify, Exit};
+use crate::host::clock::Stopwatch;
+use crate::host::files;
 use crate::member::{self, Launch, MemberError, MemberSpec};
 use crate::ports::LocalMember;
 use crate::ports::{EtcdCluster, EtcdError};
@@ -16,7 +18,7 @@ use lifeboat::membership::{quorum, replacement_keeps_quorum};
 use lifeboat::{Member, MemberId};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplaceError {
@@ -93,55 +95,25 @@ pub struct ReplaceReport {
     pub elapsed_ms: u64,
 }
 
-pub fn state_path(spec: &MemberSpec) -> PathBuf {
-    beside_data_dir(spec, ".lifeboat-replace.json")
-}
-
-/// `<data dir><suffix>`: beside the data dir, so moving the data dir aside keeps it.
-fn beside_data_dir(spec: &MemberSpec, suffix: &str) -> PathBuf {
-    let mut path = spec.data_dir.as_os_str().to_owned();
-    path.push(suffix);
-    PathBuf::from(path)
-}
-
-/// Held by the one process on this host that runs the replacement of its member.
-/// The agent resuming a replacement and a manual `lifeboat replace` hold the etcd
-/// lock under the same name (so a restarted agent can take its own lock back);
-/// only this tells them apart. The OS drops it when the process exits or dies.
-struct LocalGuard {
-    _file: std::fs::File,
-}
-
-fn lock_locally(spec: &MemberSpec) -> Result<LocalGuard, ReplaceError> {
-    let path = beside_data_dir(spec, ".lifeboat-replace.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|error| ReplaceError::State { path: path.clone(), detail: error.to_string() })?;
-    match file.try_lock() {
-        Ok(()) => Ok(LocalGuard { _file: file }),
-        Err(std::fs::TryLockError::WouldBlock) => Err(ReplaceError::LocalBusy { name: spec.name.clone(), path }),
-        Err(std::fs::TryLockError::Error(error)) => Err(ReplaceError::State { path, detail: error.to_string() }),
+impl From<files::FileProblem> for ReplaceError {
+    fn from(problem: files::FileProblem) -> Self {
+        ReplaceError::State { path: problem.path, detail: problem.detail }
     }
+}
+
+fn lock_locally(spec: &MemberSpec) -> Result<files::LocalGuard, ReplaceError> {
+    files::lock_replacement(spec)?.ok_or_else(|| ReplaceError::LocalBusy {
+        name: spec.name.clone(),
+        path: crate::host::files::replacement_lock_path(spec),
+    })
 }
 
 fn load_state(spec: &MemberSpec) -> Result<Option<ReplaceState>, ReplaceError> {
-    let path = state_path(spec);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|error| ReplaceError::State { path, detail: error.to_string() }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(ReplaceError::State { path, detail: error.to_string() }),
-    }
+    Ok(files::load_replacement(spec)?)
 }
 
 fn save_state(spec: &MemberSpec, state: &ReplaceState) -> Result<(), ReplaceError> {
-    let body = serde_json::to_vec_pretty(state).expect("state serialises");
-    member::write_atomically(&state_path(spec), &body)?;
-    Ok(())
+    Ok(files::save_replacement(spec, state)?)
 }
 
 fn is_ours(member: &Member, spec: &MemberSpec) -> bool {
@@ -214,7 +186,7 @@ pub async fn replace<E: EtcdCluster, L: LocalMember>(
     settings: &ReplaceSettings,
     now_ms: u64,
 ) -> Result<ReplaceReport, ReplaceError> {
-    let started = Instant::now();
+    let started = Stopwatch::start();
     let spec = local.spec().clone();
     let mut report = ReplaceReport { name: spec.name.clone(), dry_run: settings.dry_run, ..ReplaceReport::default() };
     // Before the state file is read, so two processes never act on the same state.
@@ -248,7 +220,7 @@ pub async fn replace<E: EtcdCluster, L: LocalMember>(
             spec.peer_url,
             if settings.learner { "learner, then promote" } else { "voter" }
         ));
-        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        report.elapsed_ms = started.elapsed_ms();
         return Ok(report);
     }
 
@@ -282,7 +254,7 @@ pub async fn replace<E: EtcdCluster, L: LocalMember>(
     if let Err(error) = etcd.unlock(lease).await {
         tracing::warn!(error = %error, "could not release the membership lock; it expires with its lease");
     }
-    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    report.elapsed_ms = started.elapsed_ms();
     Ok(report)
 }
 
@@ -371,21 +343,21 @@ async fn replace_locked<E: EtcdCluster, L: LocalMember>(
     report.launch = Some(launch.clone());
     if !settings.start {
         report.steps.push("left the member stopped: start etcd with the launch settings shown".into());
-        std::fs::remove_file(state_path(spec)).ok();
+        files::clear_replacement(spec);
         return Ok(());
     }
     local.start(&launch).await?;
     report.steps.push("started the local member with initial-cluster-state=existing".into());
 
     if new_member.is_learner {
-        let deadline = Instant::now() + settings.catch_up_timeout;
+        let catching_up = Stopwatch::start();
         loop {
             match etcd.member_promote(new_member.id).await {
                 Ok(()) => {
                     report.steps.push(format!("promoted member {} to voter", new_member.id));
                     break;
                 }
-                Err(error) if Instant::now() < deadline => {
+                Err(error) if catching_up.elapsed() < settings.catch_up_timeout => {
                     tracing::debug!(error = %error, "learner not caught up yet");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -398,7 +370,7 @@ async fn replace_locked<E: EtcdCluster, L: LocalMember>(
             }
         }
     }
-    std::fs::remove_file(state_path(spec)).ok();
+    files::clear_replacement(spec);
     Ok(())
 }
 

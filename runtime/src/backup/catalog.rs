@@ -127,7 +127,7 @@ pub async fn verify_entry<S: SnapshotStore>(store: &S, entry: &Entry) -> Result<
     if let Some(problem) = &entry.problem {
         return Err(VerifyError::BadManifest { location, detail: problem.clone() });
     }
-    let fetched = verify::fetch(store, &entry.key, manifest.compression, None).await?;
+    let fetched = verify::fetch(store, &entry.key, manifest.compression, None::<(&mut std::io::Sink, &str)>).await?;
     fetched.check(&location, Some(manifest))?;
     Ok(fetched)
 }
@@ -140,7 +140,7 @@ pub async fn verify_latest<S: SnapshotStore>(
     catalog: &Catalog,
 ) -> Result<(Fetched, Option<SnapshotName>), VerifyError> {
     let key = layout.latest_key();
-    let fetched = verify::fetch(store, &key, Compression::None, None).await?;
+    let fetched = verify::fetch(store, &key, Compression::None, None::<(&mut std::io::Sink, &str)>).await?;
     fetched.check(&store.location(&key), None)?;
     let matching = catalog
         .snapshots

@@ -7,10 +7,11 @@
 use crate::backup::catalog::{self, Catalog, Entry};
 use crate::backup::verify::{self, VerifyError};
 use crate::exit::{Classify, Exit};
+use crate::host::clock::Stopwatch;
+use crate::member::data_dir::{self, DataDirProblem, Staging};
 use crate::ports::{DataDirBuilder, SnapshotStore, StoreError};
 use lifeboat::{Compression, SnapshotName, StoreLayout};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SnapshotChoice {
@@ -175,25 +176,18 @@ pub struct RestoreReport {
     pub elapsed_ms: u64,
 }
 
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + '_ {
-    move |source| RestoreError::Io { path: path.to_owned(), source }
+impl From<DataDirProblem> for RestoreError {
+    fn from(problem: DataDirProblem) -> Self {
+        match problem {
+            DataDirProblem::NotEmpty { path } => RestoreError::DataDirNotEmpty { path },
+            DataDirProblem::Io { path, source } => RestoreError::Io { path, source },
+        }
+    }
 }
 
 /// Refuses early, before any download, when the data dir holds anything.
 fn check_data_dir(data_dir: &Path) -> Result<(), RestoreError> {
-    match std::fs::read_dir(data_dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(RestoreError::DataDirNotEmpty { path: data_dir.to_owned() });
-            }
-            Ok(())
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotADirectory => {
-            Err(RestoreError::DataDirNotEmpty { path: data_dir.to_owned() })
-        }
-        Err(error) => Err(io_error(data_dir)(error)),
-    }
+    Ok(data_dir::check_empty(data_dir)?)
 }
 
 /// What to try, in order.
@@ -222,17 +216,11 @@ pub async fn restore<S: SnapshotStore, B: DataDirBuilder>(
     settings: &RestoreSettings,
     builder: &B,
 ) -> Result<RestoreReport, RestoreError> {
-    let started = Instant::now();
+    let started = Stopwatch::start();
     check_data_dir(&settings.data_dir)?;
     builder.ready()?;
-    let parent = match settings.data_dir.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(io_error(&parent))?;
     // Staging beside the data dir keeps the final rename on one filesystem (atomic).
-    let staging =
-        tempfile::Builder::new().prefix(".lifeboat-restore-").tempdir_in(&parent).map_err(io_error(&parent))?;
+    let staging = Staging::beside(&settings.data_dir)?;
     let snapshot_path = staging.path().join("snapshot.db");
 
     let catalog = catalog::load(store, layout).await?;
@@ -269,8 +257,13 @@ pub async fn restore<S: SnapshotStore, B: DataDirBuilder>(
             if let Some(problem) = candidate.as_ref().and_then(|entry| entry.problem.clone()) {
                 return Err(VerifyError::BadManifest { location: location.clone(), detail: problem });
             }
-            let mut file = std::fs::File::create(&snapshot_path)
-                .map_err(|source| VerifyError::Write { path: snapshot_path.display().to_string(), source })?;
+            let (_, mut file) = staging.create_file("snapshot.db").map_err(|problem| VerifyError::Write {
+                path: snapshot_path.display().to_string(),
+                source: match problem {
+                    DataDirProblem::Io { source, .. } => source,
+                    DataDirProblem::NotEmpty { .. } => std::io::Error::other("the staging file exists"),
+                },
+            })?;
             let path_text = snapshot_path.display().to_string();
             let fetched = verify::fetch(store, &key, compression, Some((&mut file, &path_text))).await?;
             file.sync_all().map_err(|source| VerifyError::Write { path: path_text.clone(), source })?;
@@ -298,13 +291,9 @@ pub async fn restore<S: SnapshotStore, B: DataDirBuilder>(
     let built = staging.path().join("data");
     builder.build(&snapshot_path, &built, settings).await?;
 
-    // The data dir may have appeared meanwhile; check again right before the rename.
+    // The data dir may have appeared meanwhile: checked again right before the rename.
     check_data_dir(&settings.data_dir)?;
-    if settings.data_dir.is_dir() {
-        std::fs::remove_dir(&settings.data_dir).map_err(io_error(&settings.data_dir))?;
-    }
-    std::fs::rename(&built, &settings.data_dir).map_err(io_error(&settings.data_dir))?;
-    std::fs::File::open(&parent).and_then(|directory| directory.sync_all()).map_err(io_error(&parent))?;
+    staging.install(&built, &settings.data_dir)?;
 
     Ok(RestoreReport {
         snapshot: label,
@@ -313,6 +302,6 @@ pub async fn restore<S: SnapshotStore, B: DataDirBuilder>(
         size_bytes: fetched.plain.size_bytes,
         data_dir: settings.data_dir.clone(),
         skipped,
-        elapsed_ms: started.elapsed().as_millis() as u64,
+        elapsed_ms: started.elapsed_ms(),
     })
 }

@@ -14,7 +14,6 @@ use crate::pipeline::{self, PipelineError, PipelineSettings, Target};
 use crate::ports::{EndpointStatus, EtcdCluster, EtcdError, SnapshotStore, StoreError, Upload};
 use bytes::Bytes;
 use lifeboat::{Compression, Manifest, Millis, SnapshotName, StoreLayout};
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SaveError {
@@ -264,9 +263,4 @@ async fn abort_all<U: Upload>(targets: Vec<Target<U>>) {
     }
 }
 
-/// Wall-clock now, for the edge only: the core takes time as a value.
-pub fn wall_clock_now() -> Millis {
-    Millis(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as u64
-    )
-}
+pub use crate::host::clock::wall_clock_now;

@@ -173,11 +173,11 @@ impl Fetched {
 
 /// Reads `key` through, decompressing when needed, hashing both forms, and
 /// writing the plain snapshot to `out` when given. Memory stays bounded by one chunk.
-pub async fn fetch<S: SnapshotStore>(
+pub async fn fetch<S: SnapshotStore, W: std::io::Write>(
     store: &S,
     key: &str,
     compression: Compression,
-    mut out: Option<(&mut std::fs::File, &str)>,
+    mut out: Option<(&mut W, &str)>,
 ) -> Result<Fetched, VerifyError> {
     let location = store.location(key);
     let mut reader = store.get(key).await?;

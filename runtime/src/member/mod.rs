@@ -4,6 +4,7 @@
 //! environment file the unit reads (`EnvironmentFile=`), as etcd reads `ETCD_*`.
 
 mod child;
+pub mod data_dir;
 mod systemd;
 
 pub use child::ChildMember;

@@ -1,5 +1,7 @@
 //! S3 as the store, through aws-sdk-s3: AWS itself or any S3-compatible server
 //! (MinIO, SeaweedFS, Ceph) with a custom endpoint and path-style addressing.
+//! (About 500 lines on purpose: the client's setup, its error classification and
+//! the upload it drives are one adapter, read together.)
 //!
 //! Every upload is multipart, so nothing appears under a key before
 //! `CompleteMultipartUpload`; each part carries a CRC32C checksum that the server

@@ -1,0 +1,176 @@
+//! The small files lifeboat keeps on this host, each written whole or not at
+//! all: in the agent's state dir, the recovery epoch its data belongs to and the
+//! epoch it holds its member stopped for; beside the data dir (so moving the data
+//! dir aside keeps them), a replacement's progress and the lock that keeps two
+//! processes on one host from running it at once.
+
+use crate::member::{write_atomically, MemberError, MemberSpec};
+use crate::ports::StateDir;
+use std::path::{Path, PathBuf};
+
+/// The agent's state dir (`--state-dir`): the production [`StateDir`], and the
+/// simulator's, on each simulated machine's scratch dir.
+#[derive(Clone, Debug)]
+pub struct FsStateDir {
+    dir: PathBuf,
+}
+
+const EPOCH_FILE: &str = "epoch";
+const HOLDING_FILE: &str = "holding-epoch";
+
+impl FsStateDir {
+    pub fn new(dir: PathBuf) -> FsStateDir {
+        FsStateDir { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// The number a state-dir file starts with (more may follow it, as earlier
+/// versions wrote); absent or unreadable reads as `None`.
+fn read_number(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok().and_then(|text| text.split_whitespace().next()?.parse().ok())
+}
+
+impl StateDir for FsStateDir {
+    fn epoch(&self) -> u64 {
+        read_number(&self.dir.join(EPOCH_FILE)).unwrap_or(0)
+    }
+
+    fn set_epoch(&self, epoch: u64) -> Result<(), MemberError> {
+        write_atomically(&self.dir.join(EPOCH_FILE), epoch.to_string().as_bytes())
+    }
+
+    fn holding(&self) -> Option<u64> {
+        read_number(&self.dir.join(HOLDING_FILE))
+    }
+
+    fn set_holding(&self, epoch: Option<u64>) -> Result<(), MemberError> {
+        let path = self.dir.join(HOLDING_FILE);
+        match epoch {
+            Some(epoch) => write_atomically(&path, epoch.to_string().as_bytes()),
+            None => match std::fs::remove_file(&path) {
+                Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+                    Err(MemberError::Io { operation: "remove", path, source })
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+}
+
+/// The recovery epoch the member's data in `state_dir` belongs to (0: none yet).
+pub fn read_epoch(state_dir: &Path) -> u64 {
+    FsStateDir::new(state_dir.to_owned()).epoch()
+}
+
+/// The epoch the agent with `state_dir` holds its member stopped for, if any;
+/// systemd's `ExecStartPre` (and the simulator's supervisor) start nothing then.
+pub fn read_holding(state_dir: &Path) -> Option<u64> {
+    FsStateDir::new(state_dir.to_owned()).holding()
+}
+
+/// `<data dir><suffix>`: beside the data dir, so moving the data dir aside keeps it.
+fn beside_data_dir(spec: &MemberSpec, suffix: &str) -> PathBuf {
+    let mut path = spec.data_dir.as_os_str().to_owned();
+    path.push(suffix);
+    PathBuf::from(path)
+}
+
+/// Where a replacement records its progress.
+pub fn replacement_state_path(spec: &MemberSpec) -> PathBuf {
+    beside_data_dir(spec, ".lifeboat-replace.json")
+}
+
+/// Why a replacement's files could not be used: the path and what went wrong.
+#[derive(Debug)]
+pub struct FileProblem {
+    pub path: PathBuf,
+    pub detail: String,
+}
+
+/// Held by the one process on this host that runs the replacement of its member.
+/// The agent resuming a replacement and a manual `lifeboat replace` hold the etcd
+/// lock under the same name (so a restarted agent can take its own lock back);
+/// only this tells them apart. The OS drops it when the process exits or dies.
+#[derive(Debug)]
+pub struct LocalGuard {
+    _file: std::fs::File,
+}
+
+/// The host-local replacement lock's file.
+pub fn replacement_lock_path(spec: &MemberSpec) -> PathBuf {
+    beside_data_dir(spec, ".lifeboat-replace.lock")
+}
+
+/// Takes the host-local replacement lock; `Ok(None)` when another process holds it.
+pub fn lock_replacement(spec: &MemberSpec) -> Result<Option<LocalGuard>, FileProblem> {
+    let path = replacement_lock_path(spec);
+    let problem = |detail: String| FileProblem { path: path.clone(), detail };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|error| problem(error.to_string()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(LocalGuard { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(error)) => Err(problem(error.to_string())),
+    }
+}
+
+/// The replacement's recorded progress, if any.
+pub fn load_replacement<T: serde::de::DeserializeOwned>(spec: &MemberSpec) -> Result<Option<T>, FileProblem> {
+    let path = replacement_state_path(spec);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map(Some).map_err(|error| FileProblem { path, detail: error.to_string() })
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(FileProblem { path, detail: error.to_string() }),
+    }
+}
+
+/// Records the replacement's progress, whole or not at all.
+pub fn save_replacement<T: serde::Serialize>(spec: &MemberSpec, state: &T) -> Result<(), FileProblem> {
+    let path = replacement_state_path(spec);
+    let body = serde_json::to_vec_pretty(state)
+        .map_err(|error| FileProblem { path: path.clone(), detail: error.to_string() })?;
+    write_atomically(&path, &body).map_err(|error| FileProblem { path, detail: error.to_string() })
+}
+
+/// The replacement is over: its progress file goes (a missing one is fine).
+pub fn clear_replacement(spec: &MemberSpec) {
+    let _ = std::fs::remove_file(replacement_state_path(spec));
+}
+
+/// Whether a replacement of this member is under way (its progress file exists).
+pub fn replacement_in_progress(spec: &MemberSpec) -> bool {
+    replacement_state_path(spec).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_dir_round_trips_and_reads_older_files() {
+        let directory = tempfile::tempdir().unwrap();
+        let state = FsStateDir::new(directory.path().join("state"));
+        assert_eq!((state.epoch(), state.holding()), (0, None));
+        state.set_epoch(3).unwrap();
+        state.set_holding(Some(4)).unwrap();
+        assert_eq!((state.epoch(), state.holding()), (3, Some(4)));
+        state.set_holding(None).unwrap();
+        state.set_holding(None).unwrap();
+        assert_eq!(state.holding(), None);
+        // Earlier versions wrote "<epoch> <more>"; the number leads.
+        std::fs::write(state.path().join(HOLDING_FILE), "7 90").unwrap();
+        assert_eq!(read_holding(state.path()), Some(7));
+        std::fs::write(state.path().join(EPOCH_FILE), "garbage").unwrap();
+        assert_eq!(read_epoch(state.path()), 0);
+    }
+}
