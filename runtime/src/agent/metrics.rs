@@ -295,3 +295,58 @@ mod tests {
         assert_eq!(metrics.ready(2000, 500), Err("the store was unreachable".into()));
     }
 }
+
+#[cfg(test)]
+mod shipped {
+    use super::*;
+    use serde_json::json;
+
+    /// The metric names a PromQL text uses (`lifeboat_…`), without histogram suffixes.
+    fn names_in(text: &str) -> std::collections::BTreeSet<String> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("lifeboat_") {
+            let tail = rest.get(start..).unwrap_or_default();
+            let name: String =
+                tail.chars().take_while(|character| character.is_ascii_alphanumeric() || *character == '_').collect();
+            rest = tail.get(name.len()..).unwrap_or_default();
+            names.insert(name);
+        }
+        names
+    }
+
+    /// The shipped alert rules and dashboard only use metrics the agent exports:
+    /// a renamed metric would otherwise leave an alert that can never fire.
+    #[test]
+    fn every_metric_the_rules_and_the_dashboard_use_is_exported() {
+        let metrics = AgentMetrics::new();
+        metrics.on_event(1, "saved", &json!({ "revision": 1, "size_bytes": 1, "elapsed_ms": 1 }));
+        metrics.on_event(1, "save-failed", &json!({}));
+        metrics.on_event(1, "replaced", &json!({}));
+        metrics.on_event(1, "restored", &json!({ "epoch": 1 }));
+        metrics.on_event(1, "observation", &json!({ "members": 1, "healthy": 1, "store_reachable": true }));
+        let exported: std::collections::BTreeSet<String> = metrics
+            .encode()
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split(['{', ' ']).next())
+            .map(str::to_owned)
+            .collect();
+        let rules = include_str!("../../prometheus/lifeboat.rules.yml");
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../prometheus/lifeboat-dashboard.json")).unwrap();
+        let exprs: Vec<String> = dashboard["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|panel| panel["targets"].as_array().unwrap().iter())
+            .map(|target| target["expr"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(exprs.len() >= 10, "the dashboard has its panels");
+        let used = names_in(&(exprs.join("\n") + rules));
+        assert!(used.len() >= 10, "{used:?}");
+        for name in used {
+            assert!(exported.contains(&name), "{name} is used but not exported; exported: {exported:?}");
+        }
+    }
+}
