@@ -48,8 +48,9 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
     }
 
     pub(super) fn record(&self, event: &str, details: serde_json::Value) {
-        self.metrics.on_event(self.clock.now().0, event, &details);
-        self.journal.record(&self.now_text(), event, details);
+        let now = self.clock.now();
+        self.metrics.on_event(now.0, event, &details);
+        self.journal.record(&now.to_rfc3339(), event, details);
     }
 
     /// Runs until `shutdown` resolves. The loop is the one DESIGN.md draws:
@@ -279,7 +280,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             }
         };
         let healthy = health.iter().filter(|check| check.healthy).count();
-        self.metrics.observed(self.clock.monotonic().0, store.reachable);
+        self.metrics.observed(self.clock.monotonic().0);
         self.record(
             "observation",
             json!({ "members": known.len(), "healthy": healthy, "leader": leader.map(|id| id.to_string()),

@@ -43,10 +43,9 @@ pub struct AgentMetrics {
     epoch: Gauge,
     last_observation_timestamp: Gauge<f64, AtomicU64>,
     /// Milliseconds (monotonic) of the loop's last turn and of the last full
-    /// observation that reached the store: liveness and readiness.
+    /// observation: liveness and readiness (with `store_reachable`).
     loop_turned_ms: AtomicI64,
     observed_ms: AtomicI64,
-    observed_store: AtomicI64,
 }
 
 impl Default for AgentMetrics {
@@ -76,7 +75,6 @@ impl AgentMetrics {
             last_observation_timestamp: Gauge::default(),
             loop_turned_ms: AtomicI64::new(-1),
             observed_ms: AtomicI64::new(-1),
-            observed_store: AtomicI64::new(0),
         };
         if let Ok(mut registry) = metrics.registry.lock() {
             registry.register_with_unit(
@@ -201,10 +199,10 @@ impl AgentMetrics {
         self.loop_turned_ms.store(now_ms as i64, Ordering::Relaxed);
     }
 
-    /// A full observation finished at monotonic `now_ms` (readiness).
-    pub fn observed(&self, now_ms: u64, store_reachable: bool) {
+    /// A full observation finished at monotonic `now_ms` (readiness); whether it
+    /// reached the store comes with its journaled event (`lifeboat_store_reachable`).
+    pub fn observed(&self, now_ms: u64) {
         self.observed_ms.store(now_ms as i64, Ordering::Relaxed);
-        self.observed_store.store(i64::from(store_reachable), Ordering::Relaxed);
     }
 
     /// `/healthz`: the loop turned within `max_age_ms` of monotonic `now_ms`.
@@ -229,7 +227,7 @@ impl AgentMetrics {
             at if now_ms.saturating_sub(at as u64) > max_age_ms => {
                 Err(format!("the last observation is {} s old", now_ms.saturating_sub(at as u64) / 1000))
             }
-            _ if self.observed_store.load(Ordering::Relaxed) == 0 => Err("the store was unreachable".into()),
+            _ if self.store_reachable.get() == 0 => Err("the store was unreachable".into()),
             _ => Ok(()),
         }
     }
@@ -288,10 +286,12 @@ mod tests {
         let metrics = AgentMetrics::new();
         assert!(metrics.live(1000, 500).is_err() && metrics.ready(1000, 500).is_err());
         metrics.loop_turned(1000);
-        metrics.observed(1000, true);
+        metrics.observed(1000);
+        metrics.on_event(0, "observation", &json!({ "store_reachable": true }));
         assert!(metrics.live(1400, 500).is_ok() && metrics.ready(1400, 500).is_ok());
         assert!(metrics.live(2000, 500).is_err() && metrics.ready(2000, 500).is_err());
-        metrics.observed(2000, false);
+        metrics.observed(2000);
+        metrics.on_event(0, "observation", &json!({ "store_reachable": false }));
         assert_eq!(metrics.ready(2000, 500), Err("the store was unreachable".into()));
     }
 }

@@ -291,8 +291,7 @@ pub async fn restore<S: SnapshotStore, B: DataDirBuilder>(
     let built = staging.path().join("data");
     builder.build(&snapshot_path, &built, settings).await?;
 
-    // The data dir may have appeared meanwhile: checked again right before the rename.
-    check_data_dir(&settings.data_dir)?;
+    // The data dir may have appeared meanwhile: `install` checks again right before the rename.
     staging.install(&built, &settings.data_dir)?;
 
     Ok(RestoreReport {

@@ -143,8 +143,7 @@ const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 /// The settings every command shares, validated, with the config file underneath.
 pub struct Resolved {
     pub file: FileConfig,
-    pub endpoints: Vec<String>,
-    /// The endpoints again, with TLS and the user.
+    /// The endpoints, with TLS and the user.
     pub etcd_access: EtcdAccess,
     pub store: Option<StoreSettings>,
     pub timeout: Duration,
@@ -164,7 +163,6 @@ pub fn resolve(common: &Common) -> Result<Resolved, ConfigError> {
     if let Some(pki) = &etcd_access.kubeadm {
         tracing::debug!(pki = %pki.display(), "etcd access from kubeadm's layout");
     }
-    let endpoints = etcd_access.endpoints.clone();
     let timeout = Duration::from_millis(common.timeout_ms.or(file.timeout_ms).unwrap_or(DEFAULT_TIMEOUT_MS).max(100));
     let store = match common.store.clone().or_else(|| file.store.clone()) {
         None => None,
@@ -187,12 +185,12 @@ pub fn resolve(common: &Common) -> Result<Resolved, ConfigError> {
             })
         }
     };
-    Ok(Resolved { file, endpoints, etcd_access, store, timeout })
+    Ok(Resolved { file, etcd_access, store, timeout })
 }
 
 impl Resolved {
     pub fn etcd(&self) -> Result<EtcdClient, ConfigError> {
-        if self.endpoints.is_empty() {
+        if self.etcd_access.endpoints.is_empty() {
             return Err(ConfigError::Missing {
                 what: "etcd endpoints",
                 flag: "--endpoints URL,URL…",
@@ -200,7 +198,8 @@ impl Resolved {
                 key: "endpoints",
             });
         }
-        Ok(EtcdClient::new(self.endpoints.clone(), self.timeout).with_security(self.etcd_access.security()?))
+        Ok(EtcdClient::new(self.etcd_access.endpoints.clone(), self.timeout)
+            .with_security(self.etcd_access.security()?))
     }
 
     pub fn store_settings(&self) -> Result<&StoreSettings, ConfigError> {
@@ -256,10 +255,11 @@ pub fn configured_members(resolved: &Resolved, args: &MemberArgs) -> Result<Vec<
     for (name, _) in &pairs {
         validate_member_name(name)?;
     }
-    if pairs.len() != resolved.endpoints.len() {
+    let endpoints = &resolved.etcd_access.endpoints;
+    if pairs.len() != endpoints.len() {
         return Err(ConfigError::Invalid {
             what: "--endpoints",
-            value: resolved.endpoints.join(","),
+            value: endpoints.join(","),
             hint: format!(
                 "give one client URL per --initial-cluster member, in the same order ({} members)",
                 pairs.len()
@@ -268,7 +268,7 @@ pub fn configured_members(resolved: &Resolved, args: &MemberArgs) -> Result<Vec<
     }
     Ok(pairs
         .into_iter()
-        .zip(&resolved.endpoints)
+        .zip(endpoints)
         .map(|((name, peer_url), client_url)| ConfiguredMember { name, peer_url, client_url: client_url.clone() })
         .collect())
 }

@@ -95,41 +95,40 @@ pub fn resolve_with(
 impl EtcdAccess {
     /// Whether these settings can work, with the fix named when they cannot.
     pub fn check(&self) -> Result<(), ConfigError> {
-        let access = self;
-        let https = access.endpoints.iter().filter(|endpoint| endpoint.starts_with("https://")).count();
-        if https > 0 && https < access.endpoints.len() {
+        let https = self.endpoints.iter().filter(|endpoint| endpoint.starts_with("https://")).count();
+        if https > 0 && https < self.endpoints.len() {
             return Err(ConfigError::Invalid {
                 what: "--endpoints",
-                value: access.endpoints.join(","),
+                value: self.endpoints.join(","),
                 hint: "mix of http:// and https://: every member of one cluster serves clients the same way".into(),
             });
         }
-        let tls_files = access.cacert.is_some() || access.cert.is_some() || access.key.is_some();
-        if https > 0 && access.cacert.is_none() {
+        let tls_files = self.cacert.is_some() || self.cert.is_some() || self.key.is_some();
+        if https > 0 && self.cacert.is_none() {
             return Err(ConfigError::Invalid {
                 what: "--endpoints",
-                value: access.endpoints.join(","),
+                value: self.endpoints.join(","),
                 hint: format!(
                 "https:// needs the CA that signed etcd's server certificates: pass --cacert FILE (LIFEBOAT_CACERT, \
                  `cacert` in the config file); on a kubeadm node that is {KUBEADM_PKI}/ca.crt, or pass --kubeadm"
             ),
             });
         }
-        if https == 0 && tls_files && !access.endpoints.is_empty() {
+        if https == 0 && tls_files && !self.endpoints.is_empty() {
             return Err(ConfigError::Invalid {
                 what: "--endpoints",
-                value: access.endpoints.join(","),
+                value: self.endpoints.join(","),
                 hint:
                     "--cacert/--cert/--key are for https:// endpoints: use the https:// client URLs etcd serves TLS on"
                         .into(),
             });
         }
-        match (&access.cert, &access.key) {
+        match (&self.cert, &self.key) {
             (Some(_), None) => return Err(missing_pair("--key FILE", "the client certificate's private key")),
             (None, Some(_)) => return Err(missing_pair("--cert FILE", "the client certificate for that key")),
             _ => {}
         }
-        if let Some(user) = &access.user {
+        if let Some(user) = &self.user {
             if user.contains(':') {
                 return Err(ConfigError::Invalid {
                     what: "--user",
@@ -146,7 +145,7 @@ impl EtcdAccess {
                     hint: "name an etcd user".into(),
                 });
             }
-            if access.password.is_none() {
+            if self.password.is_none() {
                 return Err(ConfigError::Missing {
                     what: "the password of --user",
                     flag: "--password-file FILE",

@@ -55,33 +55,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
 
 /// The exit code of the first error in the chain that knows its own.
 pub fn classify(error: &anyhow::Error) -> Exit {
-    for cause in error.chain() {
-        if let Some(error) = cause.downcast_ref::<ConfigError>() {
-            return error.exit();
-        }
-        if let Some(error) = cause.downcast_ref::<SaveError>() {
-            return error.exit();
-        }
-        if let Some(error) = cause.downcast_ref::<RestoreError>() {
-            return error.exit();
-        }
-        if let Some(error) = cause.downcast_ref::<VerifyError>() {
-            return error.exit();
-        }
-        if let Some(error) = cause.downcast_ref::<StoreError>() {
-            return error.exit();
-        }
-        if let Some(error) = cause.downcast_ref::<EtcdError>() {
-            return error.exit();
-        }
-        if let Some(error) = cause.downcast_ref::<ReplaceError>() {
-            return error.exit();
-        }
-        if let Some(error) = cause.downcast_ref::<crate::agent::AgentError>() {
-            return error.exit();
-        }
+    fn exit_of<T: Classify + std::error::Error + Send + Sync + 'static>(
+        cause: &(dyn std::error::Error + 'static),
+    ) -> Option<Exit> {
+        cause.downcast_ref::<T>().map(Classify::exit)
     }
-    Exit::Failure
+    error
+        .chain()
+        .find_map(|cause| {
+            exit_of::<ConfigError>(cause)
+                .or_else(|| exit_of::<SaveError>(cause))
+                .or_else(|| exit_of::<RestoreError>(cause))
+                .or_else(|| exit_of::<VerifyError>(cause))
+                .or_else(|| exit_of::<StoreError>(cause))
+                .or_else(|| exit_of::<EtcdError>(cause))
+                .or_else(|| exit_of::<ReplaceError>(cause))
+                .or_else(|| exit_of::<crate::agent::AgentError>(cause))
+        })
+        .unwrap_or(Exit::Failure)
 }
 
 /// The store the settings name, opened, with its layout.
