@@ -25,10 +25,23 @@ pub struct Facts {
     pub peer_url: String,
     /// The store holds at least one snapshot of this cluster (it existed before).
     pub snapshots_exist: bool,
+    /// Another process on this host holds the member's lock: it is replacing the
+    /// member or restoring it into a recovery epoch, and starts etcd itself with the
+    /// launch it wrote. Under systemd that process is the agent, and its `systemctl
+    /// start` is what runs this very `ExecStartPre`.
+    #[serde(default)]
+    pub locked_elsewhere: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StartPlan {
+    /// Another process is replacing or restoring this member and starting etcd
+    /// with the launch it prepared: decide nothing, write nothing, let it start.
+    /// (Deciding again here would resume that same replacement from a second
+    /// process, which its
+    /// lock refuses, so the agent could never start the member it replaces: found
+    /// by the simulator's systemd mode.)
+    StartAsPrepared,
     /// Data present and current: start as is.
     StartAsIs,
     /// A recovery epoch newer than the local data was claimed: restore that
@@ -53,6 +66,9 @@ fn is_ours(member: &Member, peer_url: &str) -> bool {
 }
 
 pub fn plan(facts: &Facts) -> StartPlan {
+    if facts.locked_elsewhere {
+        return StartPlan::StartAsPrepared;
+    }
     if let Some(latest) = facts.latest_epoch {
         if latest > facts.local_epoch {
             return StartPlan::RestoreEpoch { epoch: latest };
@@ -100,6 +116,23 @@ mod tests {
             peer_url: "http://127.0.0.1:2".into(),
             snapshots_exist: true,
             holding: false,
+            locked_elsewhere: false,
+        }
+    }
+
+    /// While another process replaces the member, its launch stands, whatever the
+    /// other facts say (it took its decision under the cluster's membership lock).
+    #[test]
+    fn a_replacement_in_progress_elsewhere_starts_as_prepared() {
+        for has_data in [true, false] {
+            for holding in [true, false] {
+                for latest_epoch in [None, Some(0), Some(3)] {
+                    let facts = Facts { has_data, holding, latest_epoch, locked_elsewhere: true, ..facts() };
+                    assert_eq!(plan(&facts), StartPlan::StartAsPrepared);
+                    let alone = Facts { locked_elsewhere: false, ..facts };
+                    assert_ne!(plan(&alone), StartPlan::StartAsPrepared);
+                }
+            }
         }
     }
 

@@ -183,10 +183,41 @@ pub fn step(view: Option<&EpochView>, newest_committed: Option<u64>, local: &Loc
     }
 }
 
+/// How a member enters a committed epoch it has not applied yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Entry {
+    /// Restore the epoch's snapshot as the member the epoch's cluster lists, then start.
+    Restore,
+    /// Enter with an empty data dir, then rejoin as a new member (a replacement)
+    /// once the epoch's cluster has quorum, or wait for the next epoch.
+    Rejoin,
+}
+
+/// `may_have_run`: the store marks this member name as started in the epoch (the
+/// marker is written before a restored member first starts). Such a member lost
+/// the data it ran with; restoring the epoch's snapshot under the same member ID
+/// would bring it back with a rewound raft log, and with another member that
+/// missed recent writes it could elect a leader without them (found by the
+/// simulator's systemd mode: a machine lost after its epoch had run, nemesis seed
+/// 102836). Only a member that never ran in the epoch restores into it.
+pub fn entry(may_have_run: bool) -> Entry {
+    if may_have_run {
+        Entry::Rejoin
+    } else {
+        Entry::Restore
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn only_a_member_that_never_ran_in_an_epoch_restores_into_it() {
+        assert_eq!(entry(false), Entry::Restore);
+        assert_eq!(entry(true), Entry::Rejoin);
+    }
 
     fn step_one(view: Option<&EpochView>, local: &LocalFacts) -> EpochStep {
         step(view, None, local)

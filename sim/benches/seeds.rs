@@ -26,6 +26,7 @@ mod bench {
                         flaw: None,
                         keep_trace: false,
                         etcdadm: false,
+                        member_control: lifeboat_sim::systemd::MemberControl::Child,
                     };
                     let report = run(&config);
                     assert!(report.violations.is_empty(), "{name} seed {} violated an invariant", seed.get());

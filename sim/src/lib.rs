@@ -16,3 +16,4 @@ pub mod nemesis;
 pub mod ports;
 pub mod run;
 pub mod summary;
+pub mod systemd;

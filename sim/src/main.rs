@@ -18,9 +18,10 @@ mod cli {
     use clap::Parser;
     use lifeboat_scenarios::{Harness, Scenario};
     use lifeboat_sim::flaws::Flaw;
-    use lifeboat_sim::nemesis::{draw, drop_faults};
+    use lifeboat_sim::nemesis::{draw, drop_faults, member_control};
     use lifeboat_sim::run::{run, violations_text, RunConfig, RunReport};
     use lifeboat_sim::summary::{kinds_line, random_sweep, shrink, sweep, table};
+    use lifeboat_sim::systemd::MemberControl;
     use std::io::Write;
     use std::process::ExitCode;
     use std::time::Duration;
@@ -77,6 +78,17 @@ mod cli {
         /// tests do), to replay how a checker catches it; the run should then fail.
         #[arg(long, value_enum, value_name = "FLAW")]
         flaw: Option<Flaw>,
+        /// Run etcd as each agent's child, or as a systemd unit beside it whose
+        /// ExecStartPre is `lifeboat reconfigure` (the production default). The
+        /// catalogue runs `child` unless told; --random draws it from each seed.
+        #[arg(long, value_enum, value_name = "MODE")]
+        member_control: Option<MemberControl>,
+    }
+
+    /// The `--member-control` a replay command needs.
+    fn control_flag(control: MemberControl) -> String {
+        use clap::ValueEnum;
+        control.to_possible_value().map(|value| format!(" --member-control {}", value.get_name())).unwrap_or_default()
     }
 
     /// The `--flaw` a replay command needs to fail the same way.
@@ -115,6 +127,7 @@ mod cli {
                     flaw: args.flaw,
                     keep_trace: true,
                     etcdadm: args.etcdadm,
+                    member_control: args.member_control.unwrap_or_else(|| member_control(seed)),
                 };
                 failed |= print_trace(&run(&config));
             }
@@ -123,18 +136,26 @@ mod cli {
         let budget = args.budget_seconds.map(Duration::from_secs);
         let mut done = 0u64;
         let mut broken: std::collections::BTreeMap<&'static str, u64> = Default::default();
-        let summary = random_sweep(args.seed, args.seeds, budget, args.flaw, args.etcdadm, |seed, report| {
-            done += 1;
-            let invariants: std::collections::BTreeSet<&'static str> =
-                report.violations.iter().map(|violation| violation.invariant.label()).collect();
-            for label in invariants {
-                *broken.entry(label).or_default() += 1;
-            }
-            if args.output == "table" && (done.is_multiple_of(100) || !report.violations.is_empty()) {
-                eprint!("\rrandom schedules from seed {}: {done} run (at seed {seed})", args.seed);
-                let _ = std::io::stderr().flush();
-            }
-        });
+        let summary = random_sweep(
+            args.seed,
+            args.seeds,
+            budget,
+            args.flaw,
+            args.etcdadm,
+            args.member_control,
+            |seed, report| {
+                done += 1;
+                let invariants: std::collections::BTreeSet<&'static str> =
+                    report.violations.iter().map(|violation| violation.invariant.label()).collect();
+                for label in invariants {
+                    *broken.entry(label).or_default() += 1;
+                }
+                if args.output == "table" && (done.is_multiple_of(100) || !report.violations.is_empty()) {
+                    eprint!("\rrandom schedules from seed {}: {done} run (at seed {seed})", args.seed);
+                    let _ = std::io::stderr().flush();
+                }
+            },
+        );
         if args.output == "table" {
             eprintln!();
             print!("{}", table(&summary.by_size));
@@ -160,11 +181,12 @@ mod cli {
             let Some(report) = &size.first_failure else { continue };
             failed = true;
             eprintln!("\nFAILED {}: seeds {:?}\n{}", size.scenario, size.failed_seeds, violations_text(report));
-            eprintln!("schedule of seed {}:", report.seed);
+            let control = args.member_control.unwrap_or_else(|| member_control(report.seed));
+            eprintln!("schedule of seed {} (etcd run as {control:?}):", report.seed);
             for (index, fault) in draw(report.seed).faults.iter().enumerate() {
                 eprintln!("  [{index}] {}ms {:?}", fault.at_ms, fault.fault);
             }
-            let dropped = shrink(report.seed, args.flaw);
+            let dropped = shrink(report.seed, args.flaw, control);
             let kept = drop_faults(draw(report.seed), &dropped);
             eprintln!("shrunk to {} fault(s):", kept.faults.len());
             for fault in &kept.faults {
@@ -176,9 +198,10 @@ mod cli {
                 format!(" --drop-faults {}", dropped.iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
             };
             eprintln!(
-                "replay with its event trace:\n  scripts/sim --random --seeds 1 --seed {}{drop}{} --trace   (commit {})",
+                "replay with its event trace:\n  scripts/sim --random --seeds 1 --seed {}{drop}{}{} --trace   (commit {})",
                 report.seed,
                 flaw_flag(args.flaw),
+                control_flag(control),
                 std::env::var("LIFEBOAT_COMMIT").unwrap_or_else(|_| "see git log".into())
             );
         }
@@ -235,6 +258,7 @@ mod cli {
                         flaw: args.flaw,
                         keep_trace: true,
                         etcdadm: false,
+                        member_control: args.member_control.unwrap_or(MemberControl::Child),
                     };
                     failed |= print_trace(&run(&config));
                 }
@@ -244,13 +268,15 @@ mod cli {
         let mut summaries = Vec::new();
         for scenario in &scenarios {
             let mut done = 0;
-            let summary = sweep(scenario, args.seed, args.seeds, !args.no_random_faults, args.flaw, |report| {
-                done += 1;
-                if args.output == "table" && (done % 50 == 0 || !report.violations.is_empty()) {
-                    eprint!("\r{:<28} {done}/{} seeds", scenario.name, args.seeds);
-                    let _ = std::io::stderr().flush();
-                }
-            });
+            let control = args.member_control.unwrap_or(MemberControl::Child);
+            let summary =
+                sweep(scenario, args.seed, args.seeds, !args.no_random_faults, args.flaw, control, |report| {
+                    done += 1;
+                    if args.output == "table" && (done % 50 == 0 || !report.violations.is_empty()) {
+                        eprint!("\r{:<28} {done}/{} seeds", scenario.name, args.seeds);
+                        let _ = std::io::stderr().flush();
+                    }
+                });
             if args.output == "table" {
                 eprintln!(
                     "\r{:<28} {}/{} seeds, {} failed",
@@ -272,14 +298,15 @@ mod cli {
             if let Some(report) = &summary.first_failure {
                 failed = true;
                 eprintln!(
-                    "\nFAILED {}: seeds {:?}\n{}\nreplay with its event trace:\n  scripts/sim --scenario {} --seeds 1 --seed {} --trace{}{}",
+                    "\nFAILED {}: seeds {:?}\n{}\nreplay with its event trace:\n  scripts/sim --scenario {} --seeds 1 --seed {} --trace{}{}{}",
                     summary.scenario,
                     summary.failed_seeds,
                     violations_text(report),
                     summary.scenario,
                     report.seed,
                     if args.no_random_faults { " --no-random-faults" } else { "" },
-                    flaw_flag(args.flaw)
+                    flaw_flag(args.flaw),
+                    control_flag(args.member_control.unwrap_or(MemberControl::Child))
                 );
             }
         }

@@ -227,6 +227,8 @@ pub struct World {
     trace: Sha256,
     pub trace_lines: Option<Vec<String>>,
     split_brain_seen: BTreeSet<(u64, u64)>,
+    /// Each machine's etcd unit, in `--member-control systemd` runs.
+    pub units: Vec<crate::systemd::Unit>,
 }
 
 /// Milliseconds since the simulation started.
@@ -248,6 +250,7 @@ pub fn stable_id(parts: &[&str]) -> u64 {
 impl World {
     pub fn new(nodes: Vec<Node>, keep_trace: bool) -> World {
         World {
+            units: vec![crate::systemd::Unit::default(); nodes.len()],
             nodes,
             clusters: BTreeMap::new(),
             disks: BTreeMap::new(),

@@ -123,6 +123,17 @@ pub fn draw(seed: u64) -> Scenario {
     }
 }
 
+/// How the schedule of `seed` runs etcd: as the agent's child or as a systemd
+/// unit, half and half. Drawn apart from [`draw`] so every seed keeps its faults.
+pub fn member_control(seed: u64) -> crate::systemd::MemberControl {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5157_e3d0);
+    if rng.gen_bool(0.5) {
+        crate::systemd::MemberControl::Systemd
+    } else {
+        crate::systemd::MemberControl::Child
+    }
+}
+
 /// The schedule without the faults at `dropped` (indexes into the drawn schedule).
 pub fn drop_faults(mut scenario: Scenario, dropped: &[usize]) -> Scenario {
     let mut index = 0;

@@ -26,7 +26,7 @@ pub const EPOCH_MS: u64 = 1_767_225_600_000;
 /// What a call to a machine in another zone costs before it fails.
 const TIMEOUT_MS: u64 = 500;
 
-async fn latency(low: u64, high: u64) {
+pub(crate) async fn latency(low: u64, high: u64) {
     let ms = thread_rng().gen_range(low..=high);
     madsim::time::sleep(Duration::from_millis(ms)).await;
 }

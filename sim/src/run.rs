@@ -5,6 +5,7 @@
 use crate::flaws::Flaw;
 use crate::model::{lock, Invariant, Node, Shared, Stats, Violation, World};
 use crate::ports::{SimBuilder, SimClock, SimEtcd, SimMember, SimStore};
+use crate::systemd::{AgentMember, Machine, MemberControl, SimUnitMember};
 use lifeboat::{Compression, Policy, StoreLayout};
 use lifeboat_runtime::agent::{AgentSettings, ConfiguredMember, Driver};
 use lifeboat_runtime::member::MemberSpec;
@@ -35,6 +36,8 @@ pub struct RunConfig {
     pub keep_trace: bool,
     /// Run kube-aws etcdadm's rules instead of lifeboat's agents (the baseline).
     pub etcdadm: bool,
+    /// etcd as the agent's child, or as a systemd unit beside it (the production default).
+    pub member_control: MemberControl,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -95,6 +98,8 @@ fn machine(base: &Path, index: usize) -> (Node, PathBuf) {
 struct Machines {
     world: Shared,
     agents: Vec<madsim::runtime::NodeHandle>,
+    /// Each machine's systemd, running its etcd unit (`--member-control systemd` only).
+    systemds: Vec<madsim::runtime::NodeHandle>,
     skews: Vec<Arc<AtomicI64>>,
     state_dirs: Vec<PathBuf>,
 }
@@ -108,11 +113,23 @@ impl Machines {
         madsim::runtime::Handle::current().restart(self.agents[member].id());
         lock(&self.world).event(format!("agent m{member} started"));
     }
-    /// The machine is gone: agent, etcd, disk and the agent's state dir.
+    /// The machine is gone: agent, etcd (and its unit), disk and the agent's state dir.
     fn lose(&self, member: usize) {
         self.kill_agent(member);
+        if let Some(systemd) = self.systemds.get(member) {
+            madsim::runtime::Handle::current().kill(systemd.id());
+            lock(&self.world).units[member] = crate::systemd::Unit::default();
+        }
         lock(&self.world).wipe(member);
         let _ = std::fs::remove_dir_all(&self.state_dirs[member]);
+    }
+    /// A (replacement) machine boots: its agent starts, and under systemd its etcd
+    /// unit too, on its own.
+    fn boot(&self, member: usize) {
+        if let Some(systemd) = self.systemds.get(member) {
+            madsim::runtime::Handle::current().restart(systemd.id());
+        }
+        self.restart_agent(member);
     }
 }
 
@@ -133,7 +150,9 @@ pub async fn simulate(config: RunConfig, base: PathBuf) -> RunReport {
     let handle = madsim::runtime::Handle::current();
     let skews: Vec<Arc<AtomicI64>> = (0..count).map(|_| Arc::new(AtomicI64::new(0))).collect();
 
+    let systemd = config.member_control == MemberControl::Systemd && !config.etcdadm;
     let mut agents = Vec::new();
+    let mut systemds = Vec::new();
     for (index, node) in nodes.iter().enumerate() {
         let settings = AgentSettings {
             cluster: CLUSTER.into(),
@@ -143,7 +162,7 @@ pub async fn simulate(config: RunConfig, base: PathBuf) -> RunReport {
             members: configured.clone(),
             initial_cluster_token: TOKEN.into(),
             state_dir: state_dirs[index].clone(),
-            supervise: true,
+            supervise: !systemd,
             prepare_only: false,
             dry_run: false,
         };
@@ -158,6 +177,25 @@ pub async fn simulate(config: RunConfig, base: PathBuf) -> RunReport {
         endpoints.extend(nodes.iter().filter(|other| other.name != node.name).map(|other| other.client_url.clone()));
         let (world, skew) = (world.clone(), skews[index].clone());
         let (etcdadm, flaw) = (config.etcdadm, config.flaw);
+        let machine = Machine {
+            world: world.clone(),
+            index,
+            settings: settings.clone(),
+            spec: spec.clone(),
+            endpoints: endpoints.clone(),
+            layout: StoreLayout::new("backups", CLUSTER),
+            skew: skew.clone(),
+            flaw,
+        };
+        if systemd {
+            let machine = machine.clone();
+            let unit = handle
+                .create_node()
+                .name(format!("systemd-{}", node.name))
+                .init(move || machine.clone().run_systemd())
+                .build();
+            systemds.push(unit);
+        }
         let initial_cluster: String =
             nodes.iter().map(|node| format!("{}={}", node.name, node.peer_url)).collect::<Vec<_>>().join(",");
         let client_urls: Vec<String> = nodes.iter().map(|node| node.client_url.clone()).collect();
@@ -168,7 +206,11 @@ pub async fn simulate(config: RunConfig, base: PathBuf) -> RunReport {
                 let settings = settings.clone();
                 let etcd = SimEtcd { world: world.clone(), me: index, endpoints: endpoints.clone(), flaw };
                 let store = SimStore { world: world.clone(), me: index, flaw };
-                let local = SimMember { world: world.clone(), node: index, spec: spec.clone() };
+                let local = if systemd {
+                    AgentMember::Unit(Box::new(SimUnitMember { machine: machine.clone() }))
+                } else {
+                    AgentMember::Child(SimMember { world: world.clone(), node: index, spec: spec.clone() })
+                };
                 let clock = SimClock { skew_ms: skew.clone() };
                 let builder = SimBuilder { world: world.clone(), flaw };
                 let layout = StoreLayout::new("backups", CLUSTER);
@@ -186,6 +228,7 @@ pub async fn simulate(config: RunConfig, base: PathBuf) -> RunReport {
                 async move {
                     if let Some(baseline) = baseline {
                         // Boots like its reconfigure: start the member as configured.
+                        let local = &baseline.local;
                         let _ = local
                             .start(&lifeboat_runtime::member::Launch {
                                 initial_cluster: baseline.initial_cluster.clone(),
@@ -208,7 +251,7 @@ pub async fn simulate(config: RunConfig, base: PathBuf) -> RunReport {
             .build();
         agents.push(agent);
     }
-    let machines = Arc::new(Machines { world: world.clone(), agents, skews, state_dirs });
+    let machines = Arc::new(Machines { world: world.clone(), agents, systemds, skews, state_dirs });
 
     // The client: writes at the scenario's rate, recording what was acknowledged.
     let rate = scenario.workload.writes_per_second.max(1) as u64;
@@ -278,7 +321,7 @@ pub async fn simulate(config: RunConfig, base: PathBuf) -> RunReport {
     // madsim's runtime does not drop tasks that never finish: kill every node so the
     // agents, the client and the faults let go of the world (thousands of runs in one
     // process otherwise grow by megabytes each).
-    for node in machines.agents.iter().chain(&helpers) {
+    for node in machines.agents.iter().chain(&machines.systemds).chain(&helpers) {
         handle.kill(node.id());
     }
     let mut world = lock(&world);
@@ -317,6 +360,19 @@ async fn restart_etcd(machines: &Machines, member: usize) {
     let _ = world.start(member, &initial.join(","), "existing", TOKEN);
 }
 
+/// etcd on `member` dies and stays down `down_ms`; then its supervisor brings it
+/// back: the restart above, or systemd's `Restart=` through `reconfigure`.
+async fn crash_etcd(machines: &Machines, member: usize, down_ms: u64) {
+    if machines.systemds.is_empty() {
+        lock(&machines.world).stop(member);
+        sleep_ms(down_ms).await;
+        restart_etcd(machines, member).await;
+    } else {
+        crate::systemd::crash(&machines.world, member, down_ms);
+        sleep_ms(down_ms).await;
+    }
+}
+
 fn set_zone(machines: &Machines, members: &[usize], zone: u32) {
     let mut world = lock(&machines.world);
     for member in members {
@@ -329,16 +385,12 @@ fn set_zone(machines: &Machines, members: &[usize], zone: u32) {
 async fn apply(machines: &Machines, fault: Fault) {
     lock(&machines.world).event(format!("fault: {fault:?}"));
     match fault {
-        Fault::CrashRestart { member, down_ms } => {
-            lock(&machines.world).stop(member);
-            sleep_ms(down_ms).await;
-            restart_etcd(machines, member).await;
-        }
+        Fault::CrashRestart { member, down_ms } => crash_etcd(machines, member, down_ms).await,
         Fault::WipeMember { member } => lock(&machines.world).wipe(member),
         Fault::LoseMember { member } => {
             machines.lose(member);
             sleep_ms(REBOOT_MS).await;
-            machines.restart_agent(member);
+            machines.boot(member);
         }
         Fault::RestartAllEmpty => {
             for member in 0..machines.agents.len() {
@@ -346,7 +398,7 @@ async fn apply(machines: &Machines, fault: Fault) {
             }
             sleep_ms(REBOOT_MS).await;
             for member in 0..machines.agents.len() {
-                machines.restart_agent(member);
+                machines.boot(member);
             }
         }
         Fault::Partition { isolated, heal_after_ms } => {
@@ -406,9 +458,7 @@ async fn apply(machines: &Machines, fault: Fault) {
         }
         Fault::Flap { member, down_ms, up_ms, times } => {
             for _ in 0..times {
-                lock(&machines.world).stop(member);
-                sleep_ms(down_ms).await;
-                restart_etcd(machines, member).await;
+                crash_etcd(machines, member, down_ms).await;
                 sleep_ms(up_ms).await;
             }
         }
@@ -446,9 +496,7 @@ async fn apply(machines: &Machines, fault: Fault) {
         Fault::CrashLeader { down_ms } => {
             let leader = lock(&machines.world).clusters.values().find_map(|cluster| cluster.leader);
             if let Some(member) = leader {
-                lock(&machines.world).stop(member);
-                sleep_ms(down_ms).await;
-                restart_etcd(machines, member).await;
+                crash_etcd(machines, member, down_ms).await;
             }
         }
     }

@@ -3,6 +3,7 @@
 
 use crate::flaws::Flaw;
 use crate::run::{run, RunConfig, RunReport};
+use crate::systemd::MemberControl;
 use lifeboat_scenarios::Scenario;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -83,14 +84,22 @@ pub fn sweep(
     seeds: u64,
     random_faults: bool,
     flaw: Option<Flaw>,
+    member_control: MemberControl,
     mut progress: impl FnMut(&RunReport),
 ) -> ScenarioSummary {
     let started = Instant::now();
     let mut summary = ScenarioSummary::new(scenario.name);
     let mut rtos = Vec::new();
     for seed in first_seed..first_seed + seeds {
-        let config =
-            RunConfig { scenario: scenario.clone(), seed, random_faults, flaw, keep_trace: false, etcdadm: false };
+        let config = RunConfig {
+            scenario: scenario.clone(),
+            seed,
+            random_faults,
+            flaw,
+            keep_trace: false,
+            etcdadm: false,
+            member_control,
+        };
         let report = run(&config);
         progress(&report);
         summary.add(report, &mut rtos);
@@ -106,6 +115,9 @@ pub struct RandomSummary {
     pub first_seed: u64,
     pub by_size: Vec<ScenarioSummary>,
     pub kinds: BTreeMap<&'static str, u64>,
+    /// Schedules run with etcd as the agent's child, and as a systemd unit.
+    pub child_schedules: u64,
+    pub systemd_schedules: u64,
     /// Faults per schedule, summed, and virtual time simulated.
     pub faults: u64,
     pub virtual_ms: u64,
@@ -120,13 +132,14 @@ pub fn random_sweep(
     budget: Option<Duration>,
     flaw: Option<Flaw>,
     etcdadm: bool,
+    member_control: Option<MemberControl>,
     mut progress: impl FnMut(u64, &RunReport),
 ) -> RandomSummary {
     let started = Instant::now();
     let mut by_size = [ScenarioSummary::new("random-3"), ScenarioSummary::new("random-5")];
     let mut rtos = [Vec::new(), Vec::new()];
     let mut kinds = crate::nemesis::count_kinds(std::iter::empty());
-    let (mut faults, mut virtual_ms) = (0, 0);
+    let (mut faults, mut virtual_ms, mut systemd_schedules) = (0, 0, 0);
     for seed in first_seed..first_seed.saturating_add(seeds) {
         if budget.is_some_and(|budget| started.elapsed() >= budget) {
             break;
@@ -138,7 +151,10 @@ pub fn random_sweep(
         faults += scenario.faults.len() as u64;
         virtual_ms += scenario.duration_ms;
         let size = usize::from(scenario.members != 3);
-        let config = RunConfig { scenario, seed, random_faults: false, flaw, keep_trace: false, etcdadm };
+        let member_control = member_control.unwrap_or_else(|| crate::nemesis::member_control(seed));
+        systemd_schedules += u64::from(member_control == MemberControl::Systemd);
+        let config =
+            RunConfig { scenario, seed, random_faults: false, flaw, keep_trace: false, etcdadm, member_control };
         let report = run(&config);
         progress(seed, &report);
         by_size[size].add(report, &mut rtos[size]);
@@ -152,6 +168,8 @@ pub fn random_sweep(
         first_seed,
         by_size: by_size.into_iter().filter(|summary| summary.seeds > 0).collect(),
         kinds,
+        child_schedules: ran - systemd_schedules,
+        systemd_schedules,
         faults,
         virtual_ms,
         wall_ms,
@@ -161,11 +179,12 @@ pub fn random_sweep(
 
 /// Shrinks a failing schedule: leaves faults out one at a time while the seed
 /// still fails, until no single fault can go. Returns the indexes left out.
-pub fn shrink(seed: u64, flaw: Option<Flaw>) -> Vec<usize> {
+pub fn shrink(seed: u64, flaw: Option<Flaw>, member_control: MemberControl) -> Vec<usize> {
     let drawn = crate::nemesis::draw(seed);
     let fails = |dropped: &[usize]| {
         let scenario = crate::nemesis::drop_faults(drawn.clone(), dropped);
-        let config = RunConfig { scenario, seed, random_faults: false, flaw, keep_trace: false, etcdadm: false };
+        let config =
+            RunConfig { scenario, seed, random_faults: false, flaw, keep_trace: false, etcdadm: false, member_control };
         !run(&config).violations.is_empty()
     };
     let mut dropped: Vec<usize> = Vec::new();
@@ -193,9 +212,11 @@ fn seconds(ms: Option<u64>) -> String {
 pub fn kinds_line(summary: &RandomSummary) -> String {
     let counts: Vec<String> = summary.kinds.iter().map(|(kind, count)| format!("{kind} {count}")).collect();
     format!(
-        "faults drawn: {} ({})\nvirtual time: {:.1} h in {:.1} s of wall time\n",
+        "faults drawn: {} ({})\netcd as the agent's child in {} schedules, as a systemd unit in {}\nvirtual time: {:.1} h in {:.1} s of wall time\n",
         summary.faults,
         counts.join(", "),
+        summary.child_schedules,
+        summary.systemd_schedules,
         summary.virtual_ms as f64 / 3_600_000.0,
         summary.wall_ms as f64 / 1000.0
     )

@@ -8,7 +8,8 @@ use lifeboat_sim::run::{run, RunConfig};
 fn a_seed_replays_identically() {
     for name in ["two-of-five-lost", "two-of-three-lost", "agent-crash-mid-replace"] {
         let scenario = lifeboat_scenarios::find(name).expect("in the catalogue");
-        for seed in [3, 11] {
+        let controls = [lifeboat_sim::systemd::MemberControl::Child, lifeboat_sim::systemd::MemberControl::Systemd];
+        for (seed, member_control) in [3, 11].into_iter().flat_map(|seed| controls.map(|control| (seed, control))) {
             let config = RunConfig {
                 scenario: scenario.clone(),
                 seed,
@@ -16,11 +17,12 @@ fn a_seed_replays_identically() {
                 flaw: None,
                 keep_trace: true,
                 etcdadm: false,
+                member_control,
             };
             let first = run(&config);
             let second = run(&config);
             assert!(!first.trace.is_empty());
-            assert_eq!(first.trace, second.trace, "{name} seed {seed}: traces differ");
+            assert_eq!(first.trace, second.trace, "{name} seed {seed} ({member_control:?}): traces differ");
             assert_eq!(first.trace_hash, second.trace_hash);
             assert_eq!(first.rto_ms, second.rto_ms);
             assert_eq!(first.stats.writes_acked, second.stats.writes_acked);
@@ -40,6 +42,7 @@ fn different_seeds_differ() {
                 flaw: None,
                 keep_trace: false,
                 etcdadm: false,
+                member_control: lifeboat_sim::systemd::MemberControl::Child,
             })
             .trace_hash
         })
@@ -53,8 +56,15 @@ fn different_seeds_differ() {
 fn madsim_determinism_check() {
     madsim::runtime::Runtime::check_determinism(7, madsim::Config::default(), || async {
         let scenario = lifeboat_scenarios::find("member-disk-wiped").expect("in the catalogue");
-        let config =
-            RunConfig { scenario, seed: 7, random_faults: true, flaw: None, keep_trace: false, etcdadm: false };
+        let config = RunConfig {
+            scenario,
+            seed: 7,
+            random_faults: true,
+            flaw: None,
+            keep_trace: false,
+            etcdadm: false,
+            member_control: lifeboat_sim::systemd::MemberControl::Child,
+        };
         let base = lifeboat_sim::run::scratch_dir();
         let report = lifeboat_sim::run::simulate(config, base.clone()).await;
         let _ = std::fs::remove_dir_all(&base);

@@ -42,7 +42,15 @@ impl Ground<'_> {
             Ground::Catalogue(scenario) => ((*scenario).clone(), true),
             Ground::Nemesis(_) => (lifeboat_sim::nemesis::draw(seed), false),
         };
-        RunConfig { scenario, seed, random_faults, flaw, keep_trace: false, etcdadm: false }
+        RunConfig {
+            scenario,
+            seed,
+            random_faults,
+            flaw,
+            keep_trace: false,
+            etcdadm: false,
+            member_control: lifeboat_sim::systemd::MemberControl::Child,
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! <prefix>/<cluster>/coordination/epochs/<epoch>.json                 a claim (intent), created once
 //! <prefix>/<cluster>/coordination/epochs/<epoch>.joined/<member>.json  a member that stopped for it
 //! <prefix>/<cluster>/coordination/epochs/<epoch>.outcome.json         committed or abandoned, created once
+//! <prefix>/<cluster>/coordination/epochs/<epoch>.started/<member>.json a member may have run in it, created once
 //! ```
 //!
 //! Freshness is judged by the store's own modification times, compared with the
@@ -87,18 +88,55 @@ fn join_key(layout: &StoreLayout, epoch: u64, member: &str) -> String {
     format!("{}{epoch:010}.joined/{member}.json", epochs_prefix(layout))
 }
 
+fn started_key(layout: &StoreLayout, epoch: u64, member: &str) -> String {
+    format!("{}{epoch:010}.started/{member}.json", epochs_prefix(layout))
+}
+
+/// Records, before a member restored into `epoch` first starts, that it may have
+/// run in it. Written once (create-if-absent; an existing marker is fine).
+pub async fn mark_started<S: SnapshotStore>(
+    store: &S,
+    layout: &StoreLayout,
+    epoch: u64,
+    member: &str,
+    at: &str,
+) -> Result<(), StoreError> {
+    let key = started_key(layout, epoch, member);
+    let body = serde_json::to_vec(&serde_json::json!({ "member": member, "restored_at": at }))
+        .map_err(|error| unserialisable(store, &key, error))?;
+    match store.put_small(&key, Bytes::from(body), true).await {
+        Ok(()) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// Whether `member` (some incarnation of it) may have run in `epoch` already.
+pub async fn started_in<S: SnapshotStore>(
+    store: &S,
+    layout: &StoreLayout,
+    epoch: u64,
+    member: &str,
+) -> Result<bool, StoreError> {
+    Ok(store.head(&started_key(layout, epoch, member)).await?.is_some())
+}
+
 /// What one key under `epochs/` is, from its name alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum EpochKey {
     Claim(u64),
     Outcome(u64),
     Joined(u64, String),
+    Started,
 }
 
 fn parse_epoch_key(relative: &str) -> Option<EpochKey> {
     let number = |text: &str| -> Option<u64> {
         (text.len() == 10 && text.bytes().all(|byte| byte.is_ascii_digit())).then(|| text.parse().ok()).flatten()
     };
+    if let Some((epoch, member)) = relative.split_once(".started/") {
+        let member = member.strip_suffix(".json")?;
+        return (number(epoch).is_some() && !member.is_empty() && !member.contains('/')).then_some(EpochKey::Started);
+    }
     if let Some((epoch, member)) = relative.split_once(".joined/") {
         let member = member.strip_suffix(".json")?;
         if member.is_empty() || member.contains('/') {
@@ -203,6 +241,7 @@ pub async fn load_epochs<S: SnapshotStore>(
                 outcomes.insert(epoch);
             }
             Some(EpochKey::Joined(epoch, member)) => joins.entry(epoch).or_default().push(member),
+            Some(EpochKey::Started) => {}
             None => listing.malformed.push(object.key.clone()),
         }
     }
@@ -368,6 +407,8 @@ mod tests {
         assert_eq!(parse_epoch_key("0000000003.json"), Some(EpochKey::Claim(3)));
         assert_eq!(parse_epoch_key("0000000003.outcome.json"), Some(EpochKey::Outcome(3)));
         assert_eq!(parse_epoch_key("0000000003.joined/m1.json"), Some(EpochKey::Joined(3, "m1".into())));
+        assert_eq!(parse_epoch_key("0000000003.started/m1.json"), Some(EpochKey::Started));
+        assert_eq!(parse_epoch_key("3.started/m1.json"), None);
         for foreign in ["3.json", "000000000é.json", "0000000003.joined/.json", "0000000003.joined/a/b.json", "x", ""]
         {
             assert_eq!(parse_epoch_key(foreign), None, "{foreign}");

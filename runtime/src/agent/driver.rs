@@ -84,6 +84,9 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
 
     pub(super) async fn execute(&mut self, action: Action) {
         let now = self.clock.now();
+        // Under systemd, `reconfigure` (another process) may have moved this member
+        // into a newer epoch since the last step: the state dir says (epochs only grow).
+        self.epoch = self.epoch.max(self.state.epoch());
         match action {
             Action::CheckHealth => {
                 if self.settings.supervise && !self.local.is_running().await {
@@ -376,6 +379,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             peers,
             peer_url: spec.peer_url.clone(),
             snapshots_exist,
+            locked_elsewhere: crate::host::files::member_locked_elsewhere(&spec),
         };
         let plan = reconfigure::plan(&facts);
         self.record("reconfigure", json!({ "facts": facts, "plan": plan }));
@@ -415,14 +419,24 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             }
             StartPlan::Replace { .. } => self.replace_local(self.clock.now().0).await,
             StartPlan::RestoreEpoch { .. } => match latest {
-                Some(record) => {
-                    let result = self.apply_epoch(&record).await.map(|()| Progress::Applied);
-                    self.report_recovery(&result);
-                    result.map(|_| ())
-                }
+                Some(record) => match self.apply_epoch(&record).await {
+                    Ok(entry) => {
+                        self.report_recovery(&Ok(Progress::Applied));
+                        if entry == lifeboat::recovery::Entry::Rejoin {
+                            // Entered empty: etcd must not start until it rejoins as a new member.
+                            return Ok(StartPlan::AwaitRecovery);
+                        }
+                        Ok(())
+                    }
+                    Err(error) => {
+                        let result: Result<Progress, AgentError> = Err(error);
+                        self.report_recovery(&result);
+                        result.map(|_| ())
+                    }
+                },
                 None => Err(AgentError::EpochVanished),
             },
-            StartPlan::AwaitRecovery => Ok(()),
+            StartPlan::AwaitRecovery | StartPlan::StartAsPrepared => Ok(()),
         };
         match result {
             Ok(()) => Ok(plan),

@@ -76,7 +76,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                 EpochStep::Wait { .. } => return Some(Ok(Progress::Pending)),
                 EpochStep::Apply { epoch } => {
                     let Some(record) = record_of(epoch) else { return result };
-                    return Some(self.apply_epoch(&record).await.map(|()| Progress::Applied));
+                    return Some(self.apply_epoch(&record).await.map(|_| Progress::Applied));
                 }
                 EpochStep::Resume { epoch } => {
                     self.record("epoch-resume", json!({ "epoch": epoch }));
@@ -267,18 +267,49 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         self.etcd.endpoint_status(&spec.client_url).await.ok()
     }
 
-    /// Restores this member into `record`'s epoch: stop, move the data aside,
-    /// restore the epoch's snapshot under its token, remember the epoch, start.
-    pub(super) async fn apply_epoch(&mut self, record: &EpochRecord) -> Result<(), AgentError> {
+    /// Brings this member into `record`'s epoch: stop, move the data aside, then
+    /// either restore the epoch's snapshot under its token, mark the member started
+    /// in the store, remember the epoch and start; or, when this member name may
+    /// have run in the epoch already ([`recovery::entry`]), remember the epoch with
+    /// an empty data dir and leave etcd stopped, to rejoin as a new member.
+    pub(super) async fn apply_epoch(&mut self, record: &EpochRecord) -> Result<recovery::Entry, AgentError> {
         let spec = self.local.spec().clone();
         if self.settings.dry_run {
             self.record("would-restore", json!({ "epoch": record.epoch, "snapshot": record.snapshot }));
-            return Ok(());
+            return Ok(recovery::Entry::Restore);
         }
+        // One process at a time changes this data dir, and the epoch it holds is read
+        // under that lock, not remembered: under systemd, `reconfigure` (another
+        // process) may have restored this member into the epoch already, and since
+        // then the new cluster's writes may live on it alone. Restoring twice would
+        // move them aside (found by the simulator's systemd mode, nemesis seed 101933).
+        let _lock = crate::host::files::lock_member(&spec)
+            .map_err(|problem| AgentError::Replace(problem.into()))?
+            .ok_or_else(|| AgentError::MemberBusy {
+                name: spec.name.clone(),
+                path: crate::host::files::member_lock_path(&spec),
+            })?;
+        self.epoch = self.epoch.max(self.state.epoch());
+        if self.epoch >= record.epoch {
+            self.record("epoch-already-applied", json!({ "epoch": record.epoch, "local_epoch": self.epoch }));
+            if self.holding_for().is_some_and(|held| held <= self.epoch) {
+                self.set_holding(None);
+            }
+            return Ok(recovery::Entry::Restore);
+        }
+        let may_have_run = coordination::started_in(&self.store, &self.layout, record.epoch, &spec.name).await?;
+        let entry = recovery::entry(may_have_run);
         self.local.stop().await?;
         let now = self.clock.now().0;
         if let Some(aside) = member::move_data_dir_aside(&spec, &spec.data_dir, now)? {
             self.record("moved-aside", json!({ "path": aside }));
+        }
+        if entry == recovery::Entry::Rejoin {
+            self.state.set_epoch(record.epoch)?;
+            self.epoch = record.epoch;
+            self.set_holding(None);
+            self.record("epoch-rejoin", json!({ "epoch": record.epoch, "why": "this member may have run in the epoch already: it rejoins empty, as a new member, once the epoch's cluster has quorum" }));
+            return Ok(entry);
         }
         let settings = RestoreSettings {
             data_dir: spec.data_dir.clone(),
@@ -290,6 +321,9 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             cluster: self.settings.cluster.clone(),
         };
         let report = restore::restore(&self.store, &self.layout, &settings, &self.builder).await?;
+        // Before the epoch is remembered, so a member that may have started always
+        // has its marker (without it, the next round restores again: nothing ran).
+        coordination::mark_started(&self.store, &self.layout, record.epoch, &spec.name, &self.now_text()).await?;
         self.state.set_epoch(record.epoch)?;
         self.epoch = record.epoch;
         self.set_holding(None);
@@ -302,6 +336,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             initial_cluster_state: "new".into(),
             initial_cluster_token: record.token.clone(),
         })
-        .await
+        .await?;
+        Ok(entry)
     }
 }

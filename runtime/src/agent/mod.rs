@@ -50,7 +50,8 @@ impl crate::exit::Classify for AgentError {
             AgentError::HoldingForEpoch { .. }
             | AgentError::EpochNotFollowed { .. }
             | AgentError::ConditionalPutsIgnored
-            | AgentError::PeerHoldsNewerData { .. } => Exit::Refused,
+            | AgentError::PeerHoldsNewerData { .. }
+            | AgentError::MemberBusy { .. } => Exit::Refused,
             AgentError::StoreNotProbed | AgentError::EpochVanished | AgentError::NoVerifiedSnapshot { .. } => {
                 Exit::Failure
             }
@@ -88,6 +89,8 @@ pub enum AgentError {
     SurvivorNotSaved(save::SaveError),
     #[error("no snapshot up to {newest} verifies")]
     NoVerifiedSnapshot { newest: SnapshotName },
+    #[error("deferred: another lifeboat process on this host is changing {name} (it holds {path}); this step runs again once it is done")]
+    MemberBusy { name: String, path: std::path::PathBuf },
     #[error("cannot stop etcd to join epoch {epoch}: {source}")]
     CannotHold { epoch: u64, source: member::MemberError },
 }

@@ -102,9 +102,9 @@ impl From<files::FileProblem> for ReplaceError {
 }
 
 fn lock_locally(spec: &MemberSpec) -> Result<files::LocalGuard, ReplaceError> {
-    files::lock_replacement(spec)?.ok_or_else(|| ReplaceError::LocalBusy {
+    files::lock_member(spec)?.ok_or_else(|| ReplaceError::LocalBusy {
         name: spec.name.clone(),
-        path: crate::host::files::replacement_lock_path(spec),
+        path: crate::host::files::member_lock_path(spec),
     })
 }
 
@@ -349,6 +349,13 @@ async fn replace_locked<E: EtcdCluster, L: LocalMember>(
     local.start(&launch).await?;
     report.steps.push("started the local member with initial-cluster-state=existing".into());
 
+    if new_member.is_learner && !settings.learner {
+        // A learner from an earlier run, resumed where etcd starts only after we
+        // return (`reconfigure` as ExecStartPre): it cannot catch up while we wait.
+        // The progress file stays, so the agent resumes and promotes it once etcd runs.
+        report.steps.push(format!("left learner {} for the agent to promote once etcd runs", new_member.id));
+        return Ok(());
+    }
     if new_member.is_learner {
         let catching_up = Stopwatch::start();
         loop {

@@ -91,7 +91,10 @@ pub struct FileProblem {
     pub detail: String,
 }
 
-/// Held by the one process on this host that runs the replacement of its member.
+/// Held by the one process on this host that changes its member's data dir: a
+/// replacement, or a restore into a recovery epoch. The agent, `lifeboat replace`
+/// and `lifeboat reconfigure` (systemd's ExecStartPre) take it; while another
+/// process holds it, `reconfigure` leaves etcd's launch to that process.
 /// The agent resuming a replacement and a manual `lifeboat replace` hold the etcd
 /// lock under the same name (so a restarted agent can take its own lock back);
 /// only this tells them apart. The OS drops it when the process exits or dies.
@@ -100,14 +103,14 @@ pub struct LocalGuard {
     _file: std::fs::File,
 }
 
-/// The host-local replacement lock's file.
-pub fn replacement_lock_path(spec: &MemberSpec) -> PathBuf {
-    beside_data_dir(spec, ".lifeboat-replace.lock")
+/// The host-local member lock's file.
+pub fn member_lock_path(spec: &MemberSpec) -> PathBuf {
+    beside_data_dir(spec, ".lifeboat-member.lock")
 }
 
-/// Takes the host-local replacement lock; `Ok(None)` when another process holds it.
-pub fn lock_replacement(spec: &MemberSpec) -> Result<Option<LocalGuard>, FileProblem> {
-    let path = replacement_lock_path(spec);
+/// Takes the host-local member lock; `Ok(None)` when another process holds it.
+pub fn lock_member(spec: &MemberSpec) -> Result<Option<LocalGuard>, FileProblem> {
+    let path = member_lock_path(spec);
     let problem = |detail: String| FileProblem { path: path.clone(), detail };
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -119,6 +122,15 @@ pub fn lock_replacement(spec: &MemberSpec) -> Result<Option<LocalGuard>, FilePro
         Ok(()) => Ok(Some(LocalGuard { _file: file })),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(error)) => Err(problem(error.to_string())),
+    }
+}
+
+/// Whether another process holds this member's lock right now (it is replacing
+/// or restoring the member and will start etcd itself). Probes without keeping it.
+pub fn member_locked_elsewhere(spec: &MemberSpec) -> bool {
+    match std::fs::OpenOptions::new().write(true).open(member_lock_path(spec)) {
+        Ok(file) => matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+        Err(_) => false,
     }
 }
 
@@ -155,6 +167,24 @@ pub fn replacement_in_progress(spec: &MemberSpec) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_replacement_lock_is_seen_from_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = MemberSpec {
+            name: "m0".into(),
+            data_dir: dir.path().join("data"),
+            client_url: "http://127.0.0.1:2379".into(),
+            peer_url: "http://127.0.0.1:2380".into(),
+            extra_args: Vec::new(),
+        };
+        assert!(!member_locked_elsewhere(&spec), "no lock file yet");
+        let guard = lock_member(&spec).unwrap().expect("free");
+        assert!(member_locked_elsewhere(&spec));
+        drop(guard);
+        assert!(!member_locked_elsewhere(&spec));
+        assert!(lock_member(&spec).unwrap().is_some(), "probing leaves it free");
+    }
 
     #[test]
     fn state_dir_round_trips_and_reads_older_files() {

@@ -1,6 +1,8 @@
-//! Chaos on real processes: one `lifeboat agent` per member (child mode, so each
-//! agent runs its own etcd), the real S3 server, and a client logging every
-//! acknowledged write. Scenario names refer to `lifeboat-scenarios`.
+//! Chaos on real processes: one `lifeboat agent` per member, the real S3 server,
+//! and a client logging every acknowledged write. Each agent runs its etcd as a
+//! child, or (the production default) etcd is a unit of a systemd stand-in
+//! (`systemctl-standin.sh`: `Restart=`, ExecStartPre `lifeboat reconfigure`) that
+//! the agent drives through `systemctl`. Scenario names refer to `lifeboat-scenarios`.
 
 use crate::support::*;
 use lifeboat_testkit::{self as testkit, free_port, http_get, wait_until, S3Server};
@@ -23,23 +25,38 @@ struct Node {
     agent: Option<Child>,
 }
 
-/// N agents, each supervising its own etcd, sharing one S3 store.
+/// How each member's etcd runs beside its agent (`--member-control`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Control {
+    Child,
+    Systemd,
+}
+
+/// N agents sharing one S3 store, each with its own etcd.
 struct AgentCluster {
     nodes: Vec<Node>,
     s3: S3Server,
     directory: tempfile::TempDir,
+    control: Control,
+    /// The systemd stand-in's `Restart=` loop (systemd mode).
+    supervisor: Option<Child>,
 }
 
+/// The shipped drop-in's `RestartSec=`.
+const RESTART_SEC: &str = "5";
+
 const CHECK_INTERVAL_MS: u64 = 300;
+/// etcd's flags besides the launch settings lifeboat chooses.
+const ETCD_FLAGS: &[&str] = &["--heartbeat-interval=50", "--election-timeout=500", "--log-level=warn"];
 
 impl AgentCluster {
     fn start(size: usize) -> Option<AgentCluster> {
-        AgentCluster::start_with(size, None)
+        AgentCluster::start_with(size, None, Control::Child)
     }
 
     /// With `isolation`, node 0 runs in its own network namespace and everything
     /// else listens on the host side of the veth pair, so node 0 can be cut off.
-    fn start_with(size: usize, isolation: Option<&Isolation>) -> Option<AgentCluster> {
+    fn start_with(size: usize, isolation: Option<&Isolation>, control: Control) -> Option<AgentCluster> {
         if !testkit::require(&["etcd", "etcdctl", "etcdutl", "weed"]) {
             return None;
         }
@@ -66,7 +83,10 @@ impl AgentCluster {
                 agent: None,
             })
             .collect();
-        let mut cluster = AgentCluster { nodes, s3, directory };
+        let mut cluster = AgentCluster { nodes, s3, directory, control, supervisor: None };
+        if control == Control::Systemd {
+            cluster.boot_units();
+        }
         for index in 0..size {
             cluster.start_agent(index);
         }
@@ -90,8 +110,108 @@ impl AgentCluster {
         self.nodes.iter().map(|node| format!("{}={}", node.name, node.peer_url)).collect::<Vec<_>>().join(",")
     }
 
+    fn units_dir(&self) -> PathBuf {
+        self.directory.path().join("units")
+    }
+
+    fn unit(&self, index: usize) -> String {
+        format!("etcd-{}.service", self.nodes[index].name)
+    }
+
+    fn environment_file(&self, index: usize) -> PathBuf {
+        self.directory.path().join(format!("{}.etcd.env", self.nodes[index].name))
+    }
+
+    /// The flags every `lifeboat` of member `index` takes: the agent, and under
+    /// systemd its `reconfigure` in ExecStartPre.
+    fn member_args(&self, index: usize) -> Vec<String> {
+        let node = &self.nodes[index];
+        let mut args: Vec<String> = vec!["--name".into(), node.name.clone()];
+        args.extend(["--data-dir".into(), node.data_dir.display().to_string()]);
+        args.extend(["--state-dir".into(), node.state_dir.display().to_string()]);
+        args.extend(["--client-url".into(), node.client_url.clone(), "--peer-url".into(), node.peer_url.clone()]);
+        args.extend(["--initial-cluster".into(), self.initial_cluster(), "--endpoints".into(), self.endpoints()]);
+        args.extend(["--initial-cluster-token".into(), "chaos".into()]);
+        args.extend(["--store".into(), format!("s3://{BUCKET}/chaos"), "--cluster".into(), "chaos".into()]);
+        args.extend(["--timeout-ms".into(), "1000".into()]);
+        args.extend(["--etcdutl".into(), testkit::binary("etcdutl").display().to_string()]);
+        match self.control {
+            Control::Child => {
+                args.extend(["--member-control".into(), "child".into()]);
+                args.extend(["--etcd".into(), testkit::binary("etcd").display().to_string()]);
+                args.extend(ETCD_FLAGS.iter().map(|flag| format!("--etcd-arg={flag}")));
+            }
+            Control::Systemd => {
+                args.extend(["--member-control".into(), "systemd".into(), "--unit".into(), self.unit(index)]);
+                args.extend(["--environment-file".into(), self.environment_file(index).display().to_string()]);
+            }
+        }
+        args
+    }
+
+    /// The systemd stand-in: `systemctl` on the agents' PATH, one unit per member
+    /// (ExecStartPre `lifeboat reconfigure`, ExecStart etcd reading the environment
+    /// file), each started as at boot, and the `Restart=` loop.
+    fn boot_units(&mut self) {
+        let bin = self.directory.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let standin = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/real/systemctl-standin.sh");
+        std::fs::copy(standin, bin.join("systemctl")).unwrap();
+        let quote = |text: &str| format!("'{}'", text.replace('\'', r"'\''"));
+        for index in 0..self.nodes.len() {
+            let dir = self.units_dir().join(self.unit(index));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut environment: Vec<String> =
+                self.s3.env().into_iter().map(|(key, value)| format!("{key}={}", quote(&value))).collect();
+            environment.push("LIFEBOAT_LOG=info".into());
+            let reconfigure: Vec<String> = self.member_args(index).iter().map(|arg| quote(arg)).collect();
+            let pre = format!(
+                "#!/bin/sh\nexec env {} {} reconfigure {}\n",
+                environment.join(" "),
+                quote(env!("CARGO_BIN_EXE_lifeboat")),
+                reconfigure.join(" ")
+            );
+            let main = format!(
+                "#!/bin/sh\nset -a\n. {}\nset +a\nexec {} {}\n",
+                quote(&self.environment_file(index).display().to_string()),
+                quote(&testkit::binary("etcd").display().to_string()),
+                ETCD_FLAGS.join(" ")
+            );
+            for (name, body) in [("pre", pre), ("main", main)] {
+                std::fs::write(dir.join(name), body).unwrap();
+                std::fs::set_permissions(dir.join(name), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            }
+        }
+        for index in 0..self.nodes.len() {
+            let started = self.systemctl(&["start", &self.unit(index)]);
+            assert!(started, "{} did not start at boot:\n{}", self.unit(index), self.unit_log(index));
+        }
+        let supervisor = Command::new("bash")
+            .arg(bin.join("systemctl"))
+            .args(["supervise", RESTART_SEC])
+            .env("LIFEBOAT_TEST_SYSTEMD", self.units_dir())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.supervisor = Some(supervisor);
+    }
+
+    /// `systemctl ARGS` through the stand-in; true on success.
+    fn systemctl(&self, args: &[&str]) -> bool {
+        Command::new(self.directory.path().join("bin").join("systemctl"))
+            .args(args)
+            .env("LIFEBOAT_TEST_SYSTEMD", self.units_dir())
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+
+    /// What ExecStartPre (`reconfigure`) and etcd printed under the stand-in.
+    fn unit_log(&self, index: usize) -> String {
+        std::fs::read_to_string(self.units_dir().join(self.unit(index)).join("log")).unwrap_or_default()
+    }
+
     fn start_agent(&mut self, index: usize) {
-        let (endpoints, initial_cluster) = (self.endpoints(), self.initial_cluster());
+        let args = self.member_args(index);
         let node = &self.nodes[index];
         std::fs::create_dir_all(&node.state_dir).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(node.state_dir.join("agent.log")).unwrap();
@@ -99,36 +219,22 @@ impl AgentCluster {
         command
             .env("LIFEBOAT_LOG", "info")
             .envs(self.s3.env())
-            .args(["agent", "--member-control", "child", "--name", &node.name])
-            .arg("--data-dir")
-            .arg(&node.data_dir)
-            .arg("--state-dir")
-            .arg(&node.state_dir)
-            .args(["--client-url", &node.client_url, "--peer-url", &node.peer_url])
-            .args(["--initial-cluster", &initial_cluster, "--endpoints", &endpoints])
-            .args([
-                "--initial-cluster-token",
-                "chaos",
-                "--store",
-                &format!("s3://{BUCKET}/chaos"),
-                "--cluster",
-                "chaos",
-            ])
+            .arg("agent")
+            .args(&args)
             .args(["--check-interval-ms", &CHECK_INTERVAL_MS.to_string(), "--failures-max", "3"])
             .args(["--metrics-listen", &node.metrics])
-            .args(["--snapshot-interval-ms", "2000", "--timeout-ms", "1000"])
-            .arg("--etcd")
-            .arg(testkit::binary("etcd"))
-            .arg("--etcdutl")
-            .arg(testkit::binary("etcdutl"))
-            .args([
-                "--etcd-arg=--heartbeat-interval=50",
-                "--etcd-arg=--election-timeout=500",
-                "--etcd-arg=--log-level=warn",
-            ])
+            .args(["--snapshot-interval-ms", "2000"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        if self.control == Control::Systemd {
+            let path = format!(
+                "{}:{}",
+                self.directory.path().join("bin").display(),
+                std::env::var("PATH").unwrap_or_default()
+            );
+            command.env("PATH", path).env("LIFEBOAT_TEST_SYSTEMD", self.units_dir());
+        }
         self.nodes[index].agent = Some(command.spawn().unwrap());
     }
 
@@ -155,8 +261,19 @@ impl AgentCluster {
         Some((members.len() - learners, learners))
     }
 
-    /// kill -9 the etcd of `index` (the agent stays up and will notice).
+    /// kill -9 the etcd of `index` (the agent stays up and will notice; under
+    /// systemd, `Restart=` brings it back through `reconfigure` after RestartSec).
     fn kill_etcd(&self, index: usize) {
+        if self.control == Control::Systemd {
+            let pid_file = self.units_dir().join(self.unit(index)).join("pid");
+            if let Some(pid) = std::fs::read_to_string(pid_file).ok().and_then(|pid| pid.trim().parse::<i32>().ok()) {
+                // SAFETY: a signal to a process this test started (through the stand-in).
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+            return;
+        }
         let needle = self.nodes[index].data_dir.to_string_lossy().into_owned();
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
@@ -247,12 +364,21 @@ impl AgentCluster {
     }
 
     fn logs(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|node| {
+        let tail = |text: &str| {
+            let lines: Vec<&str> = text.lines().rev().take(15).collect();
+            lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+        };
+        (0..self.nodes.len())
+            .map(|index| {
+                let node = &self.nodes[index];
                 let log = std::fs::read_to_string(node.state_dir.join("agent.log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                format!("--- {} ---\n{}\n", node.name, tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+                let unit = match self.control {
+                    Control::Child => String::new(),
+                    Control::Systemd => {
+                        format!("--- {} (reconfigure, etcd) ---\n{}\n", self.unit(index), tail(&self.unit_log(index)))
+                    }
+                };
+                format!("--- {} ---\n{}\n{unit}", node.name, tail(&log))
             })
             .collect()
     }
@@ -260,9 +386,18 @@ impl AgentCluster {
 
 impl Drop for AgentCluster {
     fn drop(&mut self) {
+        if let Some(mut supervisor) = self.supervisor.take() {
+            let _ = supervisor.kill();
+            let _ = supervisor.wait();
+        }
         for node in &mut self.nodes {
             if let Some(mut agent) = node.agent.take() {
                 testkit::terminate(&mut agent, Duration::from_secs(10));
+            }
+        }
+        if self.control == Control::Systemd {
+            for index in 0..self.nodes.len() {
+                self.systemctl(&["stop", &self.unit(index)]);
             }
         }
         let _ = &self.directory;
@@ -353,7 +488,20 @@ fn missing_writes(endpoint: &str, acked: &[Acked]) -> Vec<String> {
 /// (remove, re-add as learner, promote); no acknowledged write is lost.
 #[test]
 fn one_of_three_wiped_is_replaced_without_loss() {
-    let Some(cluster) = AgentCluster::start(3) else { return };
+    one_of_three_wiped(Control::Child);
+}
+
+/// The same under systemd: the agent's `systemctl start` runs `reconfigure` as
+/// ExecStartPre, which must leave the start to the replacement in progress
+/// (before, it tried to resume that replacement itself, met the agent's lock, and
+/// etcd never started).
+#[test]
+fn one_of_three_wiped_is_replaced_under_systemd() {
+    one_of_three_wiped(Control::Systemd);
+}
+
+fn one_of_three_wiped(control: Control) {
+    let Some(cluster) = AgentCluster::start_with(3, None, control) else { return };
     let writer = Writer::start(cluster.nodes.iter().map(|node| node.client_url.clone()).collect());
     std::thread::sleep(Duration::from_millis(500));
     let fault_at = Instant::now();
@@ -379,7 +527,13 @@ fn one_of_three_wiped_is_replaced_without_loss() {
         );
     }
     let journal = cluster.journal(2);
-    assert!(journal.contains("\"reconfigure\""), "the supervising agent decided through reconfigure");
+    assert!(journal.contains("\"reconfigure\""), "the member's start was decided through reconfigure");
+    if control == Control::Systemd {
+        assert!(
+            journal.contains("\"plan\":\"StartAsPrepared\""),
+            "the agent's systemctl start ran reconfigure, which left the launch to the replacement:\n{journal}"
+        );
+    }
     let status = lifeboat_command()
         .args(["status", "--journal", "--lines", "500", "--state-dir"])
         .arg(&cluster.nodes[2].state_dir)
@@ -456,8 +610,8 @@ fn check_restored_data(endpoint: &str, acked: &[Acked], fault_done: Instant, res
 /// Scenario `two-of-three-lost` (and its 5-member twin): a majority loses its
 /// disks; quorum is gone; one epoch is claimed, the survivor's data is saved first,
 /// and every member restores that same snapshot; the cluster holds exactly its data.
-fn majority_wiped_runs_one_disaster_recovery(size: usize, wiped: &[usize]) {
-    let Some(cluster) = AgentCluster::start(size) else { return };
+fn majority_wiped_runs_one_disaster_recovery(size: usize, wiped: &[usize], control: Control) {
+    let Some(cluster) = AgentCluster::start_with(size, None, control) else { return };
     let writer = Writer::start(cluster.nodes.iter().map(|node| node.client_url.clone()).collect());
     std::thread::sleep(Duration::from_millis(2500));
     let fault_at = Instant::now();
@@ -476,6 +630,13 @@ fn majority_wiped_runs_one_disaster_recovery(size: usize, wiped: &[usize]) {
     assert!(recovered, "no recovery within 150 s:\n{}\n{}", cluster.logs(), cluster.journal(0));
     let epochs = cluster.epochs();
     assert_eq!(epochs.len(), 1, "exactly one recovery epoch: {epochs:?}");
+    // Each member entered the epoch once: a second restore would move aside what
+    // the new cluster had written since (under systemd, agent and reconfigure both may try).
+    for index in 0..size {
+        let journal = cluster.journal(index);
+        let restores = journal.matches("\"event\":\"restored\"").count();
+        assert!(restores <= 1, "n{index} restored {restores} times:\n{journal}");
+    }
     let restored_revision = snapshot_revision(epochs[0]["snapshot"].as_str().unwrap());
     for node in &cluster.nodes {
         check_restored_data(&node.client_url, &acked, fault_done, restored_revision);
@@ -518,12 +679,21 @@ fn majority_wiped_runs_one_disaster_recovery(size: usize, wiped: &[usize]) {
 
 #[test]
 fn two_of_three_wiped_run_one_disaster_recovery() {
-    majority_wiped_runs_one_disaster_recovery(3, &[1, 2]);
+    majority_wiped_runs_one_disaster_recovery(3, &[1, 2], Control::Child);
+}
+
+/// The same under systemd: wiped members' `reconfigure` refuses to start etcd
+/// (exit 8) until the epoch is committed; either the agent or `reconfigure`
+/// restores each member, never both, and every restored member marks itself
+/// started in the epoch first.
+#[test]
+fn two_of_three_wiped_run_one_disaster_recovery_under_systemd() {
+    majority_wiped_runs_one_disaster_recovery(3, &[1, 2], Control::Systemd);
 }
 
 #[test]
 fn three_of_five_wiped_run_one_disaster_recovery() {
-    majority_wiped_runs_one_disaster_recovery(5, &[2, 3, 4]);
+    majority_wiped_runs_one_disaster_recovery(5, &[2, 3, 4], Control::Child);
 }
 
 /// Scenario `two-of-five-lost`: two of five lose their disks; each is replaced, one
@@ -843,7 +1013,7 @@ fn port_of(url: &str) -> u16 {
 #[test]
 fn isolated_member_that_sees_the_store_starts_no_recovery() {
     let Some(isolation) = Isolation::create() else { return };
-    let Some(cluster) = AgentCluster::start_with(3, Some(&isolation)) else { return };
+    let Some(cluster) = AgentCluster::start_with(3, Some(&isolation), Control::Child) else { return };
     let writer = Writer::start(cluster.nodes.iter().map(|node| node.client_url.clone()).collect());
     // A verified snapshot exists, so a wrong recovery would have something to restore.
     let saved =

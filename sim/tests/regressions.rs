@@ -1,0 +1,40 @@
+//! Nemesis schedules that once broke an invariant, each replayed in the mode it
+//! failed in: they must stay fixed. (Each line names the finding; SAFETY.md has
+//! the story.)
+
+#![cfg(madsim)]
+
+use lifeboat_sim::nemesis::draw;
+use lifeboat_sim::run::{run, violations_text, RunConfig};
+use lifeboat_sim::systemd::MemberControl;
+
+const FOUND: &[(u64, MemberControl, &str)] = &[
+    (5951, MemberControl::Child, "a stale vote: the member looked, then stopped after a partition healed"),
+    (173, MemberControl::Child, "a learner wiped while catching up could never resume"),
+    (9023602318, MemberControl::Child, "a member removed its own place in the recovered cluster"),
+    (9023603213, MemberControl::Child, "a member removed its own place in the recovered cluster"),
+    (888002305, MemberControl::Child, "a holder of a superseded, abandoned claim stayed stopped"),
+    (101933, MemberControl::Systemd, "the agent restored again an epoch its reconfigure had applied"),
+    (102836, MemberControl::Systemd, "a lost machine restored into an epoch it had run in (rewound log)"),
+];
+
+#[test]
+fn schedules_that_once_failed_pass() {
+    for (seed, member_control, finding) in FOUND {
+        let config = RunConfig {
+            scenario: draw(*seed),
+            seed: *seed,
+            random_faults: false,
+            flaw: None,
+            keep_trace: false,
+            etcdadm: false,
+            member_control: *member_control,
+        };
+        let report = run(&config);
+        assert!(
+            report.violations.is_empty(),
+            "nemesis seed {seed} ({member_control:?}: {finding}) fails again:\n{}",
+            violations_text(&report)
+        );
+    }
+}
