@@ -312,7 +312,8 @@ fn info(key: &str, object: &crate::model::Object) -> ObjectInfo {
     ObjectInfo {
         key: key.to_owned(),
         size_bytes: object.bytes.len() as u64,
-        modified_ms: Some(EPOCH_MS + object.modified_ms),
+        // S3's LastModified has whole seconds (truncated), as heartbeat freshness must allow for.
+        modified_ms: Some((EPOCH_MS + object.modified_ms) / 1000 * 1000),
     }
 }
 

@@ -22,6 +22,8 @@ struct Node {
     state_dir: PathBuf,
     /// The agent's `--metrics-listen` address (`/metrics`, `/healthz`, `/readyz`).
     metrics: String,
+    /// etcd's plain-HTTP `--listen-metrics-urls` address (`/health`), for TLS clusters.
+    etcd_metrics: String,
     agent: Option<Child>,
 }
 
@@ -40,6 +42,8 @@ struct AgentCluster {
     control: Control,
     /// The systemd stand-in's `Restart=` loop (systemd mode).
     supervisor: Option<Child>,
+    /// Clients and peers speak mutual TLS with these kubeadm-style certificates.
+    pki: Option<testkit::KubeadmPki>,
 }
 
 /// The shipped drop-in's `RestartSec=`.
@@ -54,9 +58,19 @@ impl AgentCluster {
         AgentCluster::start_with(size, None, Control::Child)
     }
 
+    fn start_tls(size: usize) -> Option<AgentCluster> {
+        AgentCluster::start_full(size, None, Control::Child, true)
+    }
+
     /// With `isolation`, node 0 runs in its own network namespace and everything
     /// else listens on the host side of the veth pair, so node 0 can be cut off.
     fn start_with(size: usize, isolation: Option<&Isolation>, control: Control) -> Option<AgentCluster> {
+        AgentCluster::start_full(size, isolation, control, false)
+    }
+
+    /// With `tls`, every member serves clients and peers over mutual TLS (as kubeadm's
+    /// etcd does) and the agents connect with the healthcheck-client certificate.
+    fn start_full(size: usize, isolation: Option<&Isolation>, control: Control, tls: bool) -> Option<AgentCluster> {
         if !testkit::require(&["etcd", "etcdctl", "etcdutl", "weed"]) {
             return None;
         }
@@ -64,6 +78,8 @@ impl AgentCluster {
         let s3 = S3Server::start_on(&host);
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(s3.create_bucket(BUCKET));
         let directory = tempfile::Builder::new().prefix("lifeboat-chaos-").tempdir().unwrap();
+        let pki = tls.then(|| testkit::KubeadmPki::generate(&directory.path().join("pki")));
+        let scheme = if tls { "https" } else { "http" };
         let nodes = (0..size)
             .map(|index| {
                 let (ip, netns) = match isolation {
@@ -75,15 +91,16 @@ impl AgentCluster {
             .map(|(index, ip, netns)| Node {
                 netns,
                 name: format!("n{index}"),
-                client_url: format!("http://{ip}:{}", free_port(&[])),
-                peer_url: format!("http://{ip}:{}", free_port(&[])),
+                client_url: format!("{scheme}://{ip}:{}", free_port(&[])),
+                peer_url: format!("{scheme}://{ip}:{}", free_port(&[])),
                 data_dir: directory.path().join(format!("n{index}.data")),
                 state_dir: directory.path().join(format!("n{index}.state")),
                 metrics: format!("{ip}:{}", free_port(&[])),
+                etcd_metrics: format!("{ip}:{}", free_port(&[])),
                 agent: None,
             })
             .collect();
-        let mut cluster = AgentCluster { nodes, s3, directory, control, supervisor: None };
+        let mut cluster = AgentCluster { nodes, s3, directory, control, supervisor: None, pki };
         if control == Control::Systemd {
             cluster.boot_units();
         }
@@ -135,11 +152,13 @@ impl AgentCluster {
         args.extend(["--store".into(), format!("s3://{BUCKET}/chaos"), "--cluster".into(), "chaos".into()]);
         args.extend(["--timeout-ms".into(), "1000".into()]);
         args.extend(["--etcdutl".into(), testkit::binary("etcdutl").display().to_string()]);
+        // The same flags etcdctl takes: the CA, and the client certificate.
+        args.extend(self.etcdctl_flags());
         match self.control {
             Control::Child => {
                 args.extend(["--member-control".into(), "child".into()]);
                 args.extend(["--etcd".into(), testkit::binary("etcd").display().to_string()]);
-                args.extend(ETCD_FLAGS.iter().map(|flag| format!("--etcd-arg={flag}")));
+                args.extend(self.etcd_flags(index).iter().map(|flag| format!("--etcd-arg={flag}")));
             }
             Control::Systemd => {
                 args.extend(["--member-control".into(), "systemd".into(), "--unit".into(), self.unit(index)]);
@@ -171,11 +190,12 @@ impl AgentCluster {
                 quote(env!("CARGO_BIN_EXE_lifeboat")),
                 reconfigure.join(" ")
             );
+            let flags: Vec<String> = self.etcd_flags(index).iter().map(|flag| quote(flag)).collect();
             let main = format!(
                 "#!/bin/sh\nset -a\n. {}\nset +a\nexec {} {}\n",
                 quote(&self.environment_file(index).display().to_string()),
                 quote(&testkit::binary("etcd").display().to_string()),
-                ETCD_FLAGS.join(" ")
+                flags.join(" ")
             );
             for (name, body) in [("pre", pre), ("main", main)] {
                 std::fs::write(dir.join(name), body).unwrap();
@@ -238,9 +258,53 @@ impl AgentCluster {
         self.nodes[index].agent = Some(command.spawn().unwrap());
     }
 
+    /// etcd's flags besides the launch settings lifeboat chooses: timing, and with
+    /// TLS kubeadm's certificate flags plus a plain-HTTP `/health` for the test.
+    fn etcd_flags(&self, index: usize) -> Vec<String> {
+        let mut flags: Vec<String> = ETCD_FLAGS.iter().map(|flag| (*flag).to_owned()).collect();
+        if let Some(pki) = &self.pki {
+            flags.extend(pki.etcd_flags());
+            flags.push(format!("--listen-metrics-urls=http://{}", self.nodes[index].etcd_metrics));
+        }
+        flags
+    }
+
+    /// `--cacert`, `--cert`, `--key` for etcdctl and lifeboat, with TLS.
+    fn etcdctl_flags(&self) -> Vec<String> {
+        self.pki.as_ref().map(testkit::KubeadmPki::etcdctl_flags).unwrap_or_default()
+    }
+
     fn healthy(&self, index: usize) -> bool {
-        let address = self.nodes[index].client_url.trim_start_matches("http://").to_owned();
+        let address = match self.pki {
+            Some(_) => self.nodes[index].etcd_metrics.clone(),
+            None => self.nodes[index].client_url.trim_start_matches("http://").to_owned(),
+        };
         http_get(&address, "/health").is_some_and(|(status, body)| status == 200 && body.contains("\"true\""))
+    }
+
+    /// Member `index` answers a client with the CA and a client certificate, and
+    /// refuses one with the CA alone.
+    fn serves_mutual_tls(&self, index: usize) -> bool {
+        let Some(pki) = &self.pki else { return false };
+        let health = |flags: &[String]| {
+            Command::new(testkit::binary("etcdctl"))
+                .args(flags)
+                .args(["--endpoints", &self.nodes[index].client_url, "--command-timeout=3s", "endpoint", "health"])
+                .output()
+                .is_ok_and(|output| output.status.success())
+        };
+        let ca_only = vec![format!("--cacert={}", pki.path("ca.crt").display())];
+        health(&self.etcdctl_flags()) && !health(&ca_only)
+    }
+
+    /// A client writing through every member, over TLS when the cluster speaks it.
+    fn writer(&self) -> Writer {
+        Writer::start(self.nodes.iter().map(|node| node.client_url.clone()).collect(), self.etcdctl_flags())
+    }
+
+    /// The acknowledged keys that member `index` does not hold.
+    fn missing_writes(&self, index: usize, acked: &[Acked]) -> Vec<String> {
+        missing_writes_over(&self.nodes[index].client_url, acked, &self.etcdctl_flags())
     }
 
     fn wait_all_healthy(&self, timeout: Duration) {
@@ -252,6 +316,7 @@ impl AgentCluster {
     fn membership(&self) -> Option<(usize, usize)> {
         let healthy = (0..self.nodes.len()).find(|index| self.healthy(*index))?;
         let output = Command::new(testkit::binary("etcdctl"))
+            .args(self.etcdctl_flags())
             .args(["--endpoints", &self.nodes[healthy].client_url, "member", "list", "-w", "json"])
             .output()
             .ok()?;
@@ -420,7 +485,9 @@ struct Acked {
 }
 
 impl Writer {
-    fn start(endpoints: Vec<String>) -> Writer {
+    /// With `tls_flags` (etcdctl's), each put goes through etcdctl over TLS; else
+    /// through etcd's JSON gateway.
+    fn start(endpoints: Vec<String>, tls_flags: Vec<String>) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
         let (thread_stop, thread_acked) = (Arc::clone(&stop), Arc::clone(&acked));
@@ -429,7 +496,13 @@ impl Writer {
             while !thread_stop.load(Ordering::Relaxed) {
                 let key = format!("w/{sequence:08}");
                 for endpoint in &endpoints {
-                    if let Some(revision) = put(endpoint, &key, &format!("v{sequence}")) {
+                    let value = format!("v{sequence}");
+                    let put = if tls_flags.is_empty() {
+                        put(endpoint, &key, &value)
+                    } else {
+                        put_over_tls(endpoint, &key, &value, &tls_flags)
+                    };
+                    if let Some(revision) = put {
                         thread_acked.lock().unwrap().push(Acked { key: key.clone(), revision, at: Instant::now() });
                         break;
                     }
@@ -473,9 +546,29 @@ fn put(endpoint: &str, key: &str, value: &str) -> Option<i64> {
     json["header"]["revision"].as_str()?.parse().ok()
 }
 
+/// One put through etcdctl with TLS flags; the revision when acknowledged.
+fn put_over_tls(endpoint: &str, key: &str, value: &str, flags: &[String]) -> Option<i64> {
+    let output = Command::new(testkit::binary("etcdctl"))
+        .args(flags)
+        .args(["--endpoints", endpoint, "--command-timeout=2s", "put", key, value, "-w", "json"])
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    json["header"]["revision"].as_i64()
+}
+
 /// The acknowledged keys that `endpoint` does not hold.
 fn missing_writes(endpoint: &str, acked: &[Acked]) -> Vec<String> {
+    missing_writes_over(endpoint, acked, &[])
+}
+
+/// The same, with etcdctl's TLS flags when the cluster speaks TLS.
+fn missing_writes_over(endpoint: &str, acked: &[Acked], flags: &[String]) -> Vec<String> {
     let output = Command::new(testkit::binary("etcdctl"))
+        .args(flags)
         .args(["--endpoints", endpoint, "get", "w/", "--prefix", "--keys-only"])
         .output()
         .unwrap();
@@ -488,7 +581,15 @@ fn missing_writes(endpoint: &str, acked: &[Acked]) -> Vec<String> {
 /// (remove, re-add as learner, promote); no acknowledged write is lost.
 #[test]
 fn one_of_three_wiped_is_replaced_without_loss() {
-    one_of_three_wiped(Control::Child);
+    one_of_three_wiped(Control::Child, false);
+}
+
+/// The same over mutual TLS: agents connect with kubeadm's healthcheck-client
+/// certificate, and the replaced member comes back serving clients and peers with
+/// TLS and client-certificate auth, as before.
+#[test]
+fn one_of_three_wiped_is_replaced_over_tls() {
+    one_of_three_wiped(Control::Child, true);
 }
 
 /// The same under systemd: the agent's `systemctl start` runs `reconfigure` as
@@ -497,12 +598,12 @@ fn one_of_three_wiped_is_replaced_without_loss() {
 /// etcd never started).
 #[test]
 fn one_of_three_wiped_is_replaced_under_systemd() {
-    one_of_three_wiped(Control::Systemd);
+    one_of_three_wiped(Control::Systemd, false);
 }
 
-fn one_of_three_wiped(control: Control) {
-    let Some(cluster) = AgentCluster::start_with(3, None, control) else { return };
-    let writer = Writer::start(cluster.nodes.iter().map(|node| node.client_url.clone()).collect());
+fn one_of_three_wiped(control: Control, tls: bool) {
+    let Some(cluster) = AgentCluster::start_full(3, None, control, tls) else { return };
+    let writer = cluster.writer();
     std::thread::sleep(Duration::from_millis(500));
     let fault_at = Instant::now();
     cluster.wipe(2);
@@ -516,8 +617,8 @@ fn one_of_three_wiped(control: Control) {
     assert!(recovered, "member not replaced within 90 s:\n{}\n{}", cluster.logs(), cluster.journal(2));
     eprintln!("RTO member-disk-wiped (N=3): {:.1} s, {} writes acknowledged", rto.as_secs_f64(), acked.len());
     assert!(acked.len() > 50, "the writer kept writing");
-    for node in &cluster.nodes {
-        let missing = missing_writes(&node.client_url, &acked);
+    for (index, node) in cluster.nodes.iter().enumerate() {
+        let missing = cluster.missing_writes(index, &acked);
         assert!(
             missing.is_empty(),
             "{} lacks {} acknowledged writes, e.g. {:?}",
@@ -533,6 +634,9 @@ fn one_of_three_wiped(control: Control) {
             journal.contains("\"plan\":\"StartAsPrepared\""),
             "the agent's systemctl start ran reconfigure, which left the launch to the replacement:\n{journal}"
         );
+    }
+    if tls {
+        assert!(cluster.serves_mutual_tls(2), "the replaced member serves TLS with client-certificate auth");
     }
     let status = lifeboat_command()
         .args(["status", "--journal", "--lines", "500", "--state-dir"])
@@ -590,19 +694,25 @@ fn snapshot_revision(name: &str) -> i64 {
 /// before `fault_done` came from the old cluster: those at or below the restored
 /// revision must be there, none above it may be. Writes acknowledged later came
 /// from the recovered cluster and must all be there.
-fn check_restored_data(endpoint: &str, acked: &[Acked], fault_done: Instant, restored_revision: i64) -> usize {
+fn check_restored_data(
+    cluster: &AgentCluster,
+    index: usize,
+    acked: &[Acked],
+    fault_done: Instant,
+    restored_revision: i64,
+) -> usize {
     let (old, new): (Vec<Acked>, Vec<Acked>) = acked.iter().cloned().partition(|write| write.at < fault_done);
     let (kept, lost): (Vec<Acked>, Vec<Acked>) = old.into_iter().partition(|write| write.revision <= restored_revision);
-    let missing = missing_writes(endpoint, &kept);
+    let missing = cluster.missing_writes(index, &kept);
     assert!(
         missing.is_empty(),
         "{} writes at or below revision {restored_revision} are missing: {:?}",
         missing.len(),
         &missing[..missing.len().min(5)]
     );
-    let resurrected = lost.len() - missing_writes(endpoint, &lost).len();
+    let resurrected = lost.len() - cluster.missing_writes(index, &lost).len();
     assert_eq!(resurrected, 0, "writes above the restored revision {restored_revision} are present");
-    let missing_new = missing_writes(endpoint, &new);
+    let missing_new = cluster.missing_writes(index, &new);
     assert!(missing_new.is_empty(), "writes acknowledged by the recovered cluster are missing: {missing_new:?}");
     lost.len()
 }
@@ -610,9 +720,9 @@ fn check_restored_data(endpoint: &str, acked: &[Acked], fault_done: Instant, res
 /// Scenario `two-of-three-lost` (and its 5-member twin): a majority loses its
 /// disks; quorum is gone; one epoch is claimed, the survivor's data is saved first,
 /// and every member restores that same snapshot; the cluster holds exactly its data.
-fn majority_wiped_runs_one_disaster_recovery(size: usize, wiped: &[usize], control: Control) {
-    let Some(cluster) = AgentCluster::start_with(size, None, control) else { return };
-    let writer = Writer::start(cluster.nodes.iter().map(|node| node.client_url.clone()).collect());
+fn majority_wiped_runs_one_disaster_recovery(size: usize, wiped: &[usize], control: Control, tls: bool) {
+    let Some(cluster) = AgentCluster::start_full(size, None, control, tls) else { return };
+    let writer = cluster.writer();
     std::thread::sleep(Duration::from_millis(2500));
     let fault_at = Instant::now();
     for index in wiped {
@@ -638,10 +748,18 @@ fn majority_wiped_runs_one_disaster_recovery(size: usize, wiped: &[usize], contr
         assert!(restores <= 1, "n{index} restored {restores} times:\n{journal}");
     }
     let restored_revision = snapshot_revision(epochs[0]["snapshot"].as_str().unwrap());
-    for node in &cluster.nodes {
-        check_restored_data(&node.client_url, &acked, fault_done, restored_revision);
+    if tls {
+        for index in 0..size {
+            assert!(
+                cluster.serves_mutual_tls(index),
+                "n{index} serves TLS with client-certificate auth after the recovery"
+            );
+        }
     }
-    let lost = check_restored_data(&cluster.nodes[0].client_url, &acked, fault_done, restored_revision);
+    for index in 0..size {
+        check_restored_data(&cluster, index, &acked, fault_done, restored_revision);
+    }
+    let lost = check_restored_data(&cluster, 0, &acked, fault_done, restored_revision);
     let last_acked = acked.iter().filter(|write| write.at < fault_done).map(|write| write.revision).max().unwrap_or(0);
     eprintln!(
         "RTO majority-lost (N={size}, {} wiped): {:.1} s; restored revision {restored_revision}, last acknowledged {last_acked}, lost {lost} acknowledged writes ({} revisions); claimed by {}",
@@ -679,7 +797,7 @@ fn majority_wiped_runs_one_disaster_recovery(size: usize, wiped: &[usize], contr
 
 #[test]
 fn two_of_three_wiped_run_one_disaster_recovery() {
-    majority_wiped_runs_one_disaster_recovery(3, &[1, 2], Control::Child);
+    majority_wiped_runs_one_disaster_recovery(3, &[1, 2], Control::Child, false);
 }
 
 /// The same under systemd: wiped members' `reconfigure` refuses to start etcd
@@ -688,12 +806,19 @@ fn two_of_three_wiped_run_one_disaster_recovery() {
 /// started in the epoch first.
 #[test]
 fn two_of_three_wiped_run_one_disaster_recovery_under_systemd() {
-    majority_wiped_runs_one_disaster_recovery(3, &[1, 2], Control::Systemd);
+    majority_wiped_runs_one_disaster_recovery(3, &[1, 2], Control::Systemd, false);
+}
+
+/// The same over mutual TLS (kubeadm's layout, client and peer certificates
+/// required): the restored members come back serving TLS with the same flags.
+#[test]
+fn two_of_three_wiped_run_one_disaster_recovery_over_tls() {
+    majority_wiped_runs_one_disaster_recovery(3, &[1, 2], Control::Child, true);
 }
 
 #[test]
 fn three_of_five_wiped_run_one_disaster_recovery() {
-    majority_wiped_runs_one_disaster_recovery(5, &[2, 3, 4], Control::Child);
+    majority_wiped_runs_one_disaster_recovery(5, &[2, 3, 4], Control::Child, false);
 }
 
 /// Scenario `two-of-five-lost`: two of five lose their disks; each is replaced, one
@@ -703,7 +828,7 @@ fn three_of_five_wiped_run_one_disaster_recovery() {
 #[test]
 fn two_of_five_wiped_are_replaced_one_at_a_time() {
     let Some(cluster) = AgentCluster::start(5) else { return };
-    let writer = Writer::start(cluster.nodes.iter().map(|node| node.client_url.clone()).collect());
+    let writer = cluster.writer();
     std::thread::sleep(Duration::from_millis(500));
     let fault_at = Instant::now();
     cluster.wipe(3);
@@ -770,7 +895,7 @@ fn store_outage_fails_saves_cleanly_and_they_resume() {
 #[test]
 fn agent_killed_mid_replace_resumes() {
     let Some(mut cluster) = AgentCluster::start(3) else { return };
-    let writer = Writer::start(cluster.nodes.iter().map(|node| node.client_url.clone()).collect());
+    let writer = cluster.writer();
     std::thread::sleep(Duration::from_millis(300));
     let state_file = {
         let mut path = cluster.nodes[2].data_dir.clone().into_os_string();
@@ -805,7 +930,7 @@ fn agent_killed_mid_replace_resumes() {
 #[test]
 fn all_restarted_with_empty_disks_are_restored() {
     let Some(mut cluster) = AgentCluster::start(3) else { return };
-    let writer = Writer::start(cluster.nodes.iter().map(|node| node.client_url.clone()).collect());
+    let writer = cluster.writer();
     std::thread::sleep(Duration::from_millis(1500));
     let acked = writer.stop();
     // Let a periodic save (every 2 s) capture everything written.
@@ -1014,7 +1139,7 @@ fn port_of(url: &str) -> u16 {
 fn isolated_member_that_sees_the_store_starts_no_recovery() {
     let Some(isolation) = Isolation::create() else { return };
     let Some(cluster) = AgentCluster::start_with(3, Some(&isolation), Control::Child) else { return };
-    let writer = Writer::start(cluster.nodes.iter().map(|node| node.client_url.clone()).collect());
+    let writer = cluster.writer();
     // A verified snapshot exists, so a wrong recovery would have something to restore.
     let saved =
         wait_until(Duration::from_secs(30), || (0..3).any(|index| cluster.journal(index).contains("\"saved\"")));
