@@ -58,9 +58,6 @@ impl AgentCluster {
         AgentCluster::start_with(size, None, Control::Child)
     }
 
-    fn start_tls(size: usize) -> Option<AgentCluster> {
-        AgentCluster::start_full(size, None, Control::Child, true)
-    }
 
     /// With `isolation`, node 0 runs in its own network namespace and everything
     /// else listens on the host side of the veth pair, so node 0 can be cut off.
