@@ -130,6 +130,10 @@ pub enum StoreError {
     NoCaRoots { endpoint: String },
     #[error("cannot trust the CA in {path} for {endpoint}: {detail}; --s3-ca-file takes the PEM certificate of the CA that signed the S3 endpoint's certificate")]
     CaFile { path: String, endpoint: String, detail: String },
+    #[error("cannot use the SSE-C key in {path}: {detail}; --s3-sse-c-key-file takes a file of exactly 32 bytes, raw or base64 (e.g. `head -c 32 /dev/urandom > key`)")]
+    SseKeyFile { path: String, detail: String },
+    #[error("the store refused {location} ({detail}): it is encrypted with a customer key (SSE-C) that this request did not carry or that does not match; pass --s3-sse-c-key-file with the key the backups were written with (if none was, check the credentials and the bucket policy)")]
+    EncryptedWithOtherKey { location: String, detail: String },
     #[error("{operation} {path} failed: {source}")]
     Io { operation: &'static str, path: String, source: std::io::Error },
     #[error("{location} is larger than {limit} bytes: not a record lifeboat wrote; remove it or fix the store prefix")]
@@ -140,7 +144,7 @@ impl Classify for StoreError {
     fn exit(&self) -> Exit {
         match self {
             StoreError::NotFound { .. } | StoreError::NoSuchBucket { .. } => Exit::NotFound,
-            StoreError::CaFile { .. } => Exit::Usage,
+            StoreError::CaFile { .. } | StoreError::SseKeyFile { .. } => Exit::Usage,
             _ => Exit::Store,
         }
     }

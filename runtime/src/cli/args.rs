@@ -104,6 +104,19 @@ pub struct Common {
     #[arg(long, global = true, env = "LIFEBOAT_S3_CA_FILE", value_name = "FILE")]
     pub s3_ca_file: Option<PathBuf>,
 
+    /// Server-side encryption of every object written: AES256 (SSE-S3) or aws:kms (SSE-KMS)
+    #[arg(long, global = true, env = "LIFEBOAT_S3_SSE", value_name = "AES256|aws:kms")]
+    pub s3_sse: Option<String>,
+
+    /// The KMS key for SSE-KMS (implies --s3-sse aws:kms) [default: the bucket's]
+    #[arg(long, global = true, env = "LIFEBOAT_S3_SSE_KMS_KEY_ID", value_name = "KEY-ID")]
+    pub s3_sse_kms_key_id: Option<String>,
+
+    /// SSE-C: a file holding the 256-bit key (32 bytes, raw or base64) sent with every
+    /// read and write; objects written with it cannot be read without it
+    #[arg(long, global = true, env = "LIFEBOAT_S3_SSE_C_KEY_FILE", value_name = "FILE")]
+    pub s3_sse_c_key_file: Option<PathBuf>,
+
     /// S3 region [default: AWS_REGION, else us-east-1]
     #[arg(long, global = true, env = "LIFEBOAT_S3_REGION", value_name = "REGION")]
     pub s3_region: Option<String>,

@@ -10,7 +10,7 @@ use crate::etcd::EtcdClient;
 use crate::exit::{Classify, Exit};
 use crate::member::MemberSpec;
 use crate::pipeline::PipelineSettings;
-use crate::store::settings::{S3Settings, StoreSettings, StoreUrl, StoreUrlError};
+use crate::store::settings::{Encryption, S3Settings, StoreSettings, StoreUrl, StoreUrlError};
 use lifeboat::{Compression, Policy, Retention};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -50,6 +50,9 @@ pub struct FileConfig {
     pub s3_endpoint: Option<String>,
     pub s3_region: Option<String>,
     pub s3_ca_file: Option<PathBuf>,
+    pub s3_sse: Option<String>,
+    pub s3_sse_kms_key_id: Option<String>,
+    pub s3_sse_c_key_file: Option<PathBuf>,
     pub compression: Option<Compression>,
     pub etcdutl: Option<PathBuf>,
     pub cacert: Option<PathBuf>,
@@ -173,12 +176,24 @@ pub fn resolve(common: &Common) -> Result<Resolved, ConfigError> {
                 env: "LIFEBOAT_CLUSTER",
                 key: "cluster",
             })?;
+            let mode = common.s3_sse.clone().or_else(|| file.s3_sse.clone());
+            let encryption = Encryption::from_settings(
+                mode.as_deref(),
+                common.s3_sse_kms_key_id.as_deref().or(file.s3_sse_kms_key_id.as_deref()),
+                common.s3_sse_c_key_file.as_deref().or(file.s3_sse_c_key_file.as_deref()),
+            )
+            .map_err(|hint| ConfigError::Invalid {
+                what: "--s3-sse",
+                value: mode.clone().unwrap_or_default(),
+                hint: hint.into(),
+            })?;
             Some(StoreSettings {
                 url: StoreUrl::parse(&url)?,
                 s3: S3Settings {
                     endpoint: common.s3_endpoint.clone().or_else(|| file.s3_endpoint.clone()),
                     region: common.s3_region.clone().or_else(|| file.s3_region.clone()),
                     ca_file: common.s3_ca_file.clone().or_else(|| file.s3_ca_file.clone()),
+                    encryption,
                 },
                 cluster: validate_cluster_name(&cluster)?,
                 timeout,

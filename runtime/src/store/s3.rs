@@ -8,10 +8,12 @@
 //! verifies (SIMD CRC32C costs a fraction of a second SHA-256 pass; the whole
 //! snapshot's SHA-256 is in the manifest and checked on every restore).
 //! Options (timeouts, retries, checksums) are set explicitly rather than left to
-//! SDK defaults, which change between releases.
+//! SDK defaults, which change between releases. Server-side encryption, when
+//! configured, is asked on every write; an SSE-C key goes with every request that
+//! touches an object's bytes (the macros below name which).
 
 use crate::ports::{BoxError, ByteSource, ObjectInfo, Part, SnapshotStore, StoreError, Upload};
-use crate::store::settings::StoreSettings;
+use crate::store::settings::{Encryption, StoreSettings};
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
@@ -19,7 +21,7 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
@@ -41,6 +43,126 @@ pub struct S3Store {
     /// byte). Only over plain HTTP: over TLS the transport protects them, and the
     /// signed CRC32C header and the manifest's SHA-256 still catch corruption.
     sign_payload: bool,
+    encryption: Option<Sse>,
+}
+
+/// Server-side encryption as the requests carry it.
+#[derive(Clone)]
+enum Sse {
+    S3,
+    Kms {
+        key_id: Option<String>,
+    },
+    /// SSE-C: the key and its MD5, base64, as the headers take them.
+    Customer {
+        key: String,
+        md5: String,
+    },
+}
+
+/// Never the key itself: S3Store is Debug, and Debug output reaches logs.
+impl std::fmt::Debug for Sse {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sse::S3 => formatter.write_str("SSE-S3"),
+            Sse::Kms { key_id } => write!(formatter, "SSE-KMS({key_id:?})"),
+            Sse::Customer { md5, .. } => write!(formatter, "SSE-C(key with MD5 {md5})"),
+        }
+    }
+}
+
+/// The SSE headers of a request that creates an object (PutObject,
+/// CreateMultipartUpload, CopyObject).
+macro_rules! encrypted {
+    ($store:expr, $request:expr) => {
+        match &$store.encryption {
+            None => $request,
+            Some(Sse::S3) => $request.server_side_encryption(ServerSideEncryption::Aes256),
+            Some(Sse::Kms { key_id }) => {
+                $request.server_side_encryption(ServerSideEncryption::AwsKms).set_ssekms_key_id(key_id.clone())
+            }
+            Some(Sse::Customer { key, md5 }) => {
+                $request.sse_customer_algorithm("AES256").sse_customer_key(key).sse_customer_key_md5(md5)
+            }
+        }
+    };
+}
+
+/// The SSE-C key of a request that reads or writes an existing object's bytes
+/// (UploadPart, CompleteMultipartUpload, GetObject, HeadObject, UploadPartCopy).
+macro_rules! with_customer_key {
+    ($store:expr, $request:expr) => {
+        match &$store.encryption {
+            Some(Sse::Customer { key, md5 }) => {
+                $request.sse_customer_algorithm("AES256").sse_customer_key(key).sse_customer_key_md5(md5)
+            }
+            _ => $request,
+        }
+    };
+}
+
+/// The SSE-C key of a copy's source (CopyObject, UploadPartCopy).
+macro_rules! with_copy_source_key {
+    ($store:expr, $request:expr) => {
+        match &$store.encryption {
+            Some(Sse::Customer { key, md5 }) => $request
+                .copy_source_sse_customer_algorithm("AES256")
+                .copy_source_sse_customer_key(key)
+                .copy_source_sse_customer_key_md5(md5),
+            _ => $request,
+        }
+    };
+}
+
+/// Drops the SSE-C echo headers from every response before the SDK parses them.
+/// lifeboat never reads them, and some S3-compatible servers (SeaweedFS 4.x on
+/// HeadObject) send them in a form the SDK refuses, failing the whole call.
+#[derive(Debug)]
+struct IgnoreCustomerKeyEcho;
+
+impl aws_sdk_s3::config::Intercept for IgnoreCustomerKeyEcho {
+    fn name(&self) -> &'static str {
+        "IgnoreCustomerKeyEcho"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextMut<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let headers = context.response_mut().headers_mut();
+        headers.remove("x-amz-server-side-encryption-customer-algorithm");
+        headers.remove("x-amz-server-side-encryption-customer-key-MD5");
+        Ok(())
+    }
+}
+
+/// The encryption `settings` ask for, with an SSE-C key read from its file (32
+/// bytes, raw or base64) and checked.
+fn server_side_encryption(settings: &StoreSettings) -> Result<Option<Sse>, StoreError> {
+    Ok(match &settings.s3.encryption {
+        None => None,
+        Some(Encryption::S3) => Some(Sse::S3),
+        Some(Encryption::Kms { key_id }) => Some(Sse::Kms { key_id: key_id.clone() }),
+        Some(Encryption::Customer { key_file }) => {
+            let fail = |detail: String| StoreError::SseKeyFile { path: key_file.display().to_string(), detail };
+            let bytes = std::fs::read(key_file).map_err(|error| fail(error.to_string()))?;
+            let key = customer_key(&bytes).ok_or_else(|| fail(format!("{} bytes, not a 256-bit key", bytes.len())))?;
+            use md5::Digest;
+            let md5 = aws_smithy_types::base64::encode(md5::Md5::digest(&key));
+            Some(Sse::Customer { key: aws_smithy_types::base64::encode(&key), md5 })
+        }
+    })
+}
+
+/// A 256-bit key from a key file's bytes: exactly 32 raw bytes, or base64 text of 32.
+fn customer_key(bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.len() == 32 {
+        return Some(bytes.to_vec());
+    }
+    let text = std::str::from_utf8(bytes).ok()?.trim();
+    aws_smithy_types::base64::decode(text).ok().filter(|key| key.len() == 32)
 }
 
 impl S3Store {
@@ -90,7 +212,8 @@ impl S3Store {
             // We send our own CRC32C part checksums; the SDK's automatic CRCs confuse some
             // S3-compatible servers, so only send what an operation requires.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .interceptor(IgnoreCustomerKeyEcho);
         let endpoint = match &settings.s3.endpoint {
             Some(endpoint) => {
                 builder = builder.endpoint_url(endpoint).force_path_style(true);
@@ -103,6 +226,7 @@ impl S3Store {
             bucket: bucket.to_owned(),
             endpoint,
             sign_payload: !uses_tls(settings),
+            encryption: server_side_encryption(settings)?,
         })
     }
 
@@ -113,6 +237,7 @@ impl S3Store {
             bucket: bucket.to_owned(),
             endpoint: endpoint.to_owned(),
             sign_payload: endpoint.starts_with("http://"),
+            encryption: None,
         }
     }
 
@@ -132,15 +257,10 @@ impl S3Store {
     }
 
     async fn create_upload(&self, key: &str, checksum: Option<ChecksumAlgorithm>) -> Result<S3Upload, StoreError> {
-        let output = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_checksum_algorithm(checksum)
-            .send()
-            .await
-            .map_err(|error| self.classify("start upload of", key, error))?;
+        let request =
+            self.client.create_multipart_upload().bucket(&self.bucket).key(key).set_checksum_algorithm(checksum);
+        let output =
+            encrypted!(self, request).send().await.map_err(|error| self.classify("start upload of", key, error))?;
         let upload_id = output.upload_id.ok_or_else(|| StoreError::Request {
             operation: "start upload of",
             location: self.location(key),
@@ -182,7 +302,7 @@ impl S3Store {
         let code = error.code().unwrap_or_default().to_owned();
         let message = error.message().unwrap_or_default().to_owned();
         let detail = if code.is_empty() && message.is_empty() {
-            format!("HTTP {}", status.unwrap_or(0))
+            format!("HTTP {}: {}", status.unwrap_or(0), error_chain(&error))
         } else {
             format!("{code}: {message}").trim_end_matches([':', ' ']).to_owned()
         };
@@ -191,8 +311,22 @@ impl S3Store {
                 StoreError::NoSuchBucket { bucket: self.bucket.clone(), endpoint: self.endpoint.clone() }
             }
             ("NoSuchKey" | "NotFound", _) | (_, Some(404)) => StoreError::NotFound { location },
+            // S3 answers a read of an SSE-C object without its key (or with another one)
+            // with 400 InvalidRequest / InvalidArgument naming the encryption.
+            ("InvalidRequest" | "InvalidArgument" | "AccessDenied", _)
+                if ["encrypt", "Encrypt", "SSE", "customer"].iter().any(|word| message.contains(word)) =>
+            {
+                StoreError::EncryptedWithOtherKey { location, detail }
+            }
             ("PreconditionFailed" | "ConditionalRequestConflict", _) | (_, Some(412)) => {
                 StoreError::AlreadyExists { location }
+            }
+            // With SSE-C, S3 refuses a read with another object's key as 403: say both.
+            ("AccessDenied", _) | (_, Some(403))
+                if matches!(self.encryption, Some(Sse::Customer { .. }))
+                    && matches!(operation, "read" | "stat" | "copy to" | "copy part to") =>
+            {
+                StoreError::EncryptedWithOtherKey { location, detail }
             }
             ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken", _)
             | (_, Some(401 | 403)) => StoreError::AccessDenied { location, detail },
@@ -263,7 +397,7 @@ pub struct S3Upload {
 impl S3Upload {
     /// UploadPartCopy of bytes `first..=last` of `source` ("bucket/key").
     async fn copy_part(&self, source: &str, number: i32, first: u64, last: u64) -> Result<(), StoreError> {
-        let output = self
+        let request = self
             .store
             .client
             .upload_part_copy()
@@ -272,7 +406,9 @@ impl S3Upload {
             .upload_id(&self.upload_id)
             .part_number(number)
             .copy_source(source)
-            .copy_source_range(format!("bytes={first}-{last}"))
+            .copy_source_range(format!("bytes={first}-{last}"));
+        let request = with_customer_key!(self.store, request);
+        let output = with_copy_source_key!(self.store, request)
             .send()
             .await
             .map_err(|error| self.store.classify("copy part to", &self.key, error))?;
@@ -306,8 +442,8 @@ impl Upload for S3Upload {
             .part_number(part.number)
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .checksum_crc32_c(&checksum)
-            .body(ByteStream::from(part.bytes))
-            .customize();
+            .body(ByteStream::from(part.bytes));
+        let request = with_customer_key!(self.store, request).customize();
         let request = if self.store.sign_payload { request } else { request.disable_payload_signing() };
         let output = request.send().await.map_err(|error| self.store.classify("upload part of", &self.key, error))?;
         self.record(
@@ -326,16 +462,15 @@ impl Upload for S3Upload {
             detail: "part list poisoned by a panic".into(),
         })?);
         parts.sort_by_key(|part| part.part_number);
-        let result = self
+        let request = self
             .store
             .client
             .complete_multipart_upload()
             .bucket(&self.store.bucket)
             .key(&self.key)
             .upload_id(&self.upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
-            .send()
-            .await;
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build());
+        let result = with_customer_key!(self.store, request).send().await;
         if let Err(error) = result {
             let error = self.store.classify("complete upload of", &self.key, error);
             self.abort().await;
@@ -393,13 +528,14 @@ impl SnapshotStore for S3Store {
     }
 
     async fn put_small(&self, key: &str, body: Bytes, if_absent: bool) -> Result<(), StoreError> {
-        let mut request = self
+        let request = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .checksum_sha256(sha256_base64(&body))
             .body(ByteStream::from(body));
+        let mut request = encrypted!(self, request);
         if if_absent {
             request = request.if_none_match("*");
         }
@@ -408,19 +544,15 @@ impl SnapshotStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<S3Reader, StoreError> {
-        let output = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|error| self.classify("read", key, error))?;
+        let request = self.client.get_object().bucket(&self.bucket).key(key);
+        let output =
+            with_customer_key!(self, request).send().await.map_err(|error| self.classify("read", key, error))?;
         Ok(S3Reader { body: output.body })
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
-        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+        let request = self.client.head_object().bucket(&self.bucket).key(key);
+        match with_customer_key!(self, request).send().await {
             Ok(output) => Ok(Some(ObjectInfo {
                 key: key.to_owned(),
                 size_bytes: output.content_length.unwrap_or(0).max(0) as u64,
@@ -473,14 +605,9 @@ impl SnapshotStore for S3Store {
             None => return Err(StoreError::NotFound { location: self.location(from) }),
         };
         if size <= COPY_PART_BYTES {
-            self.client
-                .copy_object()
-                .bucket(&self.bucket)
-                .key(to)
-                .copy_source(source)
-                .send()
-                .await
-                .map_err(|error| self.classify("copy to", to, error))?;
+            let request = self.client.copy_object().bucket(&self.bucket).key(to).copy_source(source);
+            let request = encrypted!(self, request);
+            with_copy_source_key!(self, request).send().await.map_err(|error| self.classify("copy to", to, error))?;
             return Ok(());
         }
         // S3 allows 10,000 parts: grow the part for objects over ~640 GiB.

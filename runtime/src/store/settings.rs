@@ -64,6 +64,50 @@ pub struct S3Settings {
     /// A CA (PEM) to trust for an `https://` endpoint behind a private CA, on top of
     /// the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// Server-side encryption asked of the store on every write (and, for SSE-C,
+    /// the key sent with every read).
+    pub encryption: Option<Encryption>,
+}
+
+/// Server-side encryption of the objects lifeboat writes (`--s3-sse`,
+/// `--s3-sse-kms-key-id`, `--s3-sse-c-key-file`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Encryption {
+    /// SSE-S3 (`AES256`): keys the store manages.
+    S3,
+    /// SSE-KMS (`aws:kms`), with the named key or the bucket's default one.
+    Kms { key_id: Option<String> },
+    /// SSE-C: a 256-bit key of the caller's, read from this file when the store
+    /// opens and sent with every request that reads or writes an object's bytes.
+    Customer { key_file: PathBuf },
+}
+
+impl Encryption {
+    /// From the three settings as given; `None` when none is set.
+    pub fn from_settings(
+        mode: Option<&str>,
+        kms_key_id: Option<&str>,
+        customer_key_file: Option<&std::path::Path>,
+    ) -> Result<Option<Encryption>, &'static str> {
+        let refuse = |hint: &'static str| hint;
+        match (mode, kms_key_id, customer_key_file) {
+            (None, None, None) => Ok(None),
+            (Some(_), _, Some(_)) | (None, Some(_), Some(_)) => Err(refuse(
+                "--s3-sse-c-key-file (SSE-C) and --s3-sse/--s3-sse-kms-key-id (SSE-S3/KMS) exclude each other: choose one",
+            )),
+            (None, None, Some(path)) => Ok(Some(Encryption::Customer { key_file: path.to_owned() })),
+            (Some("AES256"), None, None) => Ok(Some(Encryption::S3)),
+            (Some("AES256"), Some(_), None) => {
+                Err(refuse("--s3-sse-kms-key-id needs --s3-sse aws:kms (or no --s3-sse), not AES256"))
+            }
+            (Some("aws:kms") | None, key_id, None) => {
+                Ok(Some(Encryption::Kms { key_id: key_id.map(str::to_owned) }))
+            }
+            (Some(_), _, None) => Err(refuse(
+                "--s3-sse takes AES256 (SSE-S3) or aws:kms (SSE-KMS); for SSE-C give --s3-sse-c-key-file instead",
+            )),
+        }
+    }
 }
 
 /// The store and its layout for one cluster.

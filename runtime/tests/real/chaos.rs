@@ -58,7 +58,6 @@ impl AgentCluster {
         AgentCluster::start_with(size, None, Control::Child)
     }
 
-
     /// With `isolation`, node 0 runs in its own network namespace and everything
     /// else listens on the host side of the veth pair, so node 0 can be cut off.
     fn start_with(size: usize, isolation: Option<&Isolation>, control: Control) -> Option<AgentCluster> {

@@ -7,6 +7,7 @@ mod support;
 mod alerts;
 mod chaos;
 mod cli;
+mod encryption;
 mod failures;
 mod save_restore;
 mod store;
