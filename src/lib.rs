@@ -30,6 +30,6 @@ pub use agent::{Action, Agent, Observation, Outcome, StoreObservation, Warning};
 pub use health::FailureTracker;
 pub use layout::StoreLayout;
 pub use policy::{Policy, Retention};
-pub use snapshot::{Compression, Manifest, SnapshotMeta, SnapshotName};
+pub use snapshot::{Compression, KvHash, Manifest, SnapshotMeta, SnapshotName};
 pub use time::Millis;
 pub use types::{Member, MemberHealth, MemberId, Revision};

@@ -183,6 +183,20 @@ pub struct Manifest {
     pub created_ms: Millis,
     /// The lifeboat version that wrote it.
     pub writer: String,
+    /// etcd's `HashKV` of the source member at `revision`, taken right after the
+    /// snapshot streamed: what a trial restore of this snapshot must reproduce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_hash: Option<KvHash>,
+}
+
+/// etcd's `HashKV` at a revision: a hash over every key revision from the
+/// compaction point up to it. Two members agree on it exactly when they hold the
+/// same history; the compaction point is part of what is hashed, so hashes are
+/// compared only at equal compaction points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvHash {
+    pub hash: u32,
+    pub compact_revision: i64,
 }
 
 impl Manifest {
@@ -264,6 +278,7 @@ mod tests {
             created_at: "2026-11-25T23:32:00.123Z".into(),
             created_ms: name.created(),
             writer: "lifeboat".into(),
+            kv_hash: None,
         }
     }
 

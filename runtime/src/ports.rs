@@ -95,6 +95,8 @@ pub trait EtcdCluster {
     async fn unlock(&self, lease: i64) -> Result<(), EtcdError>;
     /// Renews a lock's lease once: `false` when the lease no longer exists.
     async fn keep_alive(&self, lease: i64) -> Result<bool, EtcdError>;
+    /// etcd's `HashKV` of one member at `revision` (what a trial restore compares).
+    async fn hash_kv(&self, endpoint: &str, revision: lifeboat::Revision) -> Result<lifeboat::KvHash, EtcdError>;
 }
 
 /// An object as the store lists it.

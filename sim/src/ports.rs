@@ -253,6 +253,12 @@ impl EtcdCluster for SimEtcd {
         self.at_leader("lease keep-alive", |world, _, _| Ok(world.keep_alive(lease))).await
     }
 
+    /// Not modelled: saves in the simulator carry no hash (trial restores are not
+    /// simulated), as a save against an etcd that refuses HashKV would.
+    async fn hash_kv(&self, endpoint: &str, _revision: lifeboat::Revision) -> Result<lifeboat::KvHash, EtcdError> {
+        Err(EtcdError::Request { operation: "hash kv", endpoint: endpoint.to_owned(), detail: "not modelled".into() })
+    }
+
     async fn unlock(&self, lease: i64) -> Result<(), EtcdError> {
         self.at_leader("unlock", |world, _, _| {
             world.unlock(lease);

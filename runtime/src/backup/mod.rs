@@ -1,9 +1,12 @@
 //! Backups themselves: save a snapshot to the store (`save`), list and judge what
 //! the store holds (`catalog`), check a downloaded snapshot (`verify`), and build
 //! a data dir from one (`restore`). Generic over the ports, so the agent and the
-//! simulator run the same code.
+//! simulator run the same code. `trial` (a trial restore: restore, start, compare
+//! HashKV) starts a real etcd, so it exists only in the real build.
 
 pub mod catalog;
 pub mod restore;
 pub mod save;
+#[cfg(feature = "real")]
+pub mod trial;
 pub mod verify;

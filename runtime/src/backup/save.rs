@@ -197,6 +197,14 @@ pub async fn save_from<E: EtcdCluster, S: SnapshotStore>(
         });
     }
 
+    // What a trial restore must reproduce; a save without it is still a backup.
+    let kv_hash = match etcd.hash_kv(&source.endpoint, source.revision).await {
+        Ok(hash) => Some(hash),
+        Err(error) => {
+            tracing::warn!(error = %error, "HashKV unavailable; the manifest will carry no hash to verify a restore against");
+            None
+        }
+    };
     let manifest = Manifest {
         format: Manifest::FORMAT,
         name: name.clone(),
@@ -214,6 +222,7 @@ pub async fn save_from<E: EtcdCluster, S: SnapshotStore>(
         created_at: now.to_rfc3339(),
         created_ms: now,
         writer: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
+        kv_hash,
     };
     let manifest_key = layout.manifest_key(&name);
     let body = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");

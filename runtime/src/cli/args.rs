@@ -359,12 +359,28 @@ pub enum SnapshotsCommand {
     /// Exit code 0 when all checked snapshots verify, 6 when one does not. With --all, an
     /// object without a manifest is listed as skipped, not failed: saves write the manifest
     /// last, so it is a save in progress or an interrupted one, never a backup.
+    ///
+    /// With --restore, each versioned snapshot is also restored into a scratch dir, started
+    /// as a one-member etcd on loopback, and its HashKV at the snapshot's revision compared
+    /// with the source member's at save time (in the manifest): proof that it restores.
     Verify {
         /// Snapshot names, `latest` (the newest versioned one) or `snapshot.db` [default: latest and snapshot.db]
         names: Vec<String>,
         /// Verify every snapshot in the store
         #[arg(long, conflicts_with = "names")]
         all: bool,
+        /// Trial-restore each versioned snapshot and compare etcd's HashKV with the source's
+        #[arg(long)]
+        restore: bool,
+        /// The etcd binary the trial starts
+        #[arg(long, env = "LIFEBOAT_ETCD", default_value = "etcd", value_name = "PATH")]
+        etcd: PathBuf,
+        /// Path of the etcdutl binary (etcd 3.4: its etcdctl)
+        #[arg(long, env = "LIFEBOAT_ETCDUTL", value_name = "PATH")]
+        etcdutl: Option<PathBuf>,
+        /// Where the trial's scratch dir goes (needs twice the snapshot's size) [default: the system's temp dir]
+        #[arg(long, value_name = "DIR", requires = "restore")]
+        scratch_dir: Option<PathBuf>,
     },
     /// Delete versioned snapshots the retention policy does not keep
     ///

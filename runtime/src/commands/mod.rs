@@ -35,8 +35,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Check => check::run(&resolved, format).await,
         Command::Restore(args) => restore::run(&resolved, &args, format).await,
         Command::Snapshots(SnapshotsCommand::List) => snapshots::list(&resolved, format).await,
-        Command::Snapshots(SnapshotsCommand::Verify { names, all }) => {
-            snapshots::verify(&resolved, &names, all, format).await
+        Command::Snapshots(SnapshotsCommand::Verify { names, all, restore, etcd, etcdutl, scratch_dir }) => {
+            let trial = match restore {
+                false => None,
+                true => Some(crate::backup::trial::TrialSettings {
+                    etcd,
+                    etcdutl: etcdutl.or_else(|| resolved.file.etcdutl.clone()).unwrap_or_else(|| "etcdutl".into()),
+                    scratch_parent: scratch_dir.unwrap_or_else(std::env::temp_dir),
+                    start_timeout: std::time::Duration::from_secs(60),
+                    cluster: resolved.store_settings()?.cluster.clone(),
+                }),
+            };
+            snapshots::verify(&resolved, &names, all, trial.as_ref(), format).await
         }
         Command::Snapshots(SnapshotsCommand::Prune { keep_last, keep_hourly, keep_daily, dry_run }) => {
             let mut retention = config::retention(&resolved.file);

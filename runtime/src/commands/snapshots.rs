@@ -4,6 +4,7 @@
 use super::{open_store, store_location};
 use crate::backup::catalog::{self, Catalog};
 use crate::backup::save::wall_clock_now;
+use crate::backup::trial::{trial_restore, TrialOutcome, TrialSettings};
 use crate::cli::config::{ConfigError, Resolved};
 use crate::cli::output::{self, Format};
 use crate::exit::Exit;
@@ -76,9 +77,18 @@ struct VerifyRow {
     sha256: Option<String>,
     size_bytes: Option<u64>,
     detail: String,
+    /// What a trial restore showed (`--restore`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trial: Option<TrialOutcome>,
 }
 
-pub async fn verify(resolved: &Resolved, names: &[String], all: bool, format: Format) -> anyhow::Result<Exit> {
+pub async fn verify(
+    resolved: &Resolved,
+    names: &[String],
+    all: bool,
+    trial: Option<&TrialSettings>,
+    format: Format,
+) -> anyhow::Result<Exit> {
     let (store, layout) = open_store(resolved).await?;
     let catalog = catalog::load(&store, &layout).await?;
     let now: Millis = wall_clock_now();
@@ -103,6 +113,7 @@ pub async fn verify(resolved: &Resolved, names: &[String], all: bool, format: Fo
                     sha256: None,
                     size_bytes: None,
                     detail: "missing".into(),
+                    trial: None,
                 }
             } else {
                 match catalog::verify_latest(&store, &layout, &catalog).await {
@@ -116,6 +127,7 @@ pub async fn verify(resolved: &Resolved, names: &[String], all: bool, format: Fo
                             Some(name) => format!("etcd hash ok, same bytes as {name}"),
                             None => "etcd hash ok (no manifest names these bytes)".into(),
                         },
+                        trial: None,
                     },
                     Err(error) => VerifyRow {
                         snapshot: wanted_name,
@@ -124,6 +136,7 @@ pub async fn verify(resolved: &Resolved, names: &[String], all: bool, format: Fo
                         sha256: None,
                         size_bytes: None,
                         detail: error.to_string(),
+                        trial: None,
                     },
                 }
             }
@@ -161,6 +174,7 @@ pub async fn verify(resolved: &Resolved, names: &[String], all: bool, format: Fo
                             }
                             _ => "not a backup yet: no manifest, a save in progress or just interrupted".into(),
                         },
+                        trial: None,
                     }
                 }
                 None => VerifyRow {
@@ -170,16 +184,35 @@ pub async fn verify(resolved: &Resolved, names: &[String], all: bool, format: Fo
                     sha256: None,
                     size_bytes: None,
                     detail: "not found".into(),
+                    trial: None,
                 },
                 Some(entry) => match catalog::verify_entry(&store, entry).await {
-                    Ok(fetched) => VerifyRow {
-                        snapshot: entry.name.to_string(),
-                        ok: true,
-                        skipped: false,
-                        sha256: Some(fetched.plain.sha256),
-                        size_bytes: Some(fetched.plain.size_bytes),
-                        detail: "sha256 and etcd hash match the manifest".into(),
-                    },
+                    Ok(fetched) => {
+                        let mut row = VerifyRow {
+                            snapshot: entry.name.to_string(),
+                            ok: true,
+                            skipped: false,
+                            sha256: Some(fetched.plain.sha256),
+                            size_bytes: Some(fetched.plain.size_bytes),
+                            detail: "sha256 and etcd hash match the manifest".into(),
+                            trial: None,
+                        };
+                        if let (Some(settings), Some(manifest)) = (trial, entry.manifest.as_ref()) {
+                            tracing::info!(snapshot = %entry.name, "trial restore");
+                            match trial_restore(&store, &layout, manifest, settings).await {
+                                Ok(outcome) => {
+                                    row.ok = !matches!(outcome, TrialOutcome::Mismatch { .. });
+                                    row.detail = format!("{}; {}", row.detail, outcome.describe());
+                                    row.trial = Some(outcome);
+                                }
+                                Err(error) => {
+                                    row.ok = false;
+                                    row.detail = format!("{}; trial restore failed: {error}", row.detail);
+                                }
+                            }
+                        }
+                        row
+                    }
                     Err(error) => VerifyRow {
                         snapshot: entry.name.to_string(),
                         ok: false,
@@ -187,6 +220,7 @@ pub async fn verify(resolved: &Resolved, names: &[String], all: bool, format: Fo
                         sha256: None,
                         size_bytes: None,
                         detail: error.to_string(),
+                        trial: None,
                     },
                 },
             }

@@ -355,6 +355,15 @@ impl EtcdCluster for EtcdClient {
         .await
     }
 
+    async fn hash_kv(&self, endpoint: &str, revision: lifeboat::Revision) -> Result<lifeboat::KvHash, EtcdError> {
+        let mut client = self.connect(&[endpoint.to_owned()], true).await?;
+        let response = self
+            .deadline("hash kv", endpoint, client.hash_kv(revision.0))
+            .await?
+            .map_err(|error| request_error("hash kv", endpoint, error))?;
+        Ok(lifeboat::KvHash { hash: response.hash(), compact_revision: response.compact_version() })
+    }
+
     async fn try_lock(&self, key: &str, holder: &str, ttl_seconds: i64) -> Result<Option<i64>, EtcdError> {
         use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
         self.on_any_endpoint("lock", |mut client, endpoint| async move {

@@ -12,3 +12,4 @@ mod failures;
 mod save_restore;
 mod store;
 mod tls;
+mod trial;

@@ -1,0 +1,194 @@
+//! A trial restore proves a backup restores: the snapshot is downloaded and
+//! checked as for any restore, built into a scratch data dir with etcdutl, started
+//! as a one-member etcd on loopback, and its `HashKV` at the snapshot's revision
+//! is compared with the source member's, taken at save time (the manifest's
+//! `kv_hash`). Equal hashes mean the restored member holds exactly the history
+//! the source held up to that revision. The scratch dir goes away afterwards,
+//! whatever happened; free space is checked first.
+
+use crate::backup::restore::{self, Etcdutl, RestoreError, RestoreSettings, SnapshotChoice};
+use crate::etcd::EtcdClient;
+use crate::exit::{Classify, Exit};
+use crate::member::{ChildMember, Launch, MemberError, MemberSpec};
+use crate::ports::{EtcdCluster, LocalMember, SnapshotStore};
+use lifeboat::{KvHash, Manifest, StoreLayout};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where and with what a trial runs.
+#[derive(Clone, Debug)]
+pub struct TrialSettings {
+    /// The etcd binary to start the restored member with.
+    pub etcd: PathBuf,
+    pub etcdutl: PathBuf,
+    /// The scratch dir is created under this one (default: the system's temp dir).
+    pub scratch_parent: PathBuf,
+    /// How long the restored member may take to answer.
+    pub start_timeout: Duration,
+    /// The logical cluster name (for the restore's foreign-cluster check).
+    pub cluster: String,
+}
+
+/// What the trial showed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum TrialOutcome {
+    /// The restored member's HashKV equals the source's: the backup restores.
+    Proven { hash: u32, revision: i64 },
+    /// It restored and started, but holds other data than the source did.
+    Mismatch { expected: u32, actual: u32, revision: i64 },
+    /// It restored and started; the manifest has no source hash to compare with
+    /// (an older lifeboat, or an etcd that refused HashKV at save time).
+    StartedWithoutReference { actual: u32, revision: i64 },
+    /// The source was compacted between the snapshot and its HashKV, so the two
+    /// hashes cover different histories and cannot be compared.
+    Inconclusive { source_compaction: i64, restored_compaction: i64 },
+}
+
+impl TrialOutcome {
+    /// Whether this counts as proof that the backup restores.
+    pub fn proven(&self) -> bool {
+        matches!(self, TrialOutcome::Proven { .. })
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            TrialOutcome::Proven { hash, revision } => {
+                format!("trial restore: HashKV {hash:#010x} at revision {revision} matches the source's")
+            }
+            TrialOutcome::Mismatch { expected, actual, revision } => format!(
+                "trial restore: HashKV {actual:#010x} at revision {revision}, the source had {expected:#010x}: the snapshot does not hold what the cluster held"
+            ),
+            TrialOutcome::StartedWithoutReference { actual, revision } => format!(
+                "trial restore: started, HashKV {actual:#010x} at revision {revision}; the manifest has no source hash to compare with"
+            ),
+            TrialOutcome::Inconclusive { source_compaction, restored_compaction } => format!(
+                "trial restore: inconclusive, the source compacted to {source_compaction} and the restore to {restored_compaction}"
+            ),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrialError {
+    #[error("not enough space for a trial restore in {path}: {needed} bytes needed, {available} free; pass --scratch-dir on a larger filesystem")]
+    NoSpace { path: PathBuf, needed: u64, available: u64 },
+    #[error("cannot create a scratch dir in {path}: {source}; pass --scratch-dir with a writable directory")]
+    Scratch { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    #[error("cannot start the restored member: {0}; pass --etcd with the path of the etcd binary")]
+    Start(#[from] MemberError),
+    #[error("the restored member did not answer within {seconds} s ({detail}); its log: {log}")]
+    NoAnswer { seconds: u64, detail: String, log: String },
+}
+
+impl Classify for TrialError {
+    fn exit(&self) -> Exit {
+        match self {
+            TrialError::Restore(error) => error.exit(),
+            TrialError::Start(_) | TrialError::Scratch { .. } => Exit::Usage,
+            TrialError::NoSpace { .. } | TrialError::NoAnswer { .. } => Exit::Failure,
+        }
+    }
+}
+
+/// Bytes free for an unprivileged writer on the filesystem of `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let text = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: a valid C string and a buffer of the right type; statvfs fills it or fails.
+    let status = unsafe { libc::statvfs(text.as_ptr(), stats.as_mut_ptr()) };
+    if status != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it initialised the struct.
+    let stats = unsafe { stats.assume_init() };
+    // u64 on 64-bit Linux; narrower on some 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    Some(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> Result<u16, std::io::Error> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Restores `manifest`'s snapshot into scratch space, starts it, and compares.
+pub async fn trial_restore<S: SnapshotStore>(
+    store: &S,
+    layout: &StoreLayout,
+    manifest: &Manifest,
+    settings: &TrialSettings,
+) -> Result<TrialOutcome, TrialError> {
+    // The download and the restored db, each up to the snapshot's size, plus slack.
+    let needed = manifest.size_bytes.saturating_mul(2).saturating_add(64 << 20);
+    let available = free_bytes(&settings.scratch_parent).unwrap_or(u64::MAX);
+    if available < needed {
+        return Err(TrialError::NoSpace { path: settings.scratch_parent.clone(), needed, available });
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("lifeboat-trial-")
+        .tempdir_in(&settings.scratch_parent)
+        .map_err(|source| TrialError::Scratch { path: settings.scratch_parent.clone(), source })?;
+    let scratch_error = |source: std::io::Error| TrialError::Scratch { path: scratch.path().to_owned(), source };
+    let client_url = format!("http://127.0.0.1:{}", free_port().map_err(scratch_error)?);
+    let peer_url = format!("http://127.0.0.1:{}", free_port().map_err(scratch_error)?);
+    let name = "lifeboat-trial".to_owned();
+    let initial_cluster = format!("{name}={peer_url}");
+    let token = format!("lifeboat-trial-{}", manifest.name);
+    let data_dir = scratch.path().join("data");
+    let restore_settings = RestoreSettings {
+        data_dir: data_dir.clone(),
+        name: name.clone(),
+        initial_cluster: initial_cluster.clone(),
+        initial_advertise_peer_urls: peer_url.clone(),
+        initial_cluster_token: token.clone(),
+        snapshot: SnapshotChoice::Named(manifest.name.clone()),
+        cluster: settings.cluster.clone(),
+    };
+    restore::restore(store, layout, &restore_settings, &Etcdutl(settings.etcdutl.clone())).await?;
+
+    let log = scratch.path().join("etcd.log");
+    let spec = MemberSpec { name, data_dir, client_url: client_url.clone(), peer_url, extra_args: Vec::new() };
+    let member = ChildMember::new(spec, settings.etcd.clone(), Some(log.clone()));
+    member
+        .start(&Launch { initial_cluster, initial_cluster_state: "existing".into(), initial_cluster_token: token })
+        .await?;
+    let outcome = measure(&client_url, manifest, settings.start_timeout).await;
+    if let Err(error) = member.stop().await {
+        tracing::warn!(error = %error, "could not stop the trial member; it is killed with its scratch dir");
+    }
+    outcome.map_err(|detail| TrialError::NoAnswer {
+        seconds: settings.start_timeout.as_secs(),
+        detail,
+        log: std::fs::read_to_string(&log)
+            .map(|text| text.lines().rev().take(5).collect::<Vec<_>>().join(" | "))
+            .unwrap_or_default(),
+    })
+}
+
+/// Waits for the restored member, then compares its HashKV with the manifest's.
+async fn measure(client_url: &str, manifest: &Manifest, timeout: Duration) -> Result<TrialOutcome, String> {
+    let client = EtcdClient::new(vec![client_url.to_owned()], Duration::from_secs(5));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let actual: KvHash = loop {
+        match client.hash_kv(client_url, manifest.revision).await {
+            Ok(hash) => break hash,
+            Err(error) if tokio::time::Instant::now() >= deadline => return Err(error.to_string()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let revision = manifest.revision.0;
+    Ok(match manifest.kv_hash {
+        None => TrialOutcome::StartedWithoutReference { actual: actual.hash, revision },
+        Some(expected) if expected.compact_revision != actual.compact_revision => TrialOutcome::Inconclusive {
+            source_compaction: expected.compact_revision,
+            restored_compaction: actual.compact_revision,
+        },
+        Some(expected) if expected.hash == actual.hash => TrialOutcome::Proven { hash: actual.hash, revision },
+        Some(expected) => TrialOutcome::Mismatch { expected: expected.hash, actual: actual.hash, revision },
+    })
+}
