@@ -203,13 +203,24 @@ pub async fn build(overrides: &Overrides) -> Result<Images, String> {
     let etcd = match &overrides.etcd {
         Some(image) => image.clone(),
         None => {
-            let files = ["etcd", "etcdctl", "etcdutl"]
+            let mut files = ["etcd", "etcdctl", "etcdutl"]
                 .iter()
                 .map(|name| Ok((binary(name)?, format!("bin/{name}"))))
                 .collect::<Result<Vec<_>, String>>()?;
             // WORKDIR makes the writable /tmp that etcdutl and the agent's staging need.
-            let dockerfile = "FROM scratch\nCOPY bin/ /usr/local/bin/\nWORKDIR /tmp\nWORKDIR /\nEXPOSE 2379 2380\nENTRYPOINT [\"/usr/local/bin/etcd\"]\n";
-            build_one("lifeboat-test-etcd", dockerfile.into(), files).await?
+            let mut dockerfile = "FROM scratch\nCOPY bin/ /usr/local/bin/\nWORKDIR /tmp\nWORKDIR /\n".to_owned();
+            // Static binaries (PyPI's) need nothing more; Debian's load libc: bring what ldd names.
+            let mut libraries = std::collections::BTreeSet::new();
+            for (binary, _) in files.clone() {
+                libraries.extend(shared_libraries(&binary)?);
+            }
+            for (index, library) in libraries.into_iter().enumerate() {
+                let context = format!("etcd-lib/{index}");
+                dockerfile.push_str(&format!("COPY {context} {}\n", library.display()));
+                files.push((library, context));
+            }
+            dockerfile.push_str("EXPOSE 2379 2380\nENTRYPOINT [\"/usr/local/bin/etcd\"]\n");
+            build_one("lifeboat-test-etcd", dockerfile, files).await?
         }
     };
     let s3 = match &overrides.s3 {
