@@ -118,8 +118,9 @@ pub struct Agent {
     /// only that member (only it can wipe that disk) and saves only while that
     /// member leads, so one agent of the cluster saves per interval.
     local_member: Option<MemberId>,
-    /// False from a recovery until its cluster first shows quorum.
-    quorum_seen_since_recovery: bool,
+    /// When this agent's last recovery completed, until its cluster first shows
+    /// quorum; no other recovery starts for `recovery_settle_ms` from then.
+    recovered_at: Option<Millis>,
 }
 
 impl Agent {
@@ -143,7 +144,7 @@ impl Agent {
             last_warning: None,
             actions: VecDeque::new(),
             local_member: None,
-            quorum_seen_since_recovery: true,
+            recovered_at: None,
         };
         agent.set_members(members);
         agent
@@ -201,7 +202,7 @@ impl Agent {
         let healthy_voters = voters.iter().filter(|id| self.tracker.is_healthy(**id)).count();
         self.quorum_holds = !voters.is_empty() && healthy_voters >= quorum(voters.len());
         if self.quorum_holds {
-            self.quorum_seen_since_recovery = true;
+            self.recovered_at = None;
         }
         self.quorum_lost_checks = if self.quorum_holds { 0 } else { self.quorum_lost_checks.saturating_add(1) };
 
@@ -209,7 +210,7 @@ impl Agent {
             if self.quorum_holds {
                 self.plan_replacement(voters.len(), healthy_voters);
             } else if self.quorum_lost_checks >= self.policy.failures_max.max(1) {
-                self.plan_disaster_recovery(&observation.store);
+                self.plan_disaster_recovery(now, &observation.store);
             }
         }
         self.plan_save(now);
@@ -244,7 +245,7 @@ impl Agent {
             }
             Outcome::Recovered | Outcome::RecoveryFailed => {
                 self.recovery_in_flight = false;
-                self.quorum_seen_since_recovery = matches!(outcome, Outcome::RecoveryFailed);
+                self.recovered_at = matches!(outcome, Outcome::Recovered).then_some(now);
                 self.quorum_lost_checks = 0;
                 self.tracker = FailureTracker::default();
             }
@@ -322,12 +323,12 @@ impl Agent {
         self.actions.push_back(Action::Replace { member });
     }
 
-    fn plan_disaster_recovery(&mut self, store: &StoreObservation) {
+    fn plan_disaster_recovery(&mut self, now: Millis, store: &StoreObservation) {
         if !self.policy.automatic_disaster_recovery {
             self.warn(Warning::RecoveryDisabled);
             return;
         }
-        if !self.quorum_seen_since_recovery {
+        if self.recovered_at.is_some_and(|at| now < at.saturating_add(self.policy.recovery_settle_ms)) {
             self.warn(Warning::AwaitingRecoveredMembers);
             return;
         }

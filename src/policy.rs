@@ -17,6 +17,12 @@ pub struct Policy {
     pub automatic_replace: bool,
     /// Whether this agent may start a disaster recovery on its own.
     pub automatic_disaster_recovery: bool,
+    /// After a recovery, no other starts until its cluster has shown quorum, or
+    /// until this long has passed: a restored cluster that never formed (its
+    /// members lost their disks again before it did, or cannot reach each other)
+    /// is recovered anew rather than waited for forever (found by the nemesis,
+    /// seed 31016435).
+    pub recovery_settle_ms: u64,
     pub retention: Retention,
 }
 
@@ -28,6 +34,7 @@ impl Default for Policy {
             snapshot_interval_ms: 60_000,
             automatic_replace: true,
             automatic_disaster_recovery: true,
+            recovery_settle_ms: 180_000,
             retention: Retention::default(),
         }
     }

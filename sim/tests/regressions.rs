@@ -16,6 +16,10 @@ const FOUND: &[(u64, MemberControl, &str)] = &[
     (888002305, MemberControl::Child, "a holder of a superseded, abandoned claim stayed stopped"),
     (101933, MemberControl::Systemd, "the agent restored again an epoch its reconfigure had applied"),
     (102836, MemberControl::Systemd, "a lost machine restored into an epoch it had run in (rewound log)"),
+    (7003535, MemberControl::Systemd, "an agent killed inside `systemctl start` left the start job running forever"),
+    (31008682, MemberControl::Systemd, "a disk wiped between restore and start bootstrapped a cluster of its own"),
+    (31012314, MemberControl::Systemd, "a disk wiped between restore and start bootstrapped a cluster of its own"),
+    (31016435, MemberControl::Systemd, "a recovered cluster that never formed was waited for forever"),
 ];
 
 #[test]

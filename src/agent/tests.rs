@@ -90,8 +90,10 @@ struct Model {
     last_observation: Option<Step>,
     outstanding: VecDeque<Action>,
     local: Option<MemberId>,
-    /// Mirrors the rule: after a successful recovery, quorum must be seen again first.
-    quorum_seen_since_recovery: bool,
+    /// Mirrors the rule: after a successful recovery, quorum must be seen again
+    /// first, or the settle time pass.
+    recovered_at: Option<Millis>,
+    now: Millis,
 }
 
 impl Model {
@@ -142,10 +144,9 @@ impl Model {
                 };
                 prop_assert!(*store_reachable, "disaster recovery with the store unreachable");
                 prop_assert!(!*peers_healthy, "disaster recovery while peers report a healthy cluster");
-                prop_assert!(
-                    self.quorum_seen_since_recovery,
-                    "a second recovery before the first one's cluster formed"
-                );
+                let settled =
+                    self.recovered_at.is_none_or(|at| self.now >= at.saturating_add(policy().recovery_settle_ms));
+                prop_assert!(settled, "a second recovery before the first one's cluster formed or settled");
                 let metas = snapshot_metas(snapshots);
                 prop_assert_eq!(Some(snapshot), newest_verified(&metas).map(|meta| &meta.name));
                 prop_assert!(
@@ -246,7 +247,8 @@ fn check_steps(
         last_observation: None,
         outstanding: VecDeque::new(),
         local,
-        quorum_seen_since_recovery: true,
+        recovered_at: None,
+        now: Millis(0),
     };
     let mut now = Millis(0);
     let mut seen = Vec::new();
@@ -255,7 +257,7 @@ fn check_steps(
             Step::Observe { healthy, leader, store_reachable, snapshots, peers_healthy } => {
                 model.history.push(healthy.clone());
                 if healthy.iter().filter(|ok| **ok).count() >= quorum(members_count) {
-                    model.quorum_seen_since_recovery = true;
+                    model.recovered_at = None;
                 }
                 model.last_observation = Some(step.clone());
                 agent.handle_observation(
@@ -298,13 +300,14 @@ fn check_steps(
                     }
                     if matches!(action, Action::DisasterRecovery { .. }) {
                         model.counted_from = vec![model.history.len(); members_count];
-                        model.quorum_seen_since_recovery = !success;
+                        model.recovered_at = success.then_some(now);
                     }
                     agent.handle_outcome(now, outcome);
                 }
             }
             Step::Tick { elapsed_ms } => {
                 now = now.saturating_add(*elapsed_ms);
+                model.now = now;
                 agent.handle_timeout(now);
             }
         }

@@ -331,9 +331,14 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             "restored",
             json!({ "epoch": record.epoch, "snapshot": report.snapshot, "revision": report.revision }),
         );
+        // `existing`, not `new`: etcd ignores the state when the data dir holds the
+        // restored WAL, and if the disk vanished since the restore, `new` would
+        // bootstrap an empty cluster of its own while `existing` joins the epoch's
+        // cluster as the never-started member it is (found by the nemesis, seeds
+        // 31008682, 31012314, 31016435: a disk wiped between restore and start).
         self.start(Launch {
             initial_cluster: record.initial_cluster.clone(),
-            initial_cluster_state: "new".into(),
+            initial_cluster_state: "existing".into(),
             initial_cluster_token: record.token.clone(),
         })
         .await?;
