@@ -10,6 +10,7 @@ mod cli;
 mod encryption;
 mod failures;
 mod save_restore;
+mod secrets;
 mod store;
 mod tls;
 mod trial;
