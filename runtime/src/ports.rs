@@ -248,6 +248,8 @@ pub trait DataDirBuilder {
     fn ready(&self) -> Result<(), RestoreError>;
     /// Builds a data dir at `into`, which does not exist yet.
     async fn build(&self, snapshot: &Path, into: &Path, settings: &RestoreSettings) -> Result<(), RestoreError>;
+    /// Whether `build` can bump revisions (`RestoreSettings::bump_revision`).
+    async fn supports_bump(&self) -> bool;
     /// The revision the data dir of a *stopped* member holds (`None`: no database in
     /// it). A member that stops for a recovery claim votes with this, not with what
     /// its etcd answered before it stopped: writes may land in between.

@@ -130,6 +130,7 @@ impl Etcdadm {
             initial_cluster_token: RESTORE_TOKEN.into(),
             snapshot: SnapshotChoice::LatestKey,
             cluster: "sim".into(),
+            bump_revision: None,
         };
         let built = self.builder.build(&file, &spec.data_dir, &settings).await;
         let _ = std::fs::remove_file(&file);

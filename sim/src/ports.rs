@@ -508,6 +508,11 @@ impl DataDirBuilder for SimBuilder {
         std::fs::write(member.join("disk"), disk.to_string()).map_err(|error| failed(error.to_string()))
     }
 
+    /// Not modelled: simulated restores keep their revisions.
+    async fn supports_bump(&self) -> bool {
+        false
+    }
+
     async fn data_revision(&self, data_dir: &Path) -> Result<Option<Revision>, RestoreError> {
         latency(10, 100).await;
         let world = lock(&self.world);

@@ -51,6 +51,11 @@ pub struct EpochRecord {
     /// so count as committed; [`EpochRecord::PROTOCOL`] for intent-then-commit.
     #[serde(default)]
     pub protocol: u32,
+    /// The revision bump every member's restore applies (`--bump-revision`, with
+    /// `--mark-compacted`), chosen by the claimer; all members restore alike, so a
+    /// member whose etcdutl cannot bump does not restore at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bump_revision: Option<u64>,
 }
 
 impl EpochRecord {

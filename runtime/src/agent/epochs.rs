@@ -254,6 +254,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             claimed_by: self.local.spec().name.clone(),
             claimed_at: self.now_text(),
             protocol: EpochRecord::PROTOCOL,
+            bump_revision: self.builder.supports_bump().await.then_some(restore::DEFAULT_BUMP_REVISION),
         };
         let (winner, won) = coordination::claim_epoch(&self.store, &self.layout, &record).await?;
         self.record("epoch-claim", json!({ "epoch": winner.epoch, "won": won, "snapshot": winner.snapshot }));
@@ -297,6 +298,13 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             }
             return Ok(recovery::Entry::Restore);
         }
+        // Every member restores the epoch alike: one whose etcdutl cannot bump the
+        // revisions as the claim asks stops here, before anything is moved.
+        if let Some(bump) = record.bump_revision {
+            if !self.builder.supports_bump().await {
+                return Err(AgentError::CannotBumpRevisions { epoch: record.epoch, bump });
+            }
+        }
         let may_have_run = coordination::started_in(&self.store, &self.layout, record.epoch, &spec.name).await?;
         let entry = recovery::entry(may_have_run);
         self.local.stop().await?;
@@ -319,6 +327,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             initial_cluster_token: record.token.clone(),
             snapshot: SnapshotChoice::Named(record.snapshot.clone()),
             cluster: self.settings.cluster.clone(),
+            bump_revision: record.bump_revision,
         };
         let report = restore::restore(&self.store, &self.layout, &settings, &self.builder).await?;
         // Before the epoch is remembered, so a member that may have started always

@@ -52,6 +52,7 @@ impl crate::exit::Classify for AgentError {
             | AgentError::ConditionalPutsIgnored
             | AgentError::PeerHoldsNewerData { .. }
             | AgentError::MemberBusy { .. } => Exit::Refused,
+            AgentError::CannotBumpRevisions { .. } => Exit::Usage,
             AgentError::StoreNotProbed | AgentError::EpochVanished | AgentError::NoVerifiedSnapshot { .. } => {
                 Exit::Failure
             }
@@ -91,6 +92,8 @@ pub enum AgentError {
     NoVerifiedSnapshot { newest: SnapshotName },
     #[error("deferred: another lifeboat process on this host is changing {name} (it holds {path}); this step runs again once it is done")]
     MemberBusy { name: String, path: std::path::PathBuf },
+    #[error("recovery epoch {epoch} restores with --bump-revision {bump}, which this member's etcdutl lacks (etcd 3.5.10 or later has it): install a current etcdutl and pass it with --etcdutl")]
+    CannotBumpRevisions { epoch: u64, bump: u64 },
     #[error("cannot stop etcd to join epoch {epoch}: {source}")]
     CannotHold { epoch: u64, source: member::MemberError },
 }

@@ -148,6 +148,8 @@ pub async fn trial_restore<S: SnapshotStore>(
         initial_cluster_token: token.clone(),
         snapshot: SnapshotChoice::Named(manifest.name.clone()),
         cluster: settings.cluster.clone(),
+        // HashKV is compared at the snapshot's own revisions.
+        bump_revision: None,
     };
     restore::restore(store, layout, &restore_settings, &Etcdutl(settings.etcdutl.clone())).await?;
 

@@ -348,6 +348,11 @@ pub struct RestoreArgs {
     /// Path of the etcdutl binary (etcd 3.4 has none: give its etcdctl, which restores the same way)
     #[arg(long, env = "LIFEBOAT_ETCDUTL", value_name = "PATH")]
     pub etcdutl: Option<PathBuf>,
+    /// Start the restored revisions this far above the snapshot's, and mark the older ones
+    /// compacted, so Kubernetes watchers never see revisions go back (etcdutl 3.5.10 or
+    /// later); 0 restores without [default: 1000000000 when etcdutl can]
+    #[arg(long, value_name = "N")]
+    pub bump_revision: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@ use crate::cli::args::RestoreArgs;
 use crate::cli::config::{ConfigError, Resolved};
 use crate::cli::output::{self, Format};
 use crate::exit::Exit;
+use crate::ports::DataDirBuilder;
 use anyhow::Context;
 
 pub async fn run(resolved: &Resolved, args: &RestoreArgs, format: Format) -> anyhow::Result<Exit> {
@@ -15,6 +16,31 @@ pub async fn run(resolved: &Resolved, args: &RestoreArgs, format: Format) -> any
         hint,
     })?;
     let (store, layout) = open_store(resolved).await?;
+    let etcdutl =
+        Etcdutl(args.etcdutl.clone().or_else(|| resolved.file.etcdutl.clone()).unwrap_or_else(|| "etcdutl".into()));
+    let bump_revision = match args.bump_revision {
+        Some(0) => None,
+        Some(bump) if etcdutl.supports_bump().await => Some(bump),
+        Some(bump) => {
+            return Err(ConfigError::Invalid {
+                what: "--bump-revision",
+                value: bump.to_string(),
+                hint: format!(
+                    "{} has no --bump-revision (etcdutl 3.5.10 or later has it): install a current etcdutl, or pass --bump-revision 0 to restore without",
+                    etcdutl.0.display()
+                ),
+            }
+            .into())
+        }
+        None if etcdutl.supports_bump().await => Some(restore::DEFAULT_BUMP_REVISION),
+        None => {
+            eprintln!(
+                "lifeboat: {} cannot bump revisions (etcdutl 3.5.10 or later can): the restored member's revisions continue from the snapshot's, and Kubernetes watchers may see them go back",
+                etcdutl.0.display()
+            );
+            None
+        }
+    };
     let settings = RestoreSettings {
         data_dir: args.data_dir.clone(),
         name: args.name.clone(),
@@ -23,9 +49,8 @@ pub async fn run(resolved: &Resolved, args: &RestoreArgs, format: Format) -> any
         initial_cluster_token: args.initial_cluster_token.clone(),
         snapshot,
         cluster: resolved.store_settings()?.cluster.clone(),
+        bump_revision,
     };
-    let etcdutl =
-        Etcdutl(args.etcdutl.clone().or_else(|| resolved.file.etcdutl.clone()).unwrap_or_else(|| "etcdutl".into()));
     let report = restore::restore(&store, &layout, &settings, &etcdutl)
         .await
         .context(format!("restore into {} failed; the data dir was not touched", args.data_dir.display()))?;
@@ -40,7 +65,11 @@ pub async fn run(resolved: &Resolved, args: &RestoreArgs, format: Format) -> any
                 report.snapshot,
                 output::bytes(report.size_bytes),
                 &output::short_hash(&report.sha256),
-                report.revision.map(|revision| format!(", revision {revision}")).unwrap_or_default(),
+                match (report.revision, report.bump_revision) {
+                    (Some(revision), Some(bump)) => format!(", revision {revision}, bumped by {bump}"),
+                    (Some(revision), None) => format!(", revision {revision}"),
+                    _ => String::new(),
+                },
                 report.data_dir.display(),
                 report.elapsed_ms as f64 / 1000.0
             );

@@ -178,3 +178,62 @@ fn prune_applies_retention() {
         assert!(!keys.iter().any(|key| key.contains(name.as_str())), "{name} and its manifest deleted");
     }
 }
+
+/// Revisions move forward across a restore where etcdutl can bump them (3.5.10 or
+/// later): the restored member's revision is a billion above the snapshot's, and a
+/// watcher resuming from an old revision is told it was compacted, as Kubernetes'
+/// informers need. Where etcdutl cannot (3.4, 3.5.1), the restore says so.
+#[test]
+fn restored_revisions_move_forward_where_etcdutl_can() {
+    let Some(fixture) = fixture(StoreKind::File, 1) else {
+        return;
+    };
+    fixture.etcd.put_many("app/", 50, 10);
+    let saved = fixture.save_json(&[]);
+    let revision = saved["revision"].as_i64().unwrap();
+    let data_dir = fixture.path("bumped.data");
+    let peer_url = format!("http://127.0.0.1:{}", lifeboat_testkit::free_port(&[]));
+    let output = fixture.lifeboat(&[
+        "restore",
+        "--output",
+        "json",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--name",
+        "bumped",
+        "--initial-cluster",
+        &format!("bumped={peer_url}"),
+        "--initial-advertise-peer-urls",
+        &peer_url,
+        "--initial-cluster-token",
+        "it-bumped",
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let help = std::process::Command::new(lifeboat_testkit::binary("etcdutl"))
+        .env("ETCDCTL_API", "3")
+        .args(["snapshot", "restore", "--help"])
+        .output()
+        .unwrap();
+    let can_bump = format!("{}{}", String::from_utf8_lossy(&help.stdout), String::from_utf8_lossy(&help.stderr))
+        .contains("--bump-revision");
+    let restored = start_restored(&fixture, &data_dir, "bumped", &peer_url, "it-bumped");
+    let now = current_revision(&restored.client_url);
+    if !can_bump {
+        assert!(report["bump_revision"].is_null(), "{report}");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("cannot bump revisions"));
+        assert!(now < revision + 1_000, "no bump: {now} from {revision}");
+        return;
+    }
+    assert_eq!(report["bump_revision"].as_u64(), Some(1_000_000_000), "{report}");
+    assert!(now >= revision + 1_000_000_000, "revision {now} is not above the snapshot's {revision} by the bump");
+    let watch = std::process::Command::new(lifeboat_testkit::binary("etcdctl"))
+        .args(["--endpoints", &restored.client_url, "watch", "app/", "--prefix", "--rev", &revision.to_string()])
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&watch.stdout), String::from_utf8_lossy(&watch.stderr));
+    assert!(
+        said.contains("compacted"),
+        "a watch from the old revision {revision} is not told it was compacted: {said}"
+    );
+}
