@@ -387,6 +387,10 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             return Ok(plan);
         }
         let result = match plan {
+            // A learner whose etcd had started, then was rolled back by another member's
+            // replacement, must not start as it was: its replacement resumes instead.
+            // (Only past the wipe: before it, the data is the old voter's own.)
+            StartPlan::StartAsIs if replace::resumes_past_wipe(&spec) => self.replace_local(self.clock.now().0).await,
             StartPlan::StartAsIs => {
                 self.start(Launch {
                     initial_cluster: self.settings.initial_cluster(),

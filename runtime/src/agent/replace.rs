@@ -116,6 +116,13 @@ fn save_state(spec: &MemberSpec, state: &ReplaceState) -> Result<(), ReplaceErro
     Ok(files::save_replacement(spec, state)?)
 }
 
+/// A replacement of this member is under way and has moved the old data aside:
+/// what the data dir holds now is the new incarnation's, which only the
+/// replacement may start.
+pub fn resumes_past_wipe(spec: &MemberSpec) -> bool {
+    matches!(load_state(spec), Ok(Some(state)) if state.wiped)
+}
+
 fn is_ours(member: &Member, spec: &MemberSpec) -> bool {
     member.peer_urls.iter().any(|url| url.trim_end_matches('/') == spec.peer_url.trim_end_matches('/'))
 }
@@ -271,6 +278,37 @@ async fn replace_locked<E: EtcdCluster, L: LocalMember>(
     if settings.start {
         local.stop().await?;
         report.steps.push("stopped the local member".into());
+    }
+
+    // Under the lock no other change can be running (a live replacer keeps its lease
+    // alive), so another member's learner here belongs to a change whose replacer
+    // died and lost its lease: roll it back before this change adds anything, so at
+    // most one change is ever in flight (found by the nemesis, seed 61003273). Its
+    // own agent re-adds it when it resumes. Learners hold no vote: quorum is unchanged.
+    for stalled in etcd.member_list().await?.iter().filter(|member| member.is_learner && !is_ours(member, spec)) {
+        etcd.member_remove(stalled.id).await?;
+        report.steps.push(format!(
+            "removed learner {} ({}): its replacement had stalled (its lock had expired)",
+            stalled.id,
+            stalled.peer_urls.first().map(String::as_str).unwrap_or("?")
+        ));
+    }
+
+    // Our own learner from an earlier run may have been rolled back that way: its
+    // data belongs to an incarnation the cluster no longer has, so it goes aside and
+    // a fresh incarnation is added below.
+    if let Some(new_id) = state.new_id {
+        if !etcd.member_list().await?.iter().any(|member| member.id == new_id) {
+            if let Some(aside) = member::move_data_dir_aside(spec, &spec.data_dir, now_ms)? {
+                report.steps.push(format!(
+                    "moved {} aside to {}: member {new_id} is no longer in the cluster",
+                    spec.data_dir.display(),
+                    aside.display()
+                ));
+            }
+            state.new_id = None;
+            save_state(spec, state)?;
+        }
     }
 
     // Remove the old incarnation (idempotent: skip when it is already gone).
