@@ -285,7 +285,8 @@ async fn replace_locked<E: EtcdCluster, L: LocalMember>(
     // died and lost its lease: roll it back before this change adds anything, so at
     // most one change is ever in flight (found by the nemesis, seed 61003273). Its
     // own agent re-adds it when it resumes. Learners hold no vote: quorum is unchanged.
-    for stalled in etcd.member_list().await?.iter().filter(|member| member.is_learner && !is_ours(member, spec)) {
+    let members = etcd.member_list().await?;
+    for stalled in members.iter().filter(|member| member.is_learner && !is_ours(member, spec)) {
         etcd.member_remove(stalled.id).await?;
         report.steps.push(format!(
             "removed learner {} ({}): its replacement had stalled (its lock had expired)",
@@ -296,9 +297,10 @@ async fn replace_locked<E: EtcdCluster, L: LocalMember>(
 
     // Our own learner from an earlier run may have been rolled back that way: its
     // data belongs to an incarnation the cluster no longer has, so it goes aside and
-    // a fresh incarnation is added below.
+    // a fresh incarnation is added below. (The list above still holds it: only
+    // other members' learners were removed.)
     if let Some(new_id) = state.new_id {
-        if !etcd.member_list().await?.iter().any(|member| member.id == new_id) {
+        if !members.iter().any(|member| member.id == new_id) {
             if let Some(aside) = member::move_data_dir_aside(spec, &spec.data_dir, now_ms)? {
                 report.steps.push(format!(
                     "moved {} aside to {}: member {new_id} is no longer in the cluster",
