@@ -4,6 +4,7 @@
 //! <prefix>/<cluster>/exported/etcd-snapshots/snapshot.db            latest, plain etcd format (kube-aws key)
 //! <prefix>/<cluster>/exported/etcd-snapshots/<name>                 versioned snapshots
 //! <prefix>/<cluster>/exported/etcd-snapshots/<name>.manifest.json   their manifests
+//! <prefix>/<cluster>/exported/etcd-log/<cluster id>/<first>-<last>.log.zst   the revision log
 //! <prefix>/<cluster>/coordination/...                               heartbeats, recovery epochs
 //! ```
 
@@ -37,6 +38,17 @@ impl StoreLayout {
     pub fn manifest_key(&self, name: &SnapshotName) -> String {
         format!("{}{}", self.snapshots_prefix(), name.manifest_name())
     }
+    /// Directory of the revision log of every etcd cluster ID.
+    pub fn log_root(&self) -> String {
+        format!("{}/exported/etcd-log/", self.root)
+    }
+    /// Directory of one etcd cluster's revision log (`cluster_id` in hex, as manifests write it).
+    pub fn log_prefix(&self, cluster_id: &str) -> String {
+        format!("{}{cluster_id}/", self.log_root())
+    }
+    pub fn segment_key(&self, cluster_id: &str, name: &crate::revlog::SegmentName) -> String {
+        format!("{}{name}", self.log_prefix(cluster_id))
+    }
     pub fn coordination_prefix(&self) -> String {
         format!("{}/coordination/", self.root)
     }
@@ -61,5 +73,6 @@ mod tests {
             "backups/prod/kube/exported/etcd-snapshots/20261125T233200.123Z-r4711.db.manifest.json"
         );
         assert_eq!(layout.coordination_prefix(), "backups/prod/kube/coordination/");
+        assert_eq!(layout.log_prefix("cdf818194e3a8c32"), "backups/prod/kube/exported/etcd-log/cdf818194e3a8c32/");
     }
 }

@@ -22,6 +22,7 @@ pub mod policy;
 pub mod reconfigure;
 pub mod recovery;
 pub mod retention;
+pub mod revlog;
 pub mod snapshot;
 pub mod time;
 pub mod types;

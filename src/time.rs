@@ -60,6 +60,67 @@ impl Millis {
         let (year, month, day, hour, minute, second, millisecond) = self.to_utc();
         format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millisecond:03}Z")
     }
+
+    /// Parses RFC 3339 as an operator types it: `2026-11-25T23:32:00Z`, with
+    /// optional fractional seconds (milliseconds kept) and a `Z` or `±HH:MM`
+    /// offset; `None` for anything else.
+    pub fn parse_rfc3339(text: &str) -> Option<Millis> {
+        let bytes = text.as_bytes();
+        let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+            let slice = bytes.get(range)?;
+            if slice.is_empty() || !slice.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            Some(slice.iter().fold(0u32, |value, digit| value * 10 + u32::from(digit - b'0')))
+        };
+        let separators = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
+        if separators.iter().any(|(index, byte)| bytes.get(*index) != Some(byte))
+            || !matches!(bytes.get(10), Some(b'T' | b't' | b' '))
+        {
+            return None;
+        }
+        let mut index = 19;
+        let mut millisecond = 0u32;
+        if bytes.get(index) == Some(&b'.') {
+            let start = index + 1;
+            let mut end = start;
+            while bytes.get(end).is_some_and(u8::is_ascii_digit) {
+                end += 1;
+            }
+            if end == start {
+                return None;
+            }
+            // Milliseconds: the first three digits, padded.
+            for position in 0..3 {
+                let digit = if start + position < end { digits(start + position..start + position + 1)? } else { 0 };
+                millisecond = millisecond * 10 + digit;
+            }
+            index = end;
+        }
+        let offset_minutes: i64 = match bytes.get(index) {
+            Some(b'Z' | b'z') if bytes.len() == index + 1 => 0,
+            Some(sign @ (b'+' | b'-')) if bytes.len() == index + 6 && bytes.get(index + 3) == Some(&b':') => {
+                let hours = i64::from(digits(index + 1..index + 3)?);
+                let minutes = i64::from(digits(index + 4..index + 6)?);
+                if hours > 23 || minutes > 59 {
+                    return None;
+                }
+                (if *sign == b'+' { 1 } else { -1 }) * (hours * 60 + minutes)
+            }
+            _ => return None,
+        };
+        let local = Millis::from_utc(
+            i64::from(digits(0..4)?),
+            digits(5..7)?,
+            digits(8..10)?,
+            digits(11..13)?,
+            digits(14..16)?,
+            digits(17..19)?,
+            millisecond,
+        )?;
+        let shifted = i128::from(local.0) - i128::from(offset_minutes) * 60_000;
+        u64::try_from(shifted).ok().map(Millis)
+    }
 }
 
 // Howard Hinnant's proleptic Gregorian calendar algorithms (public domain):
@@ -99,7 +160,40 @@ mod tests {
         assert_eq!(Millis(951_782_400_000).to_rfc3339(), "2000-02-29T00:00:00.000Z");
     }
 
+    #[test]
+    fn parses_what_operators_type() {
+        let at = |text| Millis::parse_rfc3339(text).map(Millis::to_rfc3339);
+        assert_eq!(at("2026-11-25T23:32:00Z").as_deref(), Some("2026-11-25T23:32:00.000Z"));
+        assert_eq!(at("2026-11-25T23:32:00.1234Z").as_deref(), Some("2026-11-25T23:32:00.123Z"));
+        assert_eq!(at("2026-11-25T23:32:00.5Z").as_deref(), Some("2026-11-25T23:32:00.500Z"));
+        assert_eq!(at("2026-11-26T01:02:00+01:30").as_deref(), Some("2026-11-25T23:32:00.000Z"));
+        assert_eq!(at("2026-11-25T20:32:00-03:00").as_deref(), Some("2026-11-25T23:32:00.000Z"));
+        for bad in [
+            "",
+            "2026-11-25",
+            "2026-11-25T23:32:00",
+            "2026-13-25T23:32:00Z",
+            "2026-11-25T23:32:00.Z",
+            "2026-11-25T23:32:00+1:00",
+            "2026-11-25T23:32:00Zjunk",
+            "2026-11-25T23:32:60Z",
+            "é026-11-25T23:32:00Z",
+        ] {
+            assert_eq!(Millis::parse_rfc3339(bad), None, "{bad} parsed");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn any_text_parses_as_a_time_or_is_refused(text in ".{0,40}") {
+            let _ = Millis::parse_rfc3339(&text);
+        }
+
+        #[test]
+        fn printed_times_parse_back(milliseconds in 0u64..32_503_680_000_000) {
+            prop_assert_eq!(Millis::parse_rfc3339(&Millis(milliseconds).to_rfc3339()), Some(Millis(milliseconds)));
+        }
+
         #[test]
         fn utc_round_trips(milliseconds in 0u64..32_503_680_000_000) {
             let (year, month, day, hour, minute, second, millisecond) = Millis(milliseconds).to_utc();

@@ -22,4 +22,5 @@ pub mod host;
 pub mod member;
 pub mod pipeline;
 pub mod ports;
+pub mod revlog;
 pub mod store;

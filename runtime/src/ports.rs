@@ -189,12 +189,16 @@ pub trait SnapshotStore {
     /// the store holds is untrusted: past [`SMALL_OBJECT_MAX`] bytes it is refused,
     /// never buffered.
     async fn get_small(&self, key: &str) -> Result<Bytes, StoreError> {
+        self.get_bounded(key, SMALL_OBJECT_MAX).await
+    }
+    /// Reads an object whole, refusing it past `limit` bytes (a log segment).
+    async fn get_bounded(&self, key: &str, limit: usize) -> Result<Bytes, StoreError> {
         let mut reader = self.get(key).await?;
         let mut body = Vec::new();
         loop {
             match reader.next_chunk().await {
-                Ok(Some(chunk)) if body.len() + chunk.len() > SMALL_OBJECT_MAX => {
-                    return Err(StoreError::TooLarge { location: self.location(key), limit: SMALL_OBJECT_MAX })
+                Ok(Some(chunk)) if body.len() + chunk.len() > limit => {
+                    return Err(StoreError::TooLarge { location: self.location(key), limit })
                 }
                 Ok(Some(chunk)) => body.extend_from_slice(&chunk),
                 Ok(None) => return Ok(Bytes::from(body)),

@@ -211,7 +211,7 @@ impl From<DataDirProblem> for RestoreError {
 }
 
 /// Refuses early, before any download, when the data dir holds anything.
-fn check_data_dir(data_dir: &Path) -> Result<(), RestoreError> {
+pub(crate) fn check_data_dir(data_dir: &Path) -> Result<(), RestoreError> {
     Ok(data_dir::check_empty(data_dir)?)
 }
 
@@ -233,6 +233,35 @@ fn candidates(catalog: &Catalog, choice: &SnapshotChoice) -> Result<Vec<Option<E
             Ok(list)
         }
     }
+}
+
+/// Downloads `key` into the staging dir as `snapshot.db` and proves it whole
+/// against `manifest` and etcd's own trailing hash.
+pub(crate) async fn fetch_verified<S: SnapshotStore>(
+    store: &S,
+    staging: &Staging,
+    key: &str,
+    compression: Compression,
+    manifest: Option<&lifeboat::Manifest>,
+    problem: Option<String>,
+) -> Result<verify::Fetched, VerifyError> {
+    let location = store.location(key);
+    if let Some(problem) = problem {
+        return Err(VerifyError::BadManifest { location, detail: problem });
+    }
+    let snapshot_path = staging.path().join("snapshot.db");
+    let path_text = snapshot_path.display().to_string();
+    let (_, mut file) = staging.create_file("snapshot.db").map_err(|problem| VerifyError::Write {
+        path: path_text.clone(),
+        source: match problem {
+            DataDirProblem::Io { source, .. } => source,
+            DataDirProblem::NotEmpty { .. } => std::io::Error::other("the staging file exists"),
+        },
+    })?;
+    let fetched = verify::fetch(store, key, compression, Some((&mut file, &path_text))).await?;
+    file.sync_all().map_err(|source| VerifyError::Write { path: path_text.clone(), source })?;
+    fetched.check(&location, manifest)?;
+    Ok(fetched)
 }
 
 pub async fn restore<S: SnapshotStore, B: DataDirBuilder>(
@@ -277,25 +306,8 @@ pub async fn restore<S: SnapshotStore, B: DataDirBuilder>(
                 continue;
             }
         }
-        let location = store.location(&key);
-        let attempt = async {
-            if let Some(problem) = candidate.as_ref().and_then(|entry| entry.problem.clone()) {
-                return Err(VerifyError::BadManifest { location: location.clone(), detail: problem });
-            }
-            let (_, mut file) = staging.create_file("snapshot.db").map_err(|problem| VerifyError::Write {
-                path: snapshot_path.display().to_string(),
-                source: match problem {
-                    DataDirProblem::Io { source, .. } => source,
-                    DataDirProblem::NotEmpty { .. } => std::io::Error::other("the staging file exists"),
-                },
-            })?;
-            let path_text = snapshot_path.display().to_string();
-            let fetched = verify::fetch(store, &key, compression, Some((&mut file, &path_text))).await?;
-            file.sync_all().map_err(|source| VerifyError::Write { path: path_text.clone(), source })?;
-            fetched.check(&location, manifest)?;
-            Ok(fetched)
-        };
-        match attempt.await {
+        let problem = candidate.as_ref().and_then(|entry| entry.problem.clone());
+        match fetch_verified(store, &staging, &key, compression, manifest, problem).await {
             Ok(fetched) => {
                 chosen = Some((label, manifest.map(|manifest| manifest.revision.0), fetched));
                 break;

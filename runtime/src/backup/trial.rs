@@ -6,14 +6,15 @@
 //! the source held up to that revision. The scratch dir goes away afterwards,
 //! whatever happened; free space is checked first.
 
-use crate::backup::restore::{self, Etcdutl, RestoreError, RestoreSettings, SnapshotChoice};
+use crate::backup::restore::{self, Etcdutl, RestoreError, SnapshotChoice};
+use crate::backup::scratch::{free_bytes, ScratchMember};
 use crate::etcd::EtcdClient;
 use crate::exit::{Classify, Exit};
-use crate::member::{ChildMember, Launch, MemberError, MemberSpec};
+use crate::member::MemberError;
 use crate::ports::{EtcdCluster, LocalMember, SnapshotStore};
 use lifeboat::{KvHash, Manifest, StoreLayout};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where and with what a trial runs.
@@ -94,28 +95,6 @@ impl Classify for TrialError {
     }
 }
 
-/// Bytes free for an unprivileged writer on the filesystem of `path`.
-fn free_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let text = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-    // SAFETY: a valid C string and a buffer of the right type; statvfs fills it or fails.
-    let status = unsafe { libc::statvfs(text.as_ptr(), stats.as_mut_ptr()) };
-    if status != 0 {
-        return None;
-    }
-    // SAFETY: statvfs returned 0, so it initialised the struct.
-    let stats = unsafe { stats.assume_init() };
-    // u64 on 64-bit Linux; narrower on some 32-bit targets.
-    #[allow(clippy::useless_conversion)]
-    Some(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
-}
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> Result<u16, std::io::Error> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// Restores `manifest`'s snapshot into scratch space, starts it, and compares.
 pub async fn trial_restore<S: SnapshotStore>(
     store: &S,
@@ -134,41 +113,20 @@ pub async fn trial_restore<S: SnapshotStore>(
         .tempdir_in(&settings.scratch_parent)
         .map_err(|source| TrialError::Scratch { path: settings.scratch_parent.clone(), source })?;
     let scratch_error = |source: std::io::Error| TrialError::Scratch { path: scratch.path().to_owned(), source };
-    let client_url = format!("http://127.0.0.1:{}", free_port().map_err(scratch_error)?);
-    let peer_url = format!("http://127.0.0.1:{}", free_port().map_err(scratch_error)?);
-    let name = "lifeboat-trial".to_owned();
-    let initial_cluster = format!("{name}={peer_url}");
-    let token = format!("lifeboat-trial-{}", manifest.name);
-    let data_dir = scratch.path().join("data");
-    let restore_settings = RestoreSettings {
-        data_dir: data_dir.clone(),
-        name: name.clone(),
-        initial_cluster: initial_cluster.clone(),
-        initial_advertise_peer_urls: peer_url.clone(),
-        initial_cluster_token: token.clone(),
-        snapshot: SnapshotChoice::Named(manifest.name.clone()),
-        cluster: settings.cluster.clone(),
-        // HashKV is compared at the snapshot's own revisions.
-        bump_revision: None,
-    };
+    let member = ScratchMember::new(scratch.path(), "lifeboat-trial", &format!("lifeboat-trial-{}", manifest.name))
+        .map_err(scratch_error)?;
+    let restore_settings = member.restore_settings(SnapshotChoice::Named(manifest.name.clone()), &settings.cluster);
     restore::restore(store, layout, &restore_settings, &Etcdutl(settings.etcdutl.clone())).await?;
-
-    let log = scratch.path().join("etcd.log");
-    let spec = MemberSpec { name, data_dir, client_url: client_url.clone(), peer_url, extra_args: Vec::new() };
-    let member = ChildMember::new(spec, settings.etcd.clone(), Some(log.clone()));
-    member
-        .start(&Launch { initial_cluster, initial_cluster_state: "existing".into(), initial_cluster_token: token })
-        .await?;
+    let client_url = member.client_url.clone();
+    let running = member.start(&settings.etcd, Vec::new()).await?;
     let outcome = measure(&client_url, manifest, settings.start_timeout).await;
-    if let Err(error) = member.stop().await {
+    if let Err(error) = running.stop().await {
         tracing::warn!(error = %error, "could not stop the trial member; it is killed with its scratch dir");
     }
     outcome.map_err(|detail| TrialError::NoAnswer {
         seconds: settings.start_timeout.as_secs(),
         detail,
-        log: std::fs::read_to_string(&log)
-            .map(|text| text.lines().rev().take(5).collect::<Vec<_>>().join(" | "))
-            .unwrap_or_default(),
+        log: member.log_tail(),
     })
 }
 

@@ -159,6 +159,14 @@ pub enum Command {
     /// List, verify and prune versioned snapshots
     #[command(subcommand)]
     Snapshots(SnapshotsCommand),
+    /// The revision log: every change between snapshots, for restores to any revision
+    ///
+    /// `log stream` watches every key and writes the changes to the store, one segment
+    /// per flush interval (one second by default), so a restore can reach any revision
+    /// after a snapshot, and a lost cluster loses about one flush interval of writes.
+    /// Run one writer per cluster. `lifeboat restore` replays the log by default.
+    #[command(subcommand)]
+    Log(LogCommand),
     /// Run beside one member: check, save, replace it, recover the cluster
     ///
     /// Every check interval: health of every member (successive failures counted) and of
@@ -353,6 +361,61 @@ pub struct RestoreArgs {
     /// later); 0 restores without [default: 1000000000 when etcdutl can]
     #[arg(long, value_name = "N")]
     pub bump_revision: Option<u64>,
+    /// Restore exactly this revision: the newest snapshot at or below it, then the revision
+    /// log up to it (`lifeboat log status` shows what the log holds)
+    #[arg(long, value_name = "REV", conflicts_with_all = ["snapshot", "to_time", "no_log"], value_parser = clap::value_parser!(i64).range(1..))]
+    pub to_revision: Option<i64>,
+    /// Restore the last revision the log writer saw at or before this time (RFC 3339, e.g.
+    /// 2026-11-29T04:00:00Z); the log writer's clock decides, to within its flush interval
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["snapshot", "no_log"])]
+    pub to_time: Option<String>,
+    /// Restore the snapshot alone, without replaying the revision log after it [default: the log
+    /// is replayed as far as it reaches when the store holds one]
+    #[arg(long)]
+    pub no_log: bool,
+    /// The etcd binary a log replay runs as a scratch member on loopback
+    #[arg(long, env = "LIFEBOAT_ETCD", default_value = "etcd", value_name = "PATH")]
+    pub etcd: PathBuf,
+    /// Where a log replay's scratch dir goes (needs about three times the snapshot's size)
+    /// [default: the system's temp dir]
+    #[arg(long, value_name = "DIR")]
+    pub scratch_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Watch every key and write the changes to the store until stopped (SIGINT/SIGTERM)
+    ///
+    /// Continues one revision after the log's last segment in the store, or after the
+    /// newest snapshot of this etcd cluster; with neither (or when etcd compacted that
+    /// history away) it saves a snapshot first and starts a new chain after it. Every
+    /// segment holds whole transactions, each exactly one revision after the previous.
+    /// Segments go to <store>/<cluster>/exported/etcd-log/<etcd cluster ID>/.
+    Stream(LogStreamArgs),
+    /// The log's chains and holes, and how far it lags behind the cluster
+    ///
+    /// Exit code 3 when --max-lag-seconds is given and the log lags more.
+    Status {
+        /// Exit with code 3 when the cluster has revisions the log has not held for this long
+        #[arg(long, value_name = "SECONDS")]
+        max_lag_seconds: Option<u64>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LogStreamArgs {
+    /// A segment is written at most this long after its first change arrived: the RPO
+    #[arg(long, env = "LIFEBOAT_LOG_FLUSH_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=600_000), value_name = "MS")]
+    pub flush_interval_ms: u64,
+    /// A segment is written sooner once its changes reach this size (a transaction is never split)
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64), value_name = "MIB")]
+    pub segment_target_mib: u64,
+    /// zstd level of segments
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=19), value_name = "LEVEL")]
+    pub zstd_level: i32,
+    /// Compression of the snapshot saved to start a chain
+    #[arg(long, env = "LIFEBOAT_COMPRESSION", value_parser = parse_compression, value_name = "none|zstd")]
+    pub compression: Option<Compression>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -54,17 +54,7 @@ pub async fn run(resolved: &Resolved, args: &AgentArgs) -> anyhow::Result<Exit> 
         // Journaled either way; the agent's first check tries again.
         let _ = driver.reconfigure_and_start().await;
     }
-    let shutdown = async {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    };
-    driver.run(shutdown).await;
+    driver.run(super::shutdown_signal()).await;
     driver.shutdown().await;
     Ok(Exit::Success)
 }

@@ -5,6 +5,7 @@
 
 mod agent;
 mod check;
+mod log;
 mod replace;
 mod restore;
 mod save;
@@ -16,7 +17,7 @@ use crate::agent::replace::ReplaceError;
 use crate::backup::restore::RestoreError;
 use crate::backup::save::SaveError;
 use crate::backup::verify::VerifyError;
-use crate::cli::args::{Cli, Command, MemberArgs, MemberControl, SnapshotsCommand};
+use crate::cli::args::{Cli, Command, LogCommand, MemberArgs, MemberControl, SnapshotsCommand};
 use crate::cli::config::{self, ConfigError, Resolved};
 use crate::exit::{Classify, Exit};
 use crate::member::{AnyMember, ChildMember, SystemdMember, UnmanagedMember};
@@ -55,6 +56,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             retention.keep_daily = keep_daily.unwrap_or(retention.keep_daily);
             snapshots::prune(&resolved, &retention, dry_run, format).await
         }
+        Command::Log(LogCommand::Stream(args)) => log::stream(&resolved, &args, format).await,
+        Command::Log(LogCommand::Status { max_lag_seconds }) => log::status(&resolved, max_lag_seconds, format).await,
         Command::Agent(args) => agent::run(&resolved, &args).await,
         Command::Replace(args) => replace::run(&resolved, &args.member, format).await,
         Command::Reconfigure(args) => agent::reconfigure(&resolved, &args).await,
@@ -81,8 +84,25 @@ pub fn classify(error: &anyhow::Error) -> Exit {
                 .or_else(|| exit_of::<EtcdError>(cause))
                 .or_else(|| exit_of::<ReplaceError>(cause))
                 .or_else(|| exit_of::<crate::agent::AgentError>(cause))
+                .or_else(|| exit_of::<crate::revlog::replay::ReplayError>(cause))
+                .or_else(|| exit_of::<crate::revlog::LogError>(cause))
         })
         .unwrap_or(Exit::Failure)
+}
+
+/// Resolves on SIGTERM (systemd's stop) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 /// The store the settings name, opened, with its layout.

@@ -7,6 +7,8 @@ use crate::cli::config::{ConfigError, Resolved};
 use crate::cli::output::{self, Format};
 use crate::exit::Exit;
 use crate::ports::DataDirBuilder;
+use crate::revlog;
+use crate::revlog::replay::{self, LogRestoreReport, ReplaySettings, Target};
 use anyhow::Context;
 
 pub async fn run(resolved: &Resolved, args: &RestoreArgs, format: Format) -> anyhow::Result<Exit> {
@@ -41,6 +43,22 @@ pub async fn run(resolved: &Resolved, args: &RestoreArgs, format: Format) -> any
             None
         }
     };
+    let target = match (args.to_revision, &args.to_time) {
+        (Some(revision), _) => Some(Target::Revision(lifeboat::Revision(revision))),
+        (None, Some(text)) => Some(Target::Time(lifeboat::Millis::parse_rfc3339(text).ok_or_else(|| {
+            ConfigError::Invalid {
+                what: "--to-time",
+                value: text.clone(),
+                hint: "give an RFC 3339 time with its offset, e.g. 2026-11-29T04:00:00Z or 2026-11-29T05:00:00+01:00"
+                    .into(),
+            }
+        })?)),
+        // `latest` replays the log when the store holds one; a named snapshot never does.
+        (None, None) if !args.no_log && snapshot == SnapshotChoice::Latest => {
+            (!revlog::cluster_ids(&store, &layout).await?.is_empty()).then_some(Target::Latest)
+        }
+        (None, None) => None,
+    };
     let settings = RestoreSettings {
         data_dir: args.data_dir.clone(),
         name: args.name.clone(),
@@ -51,11 +69,25 @@ pub async fn run(resolved: &Resolved, args: &RestoreArgs, format: Format) -> any
         cluster: resolved.store_settings()?.cluster.clone(),
         bump_revision,
     };
-    let report = restore::restore(&store, &layout, &settings, &etcdutl)
-        .await
-        .context(format!("restore into {} failed; the data dir was not touched", args.data_dir.display()))?;
+    let failed = format!("restore into {} failed; the data dir was not touched", args.data_dir.display());
+    let (report, log) = match target {
+        Some(target) => {
+            let replay = ReplaySettings {
+                etcd: args.etcd.clone(),
+                scratch_parent: args.scratch_dir.clone().unwrap_or_else(std::env::temp_dir),
+                start_timeout: std::time::Duration::from_secs(60),
+            };
+            let report =
+                replay::restore_to(&store, &layout, &settings, &etcdutl, target, &replay).await.context(failed)?;
+            (report.restore, Some(report.log))
+        }
+        None => (restore::restore(&store, &layout, &settings, &etcdutl).await.context(failed)?, None),
+    };
     match format {
-        Format::Json => println!("{}", output::json(&report)),
+        Format::Json => match &log {
+            Some(log) => println!("{}", output::json(&LogRestoreReport { restore: report.clone(), log: log.clone() })),
+            None => println!("{}", output::json(&report)),
+        },
         Format::Table => {
             for (name, reason) in &report.skipped {
                 println!("skipped {name}: {reason}");
@@ -73,6 +105,21 @@ pub async fn run(resolved: &Resolved, args: &RestoreArgs, format: Format) -> any
                 report.data_dir.display(),
                 report.elapsed_ms as f64 / 1000.0
             );
+            if let Some(log) = &log {
+                println!(
+                    "revision log of cluster {}: snapshot held revision {}, replayed {} revision(s) from {} segment(s) to revision {}{} in {:.1} s",
+                    log.cluster_id,
+                    log.snapshot_revision,
+                    log.revisions_applied,
+                    log.segments_read,
+                    log.reached,
+                    log.reached_seen.as_ref().map(|seen| format!(" (seen {seen})")).unwrap_or_default(),
+                    log.replay_ms as f64 / 1000.0
+                );
+                if let Some(reason) = &log.stopped_early {
+                    println!("the log stops early: {reason}");
+                }
+            }
         }
     }
     Ok(Exit::Success)

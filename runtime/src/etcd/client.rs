@@ -52,7 +52,7 @@ fn request_error(operation: &'static str, endpoint: &str, error: etcd_client::Er
 
 /// etcd-client wraps gRPC statuses; the status message is what an operator needs,
 /// with the fix named when it is a certificate or a credential.
-fn describe(error: &etcd_client::Error) -> String {
+pub(super) fn describe(error: &etcd_client::Error) -> String {
     let detail = describe_plain(error);
     match problem(error, &detail) {
         Problem::Tls => format!("{detail} ({TLS_HINT})"),
@@ -137,7 +137,7 @@ impl EtcdClient {
         EtcdClient { security, ..self }
     }
 
-    async fn connect(&self, endpoints: &[String], request_timeout: bool) -> Result<Client, EtcdError> {
+    pub(super) async fn connect(&self, endpoints: &[String], request_timeout: bool) -> Result<Client, EtcdError> {
         let mut options = ConnectOptions::new().with_connect_timeout(self.timeout);
         if request_timeout {
             options = options.with_timeout(self.timeout);
@@ -160,7 +160,7 @@ impl EtcdClient {
             .map_err(|error| connect_error(endpoints.join(","), &error))
     }
 
-    async fn deadline<T>(
+    pub(super) async fn deadline<T>(
         &self,
         operation: &'static str,
         endpoint: &str,

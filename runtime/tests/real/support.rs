@@ -61,19 +61,26 @@ impl Fixture {
         }
     }
 
-    /// Runs `lifeboat ARGS` with this fixture's endpoints, store and credentials.
-    pub fn lifeboat(&self, args: &[&str]) -> Output {
+    /// `lifeboat ARGS` with this fixture's endpoints, store and credentials.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut command = lifeboat_command();
         command
             .env("LIFEBOAT_ENDPOINTS", self.etcd.endpoints_joined())
             .env("LIFEBOAT_STORE", self.store_url())
             .env("LIFEBOAT_CLUSTER", CLUSTER)
             .env("LIFEBOAT_ETCDUTL", testkit::binary("etcdutl"))
+            .env("LIFEBOAT_ETCD", testkit::binary("etcd"))
             .env("LIFEBOAT_TIMEOUT_MS", "5000");
         if let Some(s3) = &self.s3 {
             command.envs(s3.env());
         }
-        command.args(args).output().expect("run lifeboat")
+        command.args(args);
+        command
+    }
+
+    /// Runs `lifeboat ARGS` with this fixture's endpoints, store and credentials.
+    pub fn lifeboat(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run lifeboat")
     }
 
     pub fn lifeboat_ok(&self, args: &[&str]) -> String {

@@ -1,0 +1,518 @@
+//! Restore to a revision or a point in time: the newest snapshot at or below
+//! the target, then the log after it, replayed one transaction per revision.
+//!
+//! The replay runs into a scratch one-member etcd on loopback, started from the
+//! verified snapshot; every applied revision must come out with exactly the
+//! logged revision number, so the result holds the same keys, values, create and
+//! mod revisions and versions as the cluster did at the target (anything else
+//! stops the replay as diverged). The scratch member is then snapshotted and
+//! that snapshot is built into the data dir with etcdutl, exactly as a plain
+//! restore does, so the data dir is still touched only by one final rename.
+//!
+//! Leases: every lease a logged put refers to is granted again with its ID and
+//! its granted TTL, and every lease in the scratch member is renewed while the
+//! replay runs, so none expires half way. What is approximate: a lease's
+//! remaining time starts again from its full TTL at the restored member's
+//! start (etcd does the same on every leader change), and a lease the log saw
+//! only after it was gone gets [`UNKNOWN_LEASE_TTL_SECONDS`].
+
+use super::{list, read, LogError};
+use crate::backup::catalog::{self, Entry};
+use crate::backup::restore::{self, Etcdutl, RestoreError, RestoreReport, RestoreSettings, SnapshotChoice};
+use crate::backup::scratch::{free_bytes, ScratchMember};
+use crate::etcd::log::ApplyError;
+use crate::etcd::EtcdClient;
+use crate::exit::{Classify, Exit};
+use crate::host::clock::Stopwatch;
+use crate::member::data_dir::Staging;
+use crate::member::MemberError;
+use crate::ports::{ByteSource, DataDirBuilder, EtcdCluster, EtcdError, LocalMember, SnapshotStore, StoreError};
+use lifeboat::revlog::{self, Chain, EventKind, LeaseRecord};
+use lifeboat::{Millis, Revision, StoreLayout};
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The TTL given to a lease the writer could not read (it was gone already).
+pub const UNKNOWN_LEASE_TTL_SECONDS: i64 = 60;
+
+/// How far a restore goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// As far as the newest history's log reaches without a hole.
+    Latest,
+    /// Exactly this revision.
+    Revision(Revision),
+    /// The last revision the writer saw at or before this wall-clock time.
+    Time(Millis),
+}
+
+/// Where and with what a replay runs.
+#[derive(Clone, Debug)]
+pub struct ReplaySettings {
+    /// The etcd binary the scratch member runs.
+    pub etcd: PathBuf,
+    /// The scratch dir is created under this one.
+    pub scratch_parent: PathBuf,
+    /// How long the scratch member may take to answer.
+    pub start_timeout: Duration,
+}
+
+/// What the log added to the snapshot.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LogApplied {
+    pub cluster_id: String,
+    /// The revision the snapshot actually held (its name gives a lower bound).
+    pub snapshot_revision: i64,
+    /// The revision the restored data ends at.
+    pub reached: i64,
+    /// When the writer saw that revision (`None`: no log was applied).
+    pub reached_seen: Option<String>,
+    pub revisions_applied: u64,
+    pub segments_read: u64,
+    pub replay_ms: u64,
+    /// Why a `latest` or time restore stopped before the log's end, if it did.
+    pub stopped_early: Option<String>,
+}
+
+/// A restore with its log.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LogRestoreReport {
+    #[serde(flatten)]
+    pub restore: RestoreReport,
+    pub log: LogApplied,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no snapshot and log of cluster {cluster:?} reach {target}: {detail}")]
+    Unreachable { cluster: String, target: String, detail: String },
+    #[error("not enough space for the replay in {path}: {needed} bytes needed, {available} free; pass --scratch-dir on a larger filesystem")]
+    NoSpace { path: PathBuf, needed: u64, available: u64 },
+    #[error("cannot use the scratch dir {path}: {source}; pass --scratch-dir with a writable directory")]
+    Scratch { path: PathBuf, source: std::io::Error },
+    #[error("cannot start the scratch member for the replay: {0}; pass --etcd with the path of the etcd binary")]
+    Start(#[from] MemberError),
+    #[error("the scratch member did not answer within {seconds} s ({detail}); its log: {log}")]
+    NoAnswer { seconds: u64, detail: String, log: String },
+    #[error("replay of revision {revision} failed: {source}")]
+    Apply { revision: i64, source: ApplyError },
+    #[error("cannot snapshot the replayed member: {0}")]
+    Snapshot(String),
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+}
+
+impl Classify for ReplayError {
+    fn exit(&self) -> Exit {
+        match self {
+            ReplayError::Restore(error) => error.exit(),
+            ReplayError::Log(error) => error.exit(),
+            ReplayError::Store(error) => error.exit(),
+            ReplayError::Unreachable { .. } => Exit::NotFound,
+            ReplayError::Start(_) | ReplayError::Scratch { .. } => Exit::Usage,
+            ReplayError::Apply { .. } => Exit::Corrupt,
+            _ => Exit::Failure,
+        }
+    }
+}
+
+/// One way to reach the target: a verified snapshot and the chain after it.
+struct Candidate {
+    entry: Entry,
+    cluster_id: String,
+    chain: Chain,
+}
+
+/// Restores the member data dir to `target`: snapshot, log replay, etcdutl,
+/// one rename. A snapshot that fails verification is skipped for the next
+/// candidate that still reaches the target.
+pub async fn restore_to<S: SnapshotStore>(
+    store: &S,
+    layout: &StoreLayout,
+    settings: &RestoreSettings,
+    etcdutl: &Etcdutl,
+    target: Target,
+    replay: &ReplaySettings,
+) -> Result<LogRestoreReport, ReplayError> {
+    let started = Stopwatch::start();
+    restore::check_data_dir(&settings.data_dir)?;
+    etcdutl.ready()?;
+    let candidates = candidates(store, layout, &settings.cluster, target).await?;
+    let staging = Staging::beside(&settings.data_dir).map_err(RestoreError::from)?;
+    let mut skipped: Vec<(String, String)> = Vec::new();
+    for candidate in candidates {
+        let entry = &candidate.entry;
+        let label = entry.name.to_string();
+        let fetched = match restore::fetch_verified(
+            store,
+            &staging,
+            &entry.key,
+            entry.name.compression(),
+            entry.manifest.as_ref(),
+            entry.problem.clone(),
+        )
+        .await
+        {
+            Ok(fetched) => fetched,
+            Err(crate::backup::verify::VerifyError::Store(error)) if !matches!(error, StoreError::NotFound { .. }) => {
+                return Err(error.into())
+            }
+            Err(error) => {
+                tracing::warn!(snapshot = %label, error = %error, "snapshot failed verification; trying the next one that reaches the target");
+                skipped.push((label, error.to_string()));
+                continue;
+            }
+        };
+        let snapshot = staging.path().join("snapshot.db");
+        let replayed = match replay_chain(store, layout, &candidate, &snapshot, target, etcdutl, replay, settings).await
+        {
+            Ok(replayed) => replayed,
+            Err(ReplayError::Unreachable { detail, .. }) => {
+                skipped.push((label, detail));
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        let built = staging.path().join("data");
+        etcdutl.build(&replayed.file, &built, settings).await?;
+        staging.install(&built, &settings.data_dir).map_err(RestoreError::from)?;
+        return Ok(LogRestoreReport {
+            restore: RestoreReport {
+                snapshot: label,
+                revision: Some(replayed.applied.reached),
+                sha256: fetched.plain.sha256,
+                size_bytes: fetched.plain.size_bytes,
+                data_dir: settings.data_dir.clone(),
+                skipped,
+                elapsed_ms: started.elapsed_ms(),
+                bump_revision: settings.bump_revision,
+            },
+            log: replayed.applied,
+        });
+    }
+    let tried = skipped.iter().map(|(name, reason)| format!("{name} ({reason})")).collect::<Vec<_>>().join("; ");
+    Err(ReplayError::Unreachable {
+        cluster: settings.cluster.clone(),
+        target: describe(target),
+        detail: format!("every candidate failed: {tried}"),
+    })
+}
+
+fn describe(target: Target) -> String {
+    match target {
+        Target::Latest => "the latest revision".into(),
+        Target::Revision(revision) => format!("revision {}", revision.0),
+        Target::Time(time) => time.to_rfc3339(),
+    }
+}
+
+/// The snapshots (with their chains) that reach `target`, best first.
+async fn candidates<S: SnapshotStore>(
+    store: &S,
+    layout: &StoreLayout,
+    cluster: &str,
+    target: Target,
+) -> Result<Vec<Candidate>, ReplayError> {
+    let catalog = catalog::load(store, layout).await?;
+    let backups: Vec<&Entry> = catalog
+        .snapshots
+        .iter()
+        .filter(|entry| {
+            entry.is_backup() && entry.manifest.as_ref().is_some_and(|manifest| manifest.cluster == cluster)
+        })
+        .collect();
+    let unreachable =
+        |detail: String| ReplayError::Unreachable { cluster: cluster.to_owned(), target: describe(target), detail };
+    if backups.is_empty() {
+        return Err(unreachable(format!(
+            "no verified snapshot in {}; run `lifeboat save` first",
+            store.location(&layout.snapshots_prefix())
+        )));
+    }
+    let mut segments_of: BTreeMap<String, Vec<revlog::SegmentName>> = BTreeMap::new();
+    for entry in &backups {
+        let Some(manifest) = &entry.manifest else { continue };
+        if !segments_of.contains_key(&manifest.cluster_id) {
+            let (listed, _) = list(store, layout, &manifest.cluster_id).await?;
+            segments_of.insert(manifest.cluster_id.clone(), listed.into_iter().map(|listed| listed.name).collect());
+        }
+    }
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for entry in backups {
+        let Some(manifest) = &entry.manifest else { continue };
+        let segments = segments_of.get(&manifest.cluster_id).map(Vec::as_slice).unwrap_or_default();
+        let chain = match target {
+            Target::Revision(revision) if manifest.revision > revision => continue,
+            Target::Revision(revision) => revlog::chain(manifest.revision, segments, Some(revision)),
+            Target::Time(time) if manifest.created_ms > time => continue,
+            Target::Time(_) | Target::Latest => revlog::chain(manifest.revision, segments, None),
+        };
+        if let Target::Revision(revision) = target {
+            if chain.reaches < revision {
+                continue;
+            }
+        }
+        candidates.push(Candidate { entry: entry.clone(), cluster_id: manifest.cluster_id.clone(), chain });
+    }
+    // The newest history first: a restored cluster has a new cluster ID, and its
+    // revisions may repeat its predecessor's. Within it, the newest base (the
+    // shortest replay) for a revision, the furthest reach for latest or a time.
+    let mut newest_save: BTreeMap<String, Millis> = BTreeMap::new();
+    for candidate in &candidates {
+        let created = candidate.entry.name.created();
+        let newest = newest_save.entry(candidate.cluster_id.clone()).or_insert(created);
+        *newest = (*newest).max(created);
+    }
+    let reach = |candidate: &Candidate| match target {
+        Target::Revision(_) => Revision(0),
+        Target::Latest | Target::Time(_) => candidate.chain.reaches,
+    };
+    candidates.sort_by_key(|candidate| {
+        std::cmp::Reverse((newest_save.get(&candidate.cluster_id).copied(), reach(candidate), candidate.chain.base))
+    });
+    if candidates.is_empty() {
+        let reaches: Vec<String> = segments_of
+            .iter()
+            .map(|(cluster_id, segments)| {
+                let gaps = revlog::gaps(segments);
+                let range = match (segments.first(), segments.iter().map(|segment| segment.last()).max()) {
+                    (Some(first), Some(last)) => format!("log {}..={}", first.first().0, last.0),
+                    _ => "no log".to_owned(),
+                };
+                format!(
+                    "cluster ID {cluster_id}: {range}{}",
+                    if gaps.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", holes after {:?}", gaps.iter().map(|gap| gap.0 .0).collect::<Vec<_>>())
+                    }
+                )
+            })
+            .collect();
+        return Err(unreachable(format!(
+            "no snapshot at or below it has a log without holes up to it ({}); `lifeboat log status` shows the chains",
+            reaches.join("; ")
+        )));
+    }
+    Ok(candidates)
+}
+
+/// The replayed snapshot, in a scratch dir that lives as long as this.
+struct Replayed {
+    file: PathBuf,
+    applied: LogApplied,
+    _scratch: tempfile::TempDir,
+}
+
+/// etcd flags of the scratch member: room for any logged transaction and any
+/// database, and no fsync where etcd offers that (3.5+): the replay's result is
+/// taken as a snapshot, so a crash loses only the scratch dir.
+async fn scratch_flags(etcd: &Path) -> Vec<String> {
+    let mut flags = vec![
+        "--quota-backend-bytes=68719476736".to_owned(),
+        "--max-txn-ops=1000000".to_owned(),
+        "--max-request-bytes=268435456".to_owned(),
+    ];
+    let help = tokio::process::Command::new(etcd).arg("--help").output().await;
+    if help.is_ok_and(|output| {
+        String::from_utf8_lossy(&output.stdout).contains("--unsafe-no-fsync")
+            || String::from_utf8_lossy(&output.stderr).contains("--unsafe-no-fsync")
+    }) {
+        flags.push("--unsafe-no-fsync".to_owned());
+    }
+    flags
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn replay_chain<S: SnapshotStore>(
+    store: &S,
+    layout: &StoreLayout,
+    candidate: &Candidate,
+    snapshot: &Path,
+    target: Target,
+    etcdutl: &Etcdutl,
+    settings: &ReplaySettings,
+    restore_settings: &RestoreSettings,
+) -> Result<Replayed, ReplayError> {
+    let started = Stopwatch::start();
+    let size = std::fs::metadata(snapshot).map(|metadata| metadata.len()).unwrap_or(0);
+    // The restored db, the replayed db and its snapshot, plus the log's growth.
+    let needed = size.saturating_mul(3).saturating_add(256 << 20);
+    let available = free_bytes(&settings.scratch_parent).unwrap_or(u64::MAX);
+    if available < needed {
+        return Err(ReplayError::NoSpace { path: settings.scratch_parent.clone(), needed, available });
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("lifeboat-replay-")
+        .tempdir_in(&settings.scratch_parent)
+        .map_err(|source| ReplayError::Scratch { path: settings.scratch_parent.clone(), source })?;
+    let scratch_error = |source: std::io::Error| ReplayError::Scratch { path: scratch.path().to_owned(), source };
+    let member = ScratchMember::new(scratch.path(), "lifeboat-replay", "lifeboat-replay").map_err(scratch_error)?;
+    let build = member.restore_settings(SnapshotChoice::Latest, &restore_settings.cluster);
+    etcdutl.build(snapshot, &member.data_dir(), &build).await?;
+    let running = member.start(&settings.etcd, scratch_flags(&settings.etcd).await).await?;
+    let outcome = apply_chain(store, layout, candidate, target, settings, &member, scratch.path()).await;
+    if let Err(error) = running.stop().await {
+        tracing::warn!(error = %error, "could not stop the replay member; it is killed with its scratch dir");
+    }
+    let (file, mut applied) = outcome?;
+    applied.replay_ms = started.elapsed_ms();
+    Ok(Replayed { file, applied, _scratch: scratch })
+}
+
+/// Waits for the scratch member, applies the chain up to the target, and
+/// snapshots the result into the scratch dir.
+async fn apply_chain<S: SnapshotStore>(
+    store: &S,
+    layout: &StoreLayout,
+    candidate: &Candidate,
+    target: Target,
+    settings: &ReplaySettings,
+    member: &ScratchMember,
+    scratch: &Path,
+) -> Result<(PathBuf, LogApplied), ReplayError> {
+    let client = EtcdClient::new(vec![member.client_url.clone()], Duration::from_secs(30));
+    let deadline = tokio::time::Instant::now() + settings.start_timeout;
+    let (mut target_member, base) = loop {
+        let attempt = async {
+            let mut connection = client.replay_target(&member.client_url).await?;
+            let revision = connection.revision().await?;
+            Ok::<_, EtcdError>((connection, revision))
+        };
+        match attempt.await {
+            Ok(ready) => break ready,
+            Err(error) if tokio::time::Instant::now() >= deadline => {
+                return Err(ReplayError::NoAnswer {
+                    seconds: settings.start_timeout.as_secs(),
+                    detail: error.to_string(),
+                    log: member.log_tail(),
+                })
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    if let Target::Revision(revision) = target {
+        if base > revision {
+            return Err(ReplayError::Unreachable {
+                cluster: String::new(),
+                target: describe(target),
+                detail: format!("the snapshot holds revision {} already, past the target", base.0),
+            });
+        }
+    }
+    // Leases renewed in the background for as long as the replay runs.
+    let renewer = {
+        let client = client.clone();
+        let url = member.client_url.clone();
+        tokio::spawn(async move {
+            let Ok(mut connection) = client.replay_target(&url).await else { return };
+            loop {
+                let _ = connection.renew_leases().await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let result = apply_segments(store, layout, candidate, target, base, &mut target_member).await;
+    renewer.abort();
+    let mut applied = result?;
+    applied.snapshot_revision = base.0;
+    // The result, as etcd streams a snapshot (with its trailing hash, which etcdutl checks).
+    let file = scratch.join("replayed.db");
+    let mut out = std::fs::File::create(&file).map_err(|source| ReplayError::Scratch { path: file.clone(), source })?;
+    let mut stream = client.snapshot(&member.client_url).await?;
+    loop {
+        match stream.next_chunk().await {
+            Ok(Some(chunk)) => {
+                out.write_all(&chunk).map_err(|source| ReplayError::Scratch { path: file.clone(), source })?
+            }
+            Ok(None) => break,
+            Err(error) => return Err(ReplayError::Snapshot(error.to_string())),
+        }
+    }
+    out.sync_all().map_err(|source| ReplayError::Scratch { path: file.clone(), source })?;
+    Ok((file, applied))
+}
+
+/// Applies every logged revision after `base` up to the target.
+async fn apply_segments<S: SnapshotStore>(
+    store: &S,
+    layout: &StoreLayout,
+    candidate: &Candidate,
+    target: Target,
+    base: Revision,
+    member: &mut crate::etcd::log::ReplayTarget,
+) -> Result<LogApplied, ReplayError> {
+    let mut applied = LogApplied {
+        cluster_id: candidate.cluster_id.clone(),
+        snapshot_revision: base.0,
+        reached: base.0,
+        reached_seen: None,
+        revisions_applied: 0,
+        segments_read: 0,
+        replay_ms: 0,
+        stopped_early: None,
+    };
+    let mut granted: HashSet<i64> = HashSet::new();
+    let mut reached = base;
+    'segments: for name in &candidate.chain.segments {
+        if name.last() <= reached {
+            continue;
+        }
+        let segment = match read(store, layout, &candidate.cluster_id, name).await {
+            Ok(segment) => segment,
+            // Latest and a time restore go as far as the log is whole, and say where it stopped.
+            Err(error) if !matches!(target, Target::Revision(_)) => {
+                tracing::warn!(error = %error, reached = reached.0, "the log stops at a damaged segment");
+                applied.stopped_early = Some(error.to_string());
+                break;
+            }
+            Err(error) => return Err(error.into()),
+        };
+        applied.segments_read += 1;
+        let ttls: BTreeMap<i64, i64> =
+            segment.header.leases.iter().map(|lease| (lease.id, lease.ttl_seconds)).collect();
+        for entry in &segment.revisions {
+            if entry.revision <= reached {
+                continue;
+            }
+            match target {
+                Target::Revision(revision) if entry.revision > revision => break 'segments,
+                Target::Time(time) if entry.seen > time => break 'segments,
+                _ => {}
+            }
+            for event in &entry.events {
+                if event.kind == EventKind::Put && event.lease != 0 && granted.insert(event.lease) {
+                    let ttl =
+                        ttls.get(&event.lease).copied().filter(|ttl| *ttl > 0).unwrap_or(UNKNOWN_LEASE_TTL_SECONDS);
+                    member.ensure_lease(LeaseRecord { id: event.lease, ttl_seconds: ttl }).await?;
+                }
+            }
+            member.apply(entry).await.map_err(|source| ReplayError::Apply { revision: entry.revision.0, source })?;
+            reached = entry.revision;
+            applied.reached = reached.0;
+            applied.reached_seen = Some(entry.seen.to_rfc3339());
+            applied.revisions_applied += 1;
+            if applied.revisions_applied.is_multiple_of(10_000) {
+                tracing::info!(revision = reached.0, applied = applied.revisions_applied, "replaying the log");
+            }
+        }
+    }
+    if let Target::Revision(revision) = target {
+        if reached < revision {
+            return Err(ReplayError::Unreachable {
+                cluster: String::new(),
+                target: describe(target),
+                detail: format!("the log ends at revision {}", reached.0),
+            });
+        }
+    }
+    Ok(applied)
+}
