@@ -4,6 +4,7 @@
 
 use crate::backup::verify::{self, Fetched, VerifyError};
 use crate::ports::{ObjectInfo, SnapshotStore, StoreError};
+use crate::revlog;
 use lifeboat::retention::{self, RetentionPlan};
 use lifeboat::{Compression, Manifest, Retention, SnapshotMeta, SnapshotName, StoreLayout};
 use std::collections::BTreeMap;
@@ -155,6 +156,8 @@ pub struct PruneReport {
     pub kept: Vec<SnapshotName>,
     pub deleted: Vec<SnapshotName>,
     pub orphans_deleted: Vec<String>,
+    /// Revision-log segments no kept snapshot can use any more.
+    pub segments_deleted: Vec<String>,
     pub dry_run: bool,
 }
 
@@ -177,6 +180,7 @@ pub async fn prune<S: SnapshotStore>(
         .filter(|object| object.modified_ms.is_some_and(|modified| now_ms.saturating_sub(modified) > ORPHAN_GRACE_MS))
         .map(|object| object.key.clone())
         .collect();
+    let segments = prunable_segments(store, layout, catalog, &keep, now_ms).await?;
     if !dry_run {
         for name in &delete {
             store.delete(&layout.manifest_key(name)).await?;
@@ -187,6 +191,49 @@ pub async fn prune<S: SnapshotStore>(
             store.delete(key).await?;
             tracing::info!(key = %key, "pruned orphan object");
         }
+        // Oldest first: an interrupted prune leaves a shorter log that still starts at a kept snapshot.
+        for key in &segments {
+            store.delete(key).await?;
+        }
+        if !segments.is_empty() {
+            tracing::info!(segments = segments.len(), "pruned revision-log segments");
+        }
     }
-    Ok(PruneReport { kept: keep, deleted: delete, orphans_deleted: orphans, dry_run })
+    Ok(PruneReport { kept: keep, deleted: delete, orphans_deleted: orphans, segments_deleted: segments, dry_run })
+}
+
+/// The log segments a prune deletes: per etcd cluster ID, those that end at or
+/// below the oldest kept snapshot of that cluster (no kept snapshot's chain
+/// starts before them). A cluster ID with no kept snapshot loses only segments
+/// older than [`ORPHAN_GRACE_MS`]: its chain's snapshot may be a save that
+/// finished after this catalog was listed.
+async fn prunable_segments<S: SnapshotStore>(
+    store: &S,
+    layout: &StoreLayout,
+    catalog: &Catalog,
+    keep: &[SnapshotName],
+    now_ms: u64,
+) -> Result<Vec<String>, StoreError> {
+    let mut keys = Vec::new();
+    for cluster_id in revlog::cluster_ids(store, layout).await? {
+        let bases: Vec<lifeboat::Revision> = catalog
+            .snapshots
+            .iter()
+            .filter(|entry| keep.contains(&entry.name))
+            .filter_map(|entry| entry.manifest.as_ref())
+            .filter(|manifest| manifest.cluster_id == cluster_id)
+            .map(|manifest| manifest.revision)
+            .collect();
+        let (listed, _) = revlog::list(store, layout, &cluster_id).await?;
+        let names: Vec<lifeboat::revlog::SegmentName> = listed.iter().map(|segment| segment.name).collect();
+        let prunable = lifeboat::revlog::prunable(&bases, &names);
+        for segment in listed.iter().filter(|segment| prunable.contains(&segment.name)) {
+            let old =
+                segment.object.modified_ms.is_some_and(|modified| now_ms.saturating_sub(modified) > ORPHAN_GRACE_MS);
+            if !bases.is_empty() || old {
+                keys.push(segment.object.key.clone());
+            }
+        }
+    }
+    Ok(keys)
 }

@@ -8,6 +8,8 @@ use crate::backup::trial::{trial_restore, TrialOutcome, TrialSettings};
 use crate::cli::config::{ConfigError, Resolved};
 use crate::cli::output::{self, Format};
 use crate::exit::Exit;
+use crate::revlog;
+use crate::store::AnyStore;
 use lifeboat::{Millis, StoreLayout};
 
 fn catalog_rows(catalog: &Catalog) -> Vec<Vec<String>> {
@@ -29,11 +31,41 @@ fn catalog_rows(catalog: &Catalog) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// One etcd cluster's revision log, as `snapshots list` summarises it.
+#[derive(serde::Serialize)]
+struct LogSummary {
+    cluster_id: String,
+    segments: usize,
+    first_revision: Option<i64>,
+    last_revision: Option<i64>,
+    /// Holes as (last revision held before, first revision after).
+    gaps: Vec<(i64, i64)>,
+}
+
+#[derive(serde::Serialize)]
+struct Listing<'a> {
+    #[serde(flatten)]
+    catalog: &'a Catalog,
+    logs: Vec<LogSummary>,
+}
+
 pub async fn list(resolved: &Resolved, format: Format) -> anyhow::Result<Exit> {
     let (store, layout) = open_store(resolved).await?;
     let catalog = catalog::load(&store, &layout).await?;
+    let mut logs = Vec::new();
+    for cluster_id in revlog::cluster_ids(&store, &layout).await? {
+        let (segments, _) = revlog::list(&store, &layout, &cluster_id).await?;
+        let names: Vec<lifeboat::revlog::SegmentName> = segments.iter().map(|segment| segment.name).collect();
+        logs.push(LogSummary {
+            cluster_id,
+            segments: names.len(),
+            first_revision: names.first().map(|name| name.first().0),
+            last_revision: names.iter().map(|name| name.last().0).max(),
+            gaps: lifeboat::revlog::gaps(&names).into_iter().map(|(after, next)| (after.0, next.0)).collect(),
+        });
+    }
     match format {
-        Format::Json => println!("{}", output::json(&catalog)),
+        Format::Json => println!("{}", output::json(&Listing { catalog: &catalog, logs })),
         Format::Table => {
             print!(
                 "{}",
@@ -49,6 +81,23 @@ pub async fn list(resolved: &Resolved, format: Format) -> anyhow::Result<Exit> {
                     output::bytes(latest.size_bytes)
                 ),
                 None => println!("latest: none ({} does not exist)", store_location(&store, &layout.latest_key())),
+            }
+            for log in &logs {
+                println!(
+                    "revision log of etcd cluster {}: {} segment(s), revisions {}..={}, {}",
+                    log.cluster_id,
+                    log.segments,
+                    log.first_revision.unwrap_or(0),
+                    log.last_revision.unwrap_or(0),
+                    if log.gaps.is_empty() {
+                        "no holes".to_owned()
+                    } else {
+                        format!(
+                            "holes after revision(s) {}",
+                            log.gaps.iter().map(|(after, _)| after.to_string()).collect::<Vec<_>>().join(", ")
+                        )
+                    }
+                );
             }
             if !catalog.unknown.is_empty() {
                 // Foreign objects are data, not errors: named so an operator can clean them up.
@@ -227,6 +276,9 @@ pub async fn verify(
         };
         rows.push(row);
     }
+    if all {
+        rows.extend(verify_log(&store, &layout).await?);
+    }
     match format {
         Format::Json => println!("{}", output::json(&rows)),
         Format::Table => {
@@ -260,6 +312,31 @@ pub async fn verify(
     })
 }
 
+/// Every revision-log segment, read and checked (checksum, every revision of
+/// its range, the cluster and range its key names): `verify --all`.
+async fn verify_log(store: &AnyStore, layout: &StoreLayout) -> anyhow::Result<Vec<VerifyRow>> {
+    let mut rows = Vec::new();
+    for cluster_id in revlog::cluster_ids(store, layout).await? {
+        let (segments, _) = revlog::list(store, layout, &cluster_id).await?;
+        for segment in segments {
+            let result = revlog::read(store, layout, &cluster_id, &segment.name).await;
+            rows.push(VerifyRow {
+                snapshot: format!("log/{cluster_id}/{}", segment.name),
+                ok: result.is_ok(),
+                skipped: false,
+                sha256: None,
+                size_bytes: Some(segment.object.size_bytes),
+                detail: match result {
+                    Ok(read) => format!("revisions {}..={} whole", read.header.first.0, read.header.last.0),
+                    Err(error) => error.to_string(),
+                },
+                trial: None,
+            });
+        }
+    }
+    Ok(rows)
+}
+
 pub async fn prune(
     resolved: &Resolved,
     retention: &lifeboat::Retention,
@@ -281,10 +358,11 @@ pub async fn prune(
                 println!("{verb} orphan {key}");
             }
             println!(
-                "kept {} snapshots, {verb} {} (+{} orphans)",
+                "kept {} snapshots, {verb} {} (+{} orphans, +{} revision-log segments)",
                 report.kept.len(),
                 report.deleted.len(),
-                report.orphans_deleted.len()
+                report.orphans_deleted.len(),
+                report.segments_deleted.len()
             );
         }
     }
