@@ -254,10 +254,45 @@ pub trait DataDirBuilder {
     async fn build(&self, snapshot: &Path, into: &Path, settings: &RestoreSettings) -> Result<(), RestoreError>;
     /// Whether `build` can bump revisions (`RestoreSettings::bump_revision`).
     async fn supports_bump(&self) -> bool;
+    /// Extends `snapshot` with the revision log after it, when the store holds
+    /// one that reaches further, and saves the result as a new versioned
+    /// snapshot: what a disaster recovery then restores, so it loses about one
+    /// log flush of writes instead of one snapshot interval. `Ok(None)`: nothing
+    /// to add, or this builder replays no log (the simulator's, for now).
+    async fn extend_with_log<S: SnapshotStore>(
+        &self,
+        _store: &S,
+        _layout: &lifeboat::StoreLayout,
+        _snapshot: &lifeboat::SnapshotName,
+        _save: &crate::backup::save::SaveSettings,
+    ) -> Result<Option<LogExtension>, ExtendError> {
+        Ok(None)
+    }
     /// The revision the data dir of a *stopped* member holds (`None`: no database in
     /// it). A member that stops for a recovery claim votes with this, not with what
     /// its etcd answered before it stopped: writes may land in between.
     async fn data_revision(&self, data_dir: &Path) -> Result<Option<lifeboat::Revision>, RestoreError>;
+}
+
+/// Why a log replay did not extend a snapshot: the store did not answer (the
+/// claim waits for the next round: it needs the store anyway), or anything else
+/// (no etcd binary, a snapshot etcdutl refuses: the recovery goes on without it).
+#[derive(Debug, thiserror::Error)]
+pub enum ExtendError {
+    #[error(transparent)]
+    Store(StoreError),
+    #[error("{0}")]
+    Replay(BoxError),
+}
+
+/// A snapshot that a log replay extended (see [`DataDirBuilder::extend_with_log`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LogExtension {
+    pub name: lifeboat::SnapshotName,
+    pub revisions_applied: u64,
+    pub reached: i64,
+    /// Why the replay stopped before the log's end (a damaged segment), if it did.
+    pub stopped_early: Option<String>,
 }
 
 /// The agent's own state on this host, which a crash must not forget: the

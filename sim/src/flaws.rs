@@ -33,15 +33,19 @@ pub enum Flaw {
     /// A stopped data dir reads as holding revision 1: a survivor's vote cannot
     /// tell that its data is newer than the claimed snapshot.
     DataDirsReadStale,
+    /// Listings of the revision log leave out its newest segment, as a store that
+    /// lists stale would: a recovery replays less of the log than the store holds.
+    LogListsStale,
 }
 
 impl Flaw {
-    pub const ALL: [Flaw; 5] = [
+    pub const ALL: [Flaw; 6] = [
         Flaw::PeersAlwaysHealthy,
         Flaw::LockAlwaysFree,
         Flaw::ManifestsMatchAnyBytes,
         Flaw::ClaimsCommitAtOnce,
         Flaw::DataDirsReadStale,
+        Flaw::LogListsStale,
     ];
 }
 

@@ -14,6 +14,7 @@ pub mod flaws;
 pub mod model;
 pub mod nemesis;
 pub mod ports;
+pub mod revlog;
 pub mod run;
 pub mod summary;
 pub mod systemd;

@@ -185,6 +185,32 @@ pub struct SnapshotContent {
     pub kv: BTreeMap<String, u64>,
 }
 
+impl SnapshotContent {
+    /// The file etcd would stream: bolt's magic, the state, whole pages, etcd's trailing sha256.
+    pub fn to_file(&self) -> Bytes {
+        let mut bytes = vec![0u8; 16];
+        bytes.extend_from_slice(&BOLT_MAGIC);
+        bytes.extend_from_slice(&serde_json::to_vec(self).unwrap_or_default());
+        // Whole bolt pages, as etcd's own trailer check expects (size % 512 == 32).
+        bytes.resize(bytes.len().div_ceil(512) * 512, 0);
+        let digest = Sha256::digest(&bytes);
+        bytes.extend_from_slice(&digest);
+        Bytes::from(bytes)
+    }
+
+    /// The state in a file, when its magic and trailer hold.
+    pub fn from_file(file: &[u8]) -> Option<SnapshotContent> {
+        if file.len() < 20 + 32 || file.get(16..20)? != BOLT_MAGIC {
+            return None;
+        }
+        let (body, trailer) = file.split_at(file.len() - 32);
+        if Sha256::digest(body).as_slice() != trailer {
+            return None;
+        }
+        serde_json::from_slice(body.get(20..)?.split(|byte| *byte == 0).next().unwrap_or_default()).ok()
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Stats {
     /// (virtual ms, peer URL) of every member removal.
@@ -196,6 +222,11 @@ pub struct Stats {
     pub restores: u32,
     /// Acknowledged revisions a disaster recovery left behind (the RPO at work).
     pub lost_by_recovery: u64,
+    /// What the same recoveries would have left behind from the snapshot the log was
+    /// replayed onto (the baseline without the revision log).
+    pub lost_without_log: u64,
+    /// Each replay of the log before a claim: (the snapshot's revision, the revision reached).
+    pub log_replays: Vec<(i64, i64)>,
     pub writes_acked: u64,
     pub writes_refused: u64,
     /// When N healthy members were first seen after the last fault ended.
@@ -204,6 +235,14 @@ pub struct Stats {
     /// Per new cluster: the revision restored, and the newest revision a surviving
     /// disk of the source cluster held at that moment.
     pub survivors_at_restore: Vec<(i64, Option<i64>)>,
+    /// Per new cluster: the revision restored, and how far the source cluster's
+    /// revision log reached in the store at that moment (`None`: no log).
+    pub log_at_restore: Vec<(i64, Option<i64>)>,
+    /// Revision-log segments written.
+    pub log_segments: u32,
+    /// Every versioned snapshot ever written: (virtual ms, name). Retention deletes
+    /// objects; checks about what existed at a moment read this.
+    pub versioned_written: Vec<(u64, String)>,
     pub corrupted_keys: Vec<String>,
 }
 
@@ -229,6 +268,8 @@ pub struct World {
     split_brain_seen: BTreeSet<(u64, u64)>,
     /// Each machine's etcd unit, in `--member-control systemd` runs.
     pub units: Vec<crate::systemd::Unit>,
+    /// How far each cluster's revision log reaches in the store.
+    pub log_ends: BTreeMap<u64, i64>,
 }
 
 /// Milliseconds since the simulation started.
@@ -268,7 +309,15 @@ impl World {
             trace: Sha256::new(),
             trace_lines: keep_trace.then(Vec::new),
             split_brain_seen: BTreeSet::new(),
+            log_ends: BTreeMap::new(),
         }
+    }
+
+    /// The log writer stored a segment of `cluster` ending at `last`.
+    pub fn log_flushed(&mut self, cluster: u64, last: i64) {
+        let end = self.log_ends.entry(cluster).or_insert(last);
+        *end = (*end).max(last);
+        self.stats.log_segments += 1;
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -821,14 +870,7 @@ impl World {
         let cluster = self.clusters.get_mut(&cluster)?;
         let kv = cluster.state_at(len);
         let content = SnapshotContent { cluster: cluster.id, revision: cluster.revision(len), kv: (*kv).clone() };
-        let mut bytes = vec![0u8; 16];
-        bytes.extend_from_slice(&BOLT_MAGIC);
-        bytes.extend_from_slice(&serde_json::to_vec(&content).ok()?);
-        // Whole bolt pages, as etcd's own trailer check expects (size % 512 == 32).
-        bytes.resize(bytes.len().div_ceil(512) * 512, 0);
-        let digest = Sha256::digest(&bytes);
-        bytes.extend_from_slice(&digest);
-        Some(Bytes::from(bytes))
+        Some(content.to_file())
     }
 
     /// What `etcdutl snapshot restore` does to a file: check the trailer, read the
@@ -900,6 +942,8 @@ impl World {
             .filter_map(|node| self.revision_of(node).map(|(revision, _)| revision))
             .max();
         self.stats.survivors_at_restore.push((content.revision, survivors));
+        let log_end = self.log_ends.get(&content.cluster).copied();
+        self.stats.log_at_restore.push((content.revision, log_end));
         let live: Vec<u64> =
             self.clusters.values().filter(|cluster| cluster.leader.is_some()).map(|cluster| cluster.id).collect();
         if !live.is_empty() {
@@ -914,6 +958,18 @@ impl World {
             .filter(|write| write.cluster == content.cluster && write.revision > content.revision)
             .collect();
         self.stats.lost_by_recovery += lost.len() as u64;
+        // The snapshot this one extended, if the revision log carried it here.
+        let without_log = self
+            .stats
+            .log_replays
+            .iter()
+            .filter(|(_, reached)| *reached == content.revision)
+            .map(|(from, _)| *from)
+            .min()
+            .unwrap_or(content.revision);
+        self.stats.lost_without_log +=
+            self.writes.iter().filter(|write| write.cluster == content.cluster && write.revision > without_log).count()
+                as u64;
         self.clusters.insert(
             id,
             Cluster {
@@ -949,10 +1005,14 @@ impl World {
 
     pub fn put_object(&mut self, key: &str, bytes: Bytes) {
         let modified_ms = self.now_ms();
-        if !key.contains("/coordination/heartbeats/") {
+        if !key.contains("/coordination/heartbeats/") && !key.contains("/exported/etcd-log/") {
             self.event(format!("store: put {key} ({} bytes)", bytes.len()));
         }
         self.check_final_object(key, &bytes);
+        if key.contains("/exported/etcd-snapshots/") && key.ends_with(".db") && !key.ends_with("/snapshot.db") {
+            let name = key.rsplit('/').next().unwrap_or_default().to_owned();
+            self.stats.versioned_written.push((modified_ms, name));
+        }
         if key.contains("/exported/etcd-snapshots/") && key.ends_with(".manifest.json") {
             self.stats.saves += 1;
         }

@@ -405,15 +405,20 @@ impl SnapshotStore for SimStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        self.call(prefix, |world| {
-            Ok(world
-                .objects
-                .range(prefix.to_owned()..)
-                .take_while(|(key, _)| key.starts_with(prefix))
-                .map(|(key, object)| info(key, object))
-                .collect())
-        })
-        .await
+        let mut listed: Vec<ObjectInfo> = self
+            .call(prefix, |world| {
+                Ok(world
+                    .objects
+                    .range(prefix.to_owned()..)
+                    .take_while(|(key, _)| key.starts_with(prefix))
+                    .map(|(key, object)| info(key, object))
+                    .collect())
+            })
+            .await?;
+        if self.flaw == Some(Flaw::LogListsStale) && prefix.contains("/exported/etcd-log/") {
+            listed.pop();
+        }
+        Ok(listed)
     }
 
     async fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {
@@ -511,6 +516,17 @@ impl DataDirBuilder for SimBuilder {
     /// Not modelled: simulated restores keep their revisions.
     async fn supports_bump(&self) -> bool {
         false
+    }
+
+    async fn extend_with_log<S: SnapshotStore>(
+        &self,
+        store: &S,
+        layout: &lifeboat::StoreLayout,
+        snapshot: &lifeboat::SnapshotName,
+        _save: &lifeboat_runtime::backup::save::SaveSettings,
+    ) -> Result<Option<lifeboat_runtime::ports::LogExtension>, lifeboat_runtime::ports::ExtendError> {
+        latency(100, 1_000).await;
+        crate::revlog::extend_with_log(&self.world, store, layout, snapshot).await
     }
 
     async fn data_revision(&self, data_dir: &Path) -> Result<Option<Revision>, RestoreError> {

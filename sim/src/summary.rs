@@ -21,6 +21,9 @@ pub struct ScenarioSummary {
     pub worst_rto_ms: Option<u64>,
     /// Acknowledged revisions left behind by disaster recoveries, over all seeds.
     pub lost_revisions: u64,
+    /// What the same recoveries would have left behind from the snapshot alone,
+    /// without the revision log replayed onto it (the baseline, same runs).
+    pub lost_without_log: u64,
     pub writes_acked: u64,
     pub wall_ms: u64,
     pub seeds_per_wall_minute: f64,
@@ -41,6 +44,7 @@ impl ScenarioSummary {
             mean_rto_ms: None,
             worst_rto_ms: None,
             lost_revisions: 0,
+            lost_without_log: 0,
             writes_acked: 0,
             wall_ms: 0,
             seeds_per_wall_minute: 0.0,
@@ -55,6 +59,7 @@ impl ScenarioSummary {
         self.replacements += report.stats.removals.len();
         self.disaster_recoveries += report.stats.epochs.len();
         self.lost_revisions += report.stats.lost_by_recovery;
+        self.lost_without_log += report.stats.lost_without_log;
         self.writes_acked += report.stats.writes_acked;
         if let Some(rto) = report.rto_ms {
             rtos.push(rto);
@@ -224,12 +229,21 @@ pub fn kinds_line(summary: &RandomSummary) -> String {
 
 pub fn table(summaries: &[ScenarioSummary]) -> String {
     let mut out = format!(
-        "{:<28} {:>6} {:>10} {:>8} {:>4} {:>9} {:>9} {:>10} {:>10}\n",
-        "scenario", "seeds", "violations", "replaced", "DR", "mean RTO", "worst RTO", "lost revs", "seeds/min"
+        "{:<28} {:>6} {:>10} {:>8} {:>4} {:>9} {:>9} {:>10} {:>10} {:>10}\n",
+        "scenario",
+        "seeds",
+        "violations",
+        "replaced",
+        "DR",
+        "mean RTO",
+        "worst RTO",
+        "lost revs",
+        "w/o log",
+        "seeds/min"
     );
     for summary in summaries {
         out.push_str(&format!(
-            "{:<28} {:>6} {:>10} {:>8} {:>4} {:>8}s {:>8}s {:>10} {:>10.0}\n",
+            "{:<28} {:>6} {:>10} {:>8} {:>4} {:>8}s {:>8}s {:>10} {:>10} {:>10.0}\n",
             summary.scenario,
             summary.seeds,
             summary.violations,
@@ -238,6 +252,7 @@ pub fn table(summaries: &[ScenarioSummary]) -> String {
             seconds(summary.mean_rto_ms),
             seconds(summary.worst_rto_ms),
             summary.lost_revisions,
+            summary.lost_without_log,
             summary.seeds_per_wall_minute
         ));
     }

@@ -112,6 +112,13 @@ fn restoring_past_the_hash_check_is_caught() {
 }
 
 #[test]
+fn a_recovery_that_replays_less_than_the_log_is_caught() {
+    // Every disk lost, no survivor: only the revision log holds the writes since the
+    // last snapshot, and a recovery must replay all of it that the store holds.
+    assert_caught(&scenario("all-restarted-empty"), Flaw::LogListsStale, &[Invariant::RestoredStateExact]);
+}
+
+#[test]
 fn a_claim_that_takes_effect_at_once_is_caught() {
     // An isolated agent claims while its peers' agents are down: only the join quorum
     // keeps the healthy majority from restoring an older snapshot.

@@ -1,6 +1,8 @@
 //! What the agent exports for Prometheus, derived from the events it journals:
 //! every figure on `/metrics` is one the journal also holds, so the two never
-//! disagree. Also the liveness and readiness the health endpoints answer with.
+//! disagree, except the revision log's progress, which moves every second (its
+//! writer logs when it starts, stops and meets a hole). Also the liveness and
+//! readiness the health endpoints answer with.
 //!
 //! Names follow Prometheus conventions (`lifeboat_…`, base units, `_total` for
 //! counters); the text is OpenMetrics, as `prometheus-client` writes it.
@@ -42,6 +44,9 @@ pub struct AgentMetrics {
     snapshots: Gauge,
     epoch: Gauge,
     last_observation_timestamp: Gauge<f64, AtomicU64>,
+    log_last_flush_timestamp: Gauge<f64, AtomicU64>,
+    log_last_revision: Gauge,
+    log_gaps: Gauge,
     /// Milliseconds (monotonic) of the loop's last turn and of the last full
     /// observation: liveness and readiness (with `store_reachable`).
     loop_turned_ms: AtomicI64,
@@ -73,6 +78,9 @@ impl AgentMetrics {
             snapshots: Gauge::default(),
             epoch: Gauge::default(),
             last_observation_timestamp: Gauge::default(),
+            log_last_flush_timestamp: Gauge::default(),
+            log_last_revision: Gauge::default(),
+            log_gaps: Gauge::default(),
             loop_turned_ms: AtomicI64::new(-1),
             observed_ms: AtomicI64::new(-1),
         };
@@ -129,8 +137,31 @@ impl AgentMetrics {
                 Unit::Seconds,
                 metrics.last_observation_timestamp.clone(),
             );
+            registry.register_with_unit(
+                "log_last_flush_timestamp",
+                "When this agent last wrote a revision-log segment, Unix time (only the agent beside the leader writes)",
+                Unit::Seconds,
+                metrics.log_last_flush_timestamp.clone(),
+            );
+            registry.register(
+                "log_last_revision",
+                "The last etcd revision this agent's revision-log writer stored",
+                metrics.log_last_revision.clone(),
+            );
+            registry.register(
+                "log_gaps",
+                "Holes this agent's writer met since it started: etcd compacted history the log had not stored",
+                metrics.log_gaps.clone(),
+            );
         }
         metrics
+    }
+
+    /// The revision-log writer stored a segment up to `revision` at `unix_ms`.
+    pub fn on_log_flush(&self, unix_ms: u64, revision: i64, gaps: u64) {
+        self.log_last_flush_timestamp.set(unix_ms as f64 / 1000.0);
+        self.log_last_revision.set(revision);
+        self.log_gaps.set(i64::try_from(gaps).unwrap_or(i64::MAX));
     }
 
     /// Updates the figures from one journaled event; `unix_ms` is when it happened.

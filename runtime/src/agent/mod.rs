@@ -129,6 +129,10 @@ pub struct AgentSettings {
 }
 
 impl AgentSettings {
+    /// How this agent's saves (periodic, a survivor's, a log replay's) are written.
+    pub fn save_settings(&self) -> SaveSettings {
+        SaveSettings { cluster: self.cluster.clone(), compression: self.compression, pipeline: self.pipeline.clone() }
+    }
     pub fn initial_cluster(&self) -> String {
         self.members.iter().map(|member| format!("{}={}", member.name, member.peer_url)).collect::<Vec<_>>().join(",")
     }

@@ -234,7 +234,8 @@ pub struct MemberArgs {
     /// Environment file the unit reads (EnvironmentFile=); lifeboat writes ETCD_* launch settings to it
     #[arg(long, env = "LIFEBOAT_ENVIRONMENT_FILE", default_value = "/run/lifeboat/etcd.env", value_name = "FILE")]
     pub environment_file: PathBuf,
-    /// The etcd binary (child mode)
+    /// The etcd binary: the member itself in child mode, and the scratch member a disaster
+    /// recovery replays the revision log into
     #[arg(long, env = "LIFEBOAT_ETCD", default_value = "etcd", value_name = "PATH")]
     pub etcd: PathBuf,
     /// Extra flags for etcd (child mode), e.g. --etcd-arg=--heartbeat-interval=50
@@ -283,6 +284,15 @@ pub struct AgentArgs {
     /// let each agent claim its own
     #[arg(long, env = "LIFEBOAT_SHARED_FILE_STORE")]
     pub shared_file_store: bool,
+    /// Do not write the revision log. By default the agent beside the leader watches every
+    /// key and writes the changes to the store (`lifeboat log stream`), and a disaster
+    /// recovery replays that log onto the snapshot it restores (with --etcd as a scratch
+    /// member), losing about one flush interval of writes instead of one snapshot interval
+    #[arg(long, env = "LIFEBOAT_NO_REVISION_LOG")]
+    pub no_revision_log: bool,
+    /// The revision log's flush interval: its RPO
+    #[arg(long, env = "LIFEBOAT_LOG_FLUSH_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=600_000), value_name = "MS")]
+    pub log_flush_interval_ms: u64,
     /// Serve /metrics (Prometheus), /healthz (the agent loop turns) and /readyz (a fresh
     /// view of the cluster and the store) on this address, e.g. 127.0.0.1:9479
     #[arg(long, env = "LIFEBOAT_METRICS_LISTEN", value_name = "ADDR")]

@@ -7,6 +7,8 @@ use crate::cli::args::{AgentArgs, MemberArgs};
 use crate::cli::config::{self, ConfigError, Resolved};
 use crate::exit::Exit;
 use crate::member::{AnyMember, EnvironmentFileMember};
+use crate::revlog::replay::{LogBuilder, ReplaySettings};
+use crate::revlog::writer::{self, WriterSettings};
 use crate::store::settings::StoreUrl;
 use anyhow::Context;
 use lifeboat::reconfigure::StartPlan;
@@ -37,9 +39,40 @@ pub async fn run(resolved: &Resolved, args: &AgentArgs) -> anyhow::Result<Exit> 
     let (store, layout) = open_store(resolved).await?;
     let local = local_member(&args.member);
     let check_interval_ms = settings.policy.check_interval_ms;
-    let mut driver =
-        Driver::new(settings, etcd, store, layout, local, SystemClock, config::etcdutl(resolved, &args.member))
-            .context("cannot open the agent's state dir")?;
+    let builder = LogBuilder {
+        etcdutl: config::etcdutl(resolved, &args.member),
+        replay: ReplaySettings {
+            etcd: args.member.etcd.clone(),
+            scratch_parent: settings.state_dir.clone(),
+            start_timeout: std::time::Duration::from_secs(60),
+        },
+    };
+    let writer = WriterSettings {
+        cluster: settings.cluster.clone(),
+        flush_interval: std::time::Duration::from_millis(args.log_flush_interval_ms),
+        segment_target_bytes: 4 << 20,
+        zstd_level: 1,
+        save: settings.save_settings(),
+    };
+    let for_writer = (etcd.clone(), store.clone(), layout.clone());
+    let mut driver = Driver::new(settings, etcd, store, layout, local, SystemClock, builder)
+        .context("cannot open the agent's state dir")?;
+    // The revision log, written by the agent beside the leader (as it saves).
+    let (stop_log, log_stopped) = tokio::sync::watch::channel(false);
+    let log_writer = (!args.no_revision_log).then(|| {
+        let (etcd, store, layout) = for_writer;
+        let local = writer::Local {
+            client_url: args.member.client_url.clone(),
+            check: std::time::Duration::from_millis(check_interval_ms),
+        };
+        let metrics = driver.metrics();
+        tokio::spawn(async move {
+            writer::while_leading(&etcd, &store, &layout, &writer, &local, log_stopped, |stats| {
+                metrics.on_log_flush(crate::host::clock::wall_clock_now().0, stats.last_revision, stats.gaps)
+            })
+            .await;
+        })
+    });
     if let Some(address) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(address).await.map_err(|error| ConfigError::Invalid {
             what: "--metrics-listen",
@@ -55,6 +88,11 @@ pub async fn run(resolved: &Resolved, args: &AgentArgs) -> anyhow::Result<Exit> 
         let _ = driver.reconfigure_and_start().await;
     }
     driver.run(super::shutdown_signal()).await;
+    let _ = stop_log.send(true);
+    if let Some(log_writer) = log_writer {
+        // The writer flushes what it holds before it stops.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(15), log_writer).await;
+    }
     driver.shutdown().await;
     Ok(Exit::Success)
 }

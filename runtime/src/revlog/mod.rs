@@ -9,8 +9,9 @@ pub mod replay;
 #[cfg(feature = "real")]
 pub mod writer;
 
+use crate::backup::catalog::Catalog;
 use crate::exit::{Classify, Exit};
-use crate::ports::{ObjectInfo, SnapshotStore, StoreError};
+use crate::ports::{LogExtension, ObjectInfo, SnapshotStore, StoreError};
 use lifeboat::revlog::{Segment, SegmentError, SegmentName};
 use lifeboat::{Compression, StoreLayout};
 use std::io::Read;
@@ -142,4 +143,22 @@ pub fn encode(segment: &Segment, level: i32) -> Result<(SegmentName, Vec<u8>), s
         .ok_or_else(|| std::io::Error::other("a segment with an empty revision range"))?;
     let bytes = zstd::bulk::compress(&segment.encode(), level)?;
     Ok((name, bytes))
+}
+
+/// A verified snapshot of `cluster_id` that already holds the log up to
+/// `reaches` (another claimer's replay, a moment earlier): a recovery takes it
+/// instead of replaying the same log again.
+pub fn reached_already(catalog: &Catalog, cluster_id: &str, reaches: lifeboat::Revision) -> Option<LogExtension> {
+    catalog
+        .snapshots
+        .iter()
+        .filter(|entry| entry.is_backup())
+        .filter(|entry| entry.manifest.as_ref().is_some_and(|manifest| manifest.cluster_id == cluster_id))
+        .find(|entry| entry.name.revision() >= reaches)
+        .map(|entry| LogExtension {
+            name: entry.name.clone(),
+            revisions_applied: 0,
+            reached: entry.name.revision().0,
+            stopped_early: None,
+        })
 }

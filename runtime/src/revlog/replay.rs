@@ -19,16 +19,21 @@
 use super::{list, read, LogError};
 use crate::backup::catalog::{self, Entry};
 use crate::backup::restore::{self, Etcdutl, RestoreError, RestoreReport, RestoreSettings, SnapshotChoice};
+use crate::backup::save::{self, SaveError, SaveSettings};
 use crate::backup::scratch::{free_bytes, ScratchMember};
 use crate::etcd::log::ApplyError;
 use crate::etcd::EtcdClient;
 use crate::exit::{Classify, Exit};
+use crate::host::clock::wall_clock_now;
 use crate::host::clock::Stopwatch;
 use crate::member::data_dir::Staging;
 use crate::member::MemberError;
-use crate::ports::{ByteSource, DataDirBuilder, EtcdCluster, EtcdError, LocalMember, SnapshotStore, StoreError};
+use crate::ports::{
+    ByteSource, DataDirBuilder, EtcdCluster, EtcdError, ExtendError, LocalMember, LogExtension, SnapshotStore,
+    StoreError,
+};
 use lifeboat::revlog::{self, Chain, EventKind, LeaseRecord};
-use lifeboat::{Millis, Revision, StoreLayout};
+use lifeboat::{Millis, Revision, SnapshotName, StoreLayout};
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -108,6 +113,8 @@ pub enum ReplayError {
     Snapshot(String),
     #[error(transparent)]
     Etcd(#[from] EtcdError),
+    #[error("cannot save the replayed data as a snapshot: {0}")]
+    Save(#[from] SaveError),
 }
 
 impl Classify for ReplayError {
@@ -119,6 +126,7 @@ impl Classify for ReplayError {
             ReplayError::Unreachable { .. } => Exit::NotFound,
             ReplayError::Start(_) | ReplayError::Scratch { .. } => Exit::Usage,
             ReplayError::Apply { .. } => Exit::Corrupt,
+            ReplayError::Save(error) => error.exit(),
             _ => Exit::Failure,
         }
     }
@@ -172,8 +180,19 @@ pub async fn restore_to<S: SnapshotStore>(
             }
         };
         let snapshot = staging.path().join("snapshot.db");
-        let replayed = match replay_chain(store, layout, &candidate, &snapshot, target, etcdutl, replay, settings).await
-        {
+        let replayed = with_replayed(
+            store,
+            layout,
+            &candidate,
+            &snapshot,
+            target,
+            etcdutl,
+            replay,
+            &settings.cluster,
+            snapshot_to_file,
+        )
+        .await;
+        let (file, applied, _scratch) = match replayed {
             Ok(replayed) => replayed,
             Err(ReplayError::Unreachable { detail, .. }) => {
                 skipped.push((label, detail));
@@ -182,12 +201,12 @@ pub async fn restore_to<S: SnapshotStore>(
             Err(error) => return Err(error),
         };
         let built = staging.path().join("data");
-        etcdutl.build(&replayed.file, &built, settings).await?;
+        etcdutl.build(&file, &built, settings).await?;
         staging.install(&built, &settings.data_dir).map_err(RestoreError::from)?;
         return Ok(LogRestoreReport {
             restore: RestoreReport {
                 snapshot: label,
-                revision: Some(replayed.applied.reached),
+                revision: Some(applied.reached),
                 sha256: fetched.plain.sha256,
                 size_bytes: fetched.plain.size_bytes,
                 data_dir: settings.data_dir.clone(),
@@ -195,7 +214,7 @@ pub async fn restore_to<S: SnapshotStore>(
                 elapsed_ms: started.elapsed_ms(),
                 bump_revision: settings.bump_revision,
             },
-            log: replayed.applied,
+            log: applied,
         });
     }
     let tried = skipped.iter().map(|(name, reason)| format!("{name} ({reason})")).collect::<Vec<_>>().join("; ");
@@ -305,13 +324,6 @@ async fn candidates<S: SnapshotStore>(
     Ok(candidates)
 }
 
-/// The replayed snapshot, in a scratch dir that lives as long as this.
-struct Replayed {
-    file: PathBuf,
-    applied: LogApplied,
-    _scratch: tempfile::TempDir,
-}
-
 /// etcd flags of the scratch member: room for any logged transaction and any
 /// database, and no fsync where etcd offers that (3.5+): the replay's result is
 /// taken as a snapshot, so a crash loses only the scratch dir.
@@ -331,17 +343,21 @@ async fn scratch_flags(etcd: &Path) -> Vec<String> {
     flags
 }
 
+/// A scratch member holding the snapshot plus the log up to the target, alive
+/// while `finish` runs: `finish` takes the result out (as a file, or as a new
+/// snapshot in the store).
 #[allow(clippy::too_many_arguments)]
-async fn replay_chain<S: SnapshotStore>(
-    store: &S,
+async fn with_replayed<T>(
+    store: &impl SnapshotStore,
     layout: &StoreLayout,
     candidate: &Candidate,
     snapshot: &Path,
     target: Target,
     etcdutl: &Etcdutl,
     settings: &ReplaySettings,
-    restore_settings: &RestoreSettings,
-) -> Result<Replayed, ReplayError> {
+    cluster: &str,
+    finish: impl AsyncFnOnce(&EtcdClient, &ScratchMember) -> Result<T, ReplayError>,
+) -> Result<(T, LogApplied, tempfile::TempDir), ReplayError> {
     let started = Stopwatch::start();
     let size = std::fs::metadata(snapshot).map(|metadata| metadata.len()).unwrap_or(0);
     // The restored db, the replayed db and its snapshot, plus the log's growth.
@@ -356,20 +372,44 @@ async fn replay_chain<S: SnapshotStore>(
         .map_err(|source| ReplayError::Scratch { path: settings.scratch_parent.clone(), source })?;
     let scratch_error = |source: std::io::Error| ReplayError::Scratch { path: scratch.path().to_owned(), source };
     let member = ScratchMember::new(scratch.path(), "lifeboat-replay", "lifeboat-replay").map_err(scratch_error)?;
-    let build = member.restore_settings(SnapshotChoice::Latest, &restore_settings.cluster);
+    let build = member.restore_settings(SnapshotChoice::Latest, cluster);
     etcdutl.build(snapshot, &member.data_dir(), &build).await?;
     let running = member.start(&settings.etcd, scratch_flags(&settings.etcd).await).await?;
-    let outcome = apply_chain(store, layout, candidate, target, settings, &member, scratch.path()).await;
+    let client = EtcdClient::new(vec![member.client_url.clone()], Duration::from_secs(30));
+    let outcome = async {
+        let mut applied = apply_chain(store, layout, candidate, target, settings, &member, &client).await?;
+        let finished = finish(&client, &member).await?;
+        applied.replay_ms = started.elapsed_ms();
+        Ok::<_, ReplayError>((finished, applied))
+    }
+    .await;
     if let Err(error) = running.stop().await {
         tracing::warn!(error = %error, "could not stop the replay member; it is killed with its scratch dir");
     }
-    let (file, mut applied) = outcome?;
-    applied.replay_ms = started.elapsed_ms();
-    Ok(Replayed { file, applied, _scratch: scratch })
+    let (finished, applied) = outcome?;
+    Ok((finished, applied, scratch))
 }
 
-/// Waits for the scratch member, applies the chain up to the target, and
-/// snapshots the result into the scratch dir.
+/// The replayed member's data as a snapshot file in its scratch dir, as etcd
+/// streams it (with its trailing hash, which etcdutl checks).
+async fn snapshot_to_file(client: &EtcdClient, member: &ScratchMember) -> Result<PathBuf, ReplayError> {
+    let file = member.dir.join("replayed.db");
+    let write_error = |source: std::io::Error| ReplayError::Scratch { path: member.dir.join("replayed.db"), source };
+    let mut out = std::fs::File::create(&file).map_err(write_error)?;
+    let mut stream = client.snapshot(&member.client_url).await?;
+    loop {
+        match stream.next_chunk().await {
+            Ok(Some(chunk)) => out.write_all(&chunk).map_err(write_error)?,
+            Ok(None) => break,
+            Err(error) => return Err(ReplayError::Snapshot(error.to_string())),
+        }
+    }
+    out.sync_all().map_err(write_error)?;
+    Ok(file)
+}
+
+/// Waits for the scratch member and applies the chain up to the target, with
+/// every lease renewed in the background meanwhile.
 async fn apply_chain<S: SnapshotStore>(
     store: &S,
     layout: &StoreLayout,
@@ -377,9 +417,8 @@ async fn apply_chain<S: SnapshotStore>(
     target: Target,
     settings: &ReplaySettings,
     member: &ScratchMember,
-    scratch: &Path,
-) -> Result<(PathBuf, LogApplied), ReplayError> {
-    let client = EtcdClient::new(vec![member.client_url.clone()], Duration::from_secs(30));
+    client: &EtcdClient,
+) -> Result<LogApplied, ReplayError> {
     let deadline = tokio::time::Instant::now() + settings.start_timeout;
     let (mut target_member, base) = loop {
         let attempt = async {
@@ -408,7 +447,6 @@ async fn apply_chain<S: SnapshotStore>(
             });
         }
     }
-    // Leases renewed in the background for as long as the replay runs.
     let renewer = {
         let client = client.clone();
         let url = member.client_url.clone();
@@ -424,21 +462,7 @@ async fn apply_chain<S: SnapshotStore>(
     renewer.abort();
     let mut applied = result?;
     applied.snapshot_revision = base.0;
-    // The result, as etcd streams a snapshot (with its trailing hash, which etcdutl checks).
-    let file = scratch.join("replayed.db");
-    let mut out = std::fs::File::create(&file).map_err(|source| ReplayError::Scratch { path: file.clone(), source })?;
-    let mut stream = client.snapshot(&member.client_url).await?;
-    loop {
-        match stream.next_chunk().await {
-            Ok(Some(chunk)) => {
-                out.write_all(&chunk).map_err(|source| ReplayError::Scratch { path: file.clone(), source })?
-            }
-            Ok(None) => break,
-            Err(error) => return Err(ReplayError::Snapshot(error.to_string())),
-        }
-    }
-    out.sync_all().map_err(|source| ReplayError::Scratch { path: file.clone(), source })?;
-    Ok((file, applied))
+    Ok(applied)
 }
 
 /// Applies every logged revision after `base` up to the target.
@@ -515,4 +539,128 @@ async fn apply_segments<S: SnapshotStore>(
         }
     }
     Ok(applied)
+}
+
+/// Extends `snapshot` with the log after it into a new versioned snapshot (see
+/// [`DataDirBuilder::extend_with_log`]). Its manifest names the original etcd
+/// cluster ID, so the log could continue from it; its source member is the
+/// scratch member that replayed it.
+pub async fn extend_with_log<S: SnapshotStore>(
+    store: &S,
+    layout: &StoreLayout,
+    snapshot: &SnapshotName,
+    etcdutl: &Etcdutl,
+    replay: &ReplaySettings,
+    save_settings: &SaveSettings,
+) -> Result<Option<LogExtension>, ReplayError> {
+    let catalog = catalog::load(store, layout).await?;
+    let Some(chosen) = catalog.find(snapshot).and_then(|entry| entry.manifest.clone()) else { return Ok(None) };
+    let (listed, _) = list(store, layout, &chosen.cluster_id).await?;
+    let names: Vec<revlog::SegmentName> = listed.into_iter().map(|listed| listed.name).collect();
+    // The chosen snapshot, else the newest older one of its cluster that verifies: with
+    // the log after it, an older snapshot reaches as far.
+    let staging = Staging::beside(&replay.scratch_parent.join("lifeboat-log-extend")).map_err(RestoreError::from)?;
+    let mut base = None;
+    for entry in catalog.snapshots.iter().filter(|entry| {
+        entry.is_backup()
+            && entry.name.revision() <= snapshot.revision()
+            && entry.manifest.as_ref().is_some_and(|manifest| manifest.cluster_id == chosen.cluster_id)
+    }) {
+        let chain = revlog::chain(entry.name.revision(), &names, None);
+        if chain.reaches <= snapshot.revision() {
+            // No log past the chosen snapshot from here: nothing to add.
+            break;
+        }
+        if let Some(done) = super::reached_already(&catalog, &chosen.cluster_id, chain.reaches) {
+            return Ok(Some(done));
+        }
+        match restore::fetch_verified(
+            store,
+            &staging,
+            &entry.key,
+            entry.name.compression(),
+            entry.manifest.as_ref(),
+            None,
+        )
+        .await
+        {
+            Ok(_) => {
+                base = Some(Candidate { entry: entry.clone(), cluster_id: chosen.cluster_id.clone(), chain });
+                break;
+            }
+            Err(crate::backup::verify::VerifyError::Store(error)) if !matches!(error, StoreError::NotFound { .. }) => {
+                return Err(error.into())
+            }
+            Err(error) => {
+                tracing::warn!(snapshot = %entry.name, error = %error, "snapshot failed verification; extending an older one")
+            }
+        }
+    }
+    let Some(candidate) = base else { return Ok(None) };
+    let cluster_id = u64::from_str_radix(&chosen.cluster_id, 16).unwrap_or_default();
+    let file = staging.path().join("snapshot.db");
+    let base_revision = snapshot.revision();
+    let (report, applied, _scratch) = with_replayed(
+        store,
+        layout,
+        &candidate,
+        &file,
+        Target::Latest,
+        etcdutl,
+        replay,
+        &save_settings.cluster,
+        async |client: &EtcdClient, member: &ScratchMember| {
+            let mut source = client.endpoint_status(&member.client_url).await?;
+            if source.revision <= base_revision {
+                return Ok(None);
+            }
+            source.cluster_id = cluster_id;
+            Ok(Some(save::save_from(client, store, layout, save_settings, wall_clock_now(), &source).await?))
+        },
+    )
+    .await?;
+    Ok(report.map(|report| LogExtension {
+        name: report.name,
+        revisions_applied: applied.revisions_applied,
+        reached: applied.reached,
+        stopped_early: applied.stopped_early,
+    }))
+}
+
+/// The agent's data-dir builder: etcdutl, plus the log replay a disaster
+/// recovery uses to extend the snapshot it restores.
+pub struct LogBuilder {
+    pub etcdutl: Etcdutl,
+    pub replay: ReplaySettings,
+}
+
+impl DataDirBuilder for LogBuilder {
+    fn ready(&self) -> Result<(), RestoreError> {
+        self.etcdutl.ready()
+    }
+    async fn build(&self, snapshot: &Path, into: &Path, settings: &RestoreSettings) -> Result<(), RestoreError> {
+        self.etcdutl.build(snapshot, into, settings).await
+    }
+    async fn supports_bump(&self) -> bool {
+        self.etcdutl.supports_bump().await
+    }
+    async fn data_revision(&self, data_dir: &Path) -> Result<Option<Revision>, RestoreError> {
+        self.etcdutl.data_revision(data_dir).await
+    }
+    async fn extend_with_log<S: SnapshotStore>(
+        &self,
+        store: &S,
+        layout: &StoreLayout,
+        snapshot: &SnapshotName,
+        save: &SaveSettings,
+    ) -> Result<Option<LogExtension>, ExtendError> {
+        extend_with_log(store, layout, snapshot, &self.etcdutl, &self.replay, save).await.map_err(|error| match error {
+            ReplayError::Store(error)
+            | ReplayError::Log(LogError::Store(error))
+            | ReplayError::Restore(RestoreError::Store(error))
+            | ReplayError::Restore(RestoreError::Verify(crate::backup::verify::VerifyError::Store(error)))
+            | ReplayError::Save(SaveError::Store(error)) => ExtendError::Store(error),
+            other => ExtendError::Replay(Box::new(other)),
+        })
+    }
 }

@@ -371,3 +371,62 @@ async fn flush<S: SnapshotStore>(
     on_flush(stats);
     Ok(())
 }
+
+/// The member an agent sits beside, and how often it asks whether it leads.
+#[derive(Clone, Debug)]
+pub struct Local {
+    pub client_url: String,
+    pub check: Duration,
+}
+
+/// Runs the writer while the member at `local.client_url` leads the cluster,
+/// so the agent beside the leader writes the log as it saves the snapshots.
+/// Leadership is checked every `check`: when it moves, this writer flushes and
+/// stops, and the new leader's agent resumes from the store. For up to one check
+/// both may write; their segments hold the same revisions of the same history,
+/// and a name is written create-if-absent, so a reader sees one log.
+pub async fn while_leading<S: SnapshotStore>(
+    etcd: &EtcdClient,
+    store: &S,
+    layout: &StoreLayout,
+    settings: &WriterSettings,
+    local: &Local,
+    mut stop: watch::Receiver<bool>,
+    on_flush: impl Fn(&WriterStats),
+) {
+    use crate::ports::EtcdCluster;
+    let check = local.check;
+    let leading = async |etcd: &EtcdClient| {
+        etcd.endpoint_status(&local.client_url)
+            .await
+            .is_ok_and(|status| status.member_id == status.leader && !status.is_learner)
+    };
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if !leading(etcd).await {
+            tokio::select! {
+                _ = tokio::time::sleep(check) => {}
+                changed = stop.changed() => if changed.is_err() { return },
+            }
+            continue;
+        }
+        tracing::info!("this member leads: writing the revision log");
+        let (inner, inner_stopped) = watch::channel(false);
+        let watchdog = async {
+            loop {
+                let gone = tokio::select! {
+                    _ = tokio::time::sleep(check) => false,
+                    changed = stop.changed() => changed.is_err(),
+                };
+                if gone || *stop.borrow() || !leading(etcd).await {
+                    let _ = inner.send(true);
+                    return;
+                }
+            }
+        };
+        let (stats, ()) = tokio::join!(run(etcd, store, layout, settings, inner_stopped, &on_flush), watchdog);
+        tracing::info!(revision = stats.last_revision, "no longer writing the revision log");
+    }
+}

@@ -5,6 +5,7 @@ use crate::ports::{BoxError, ByteSource, ObjectInfo, Part, SnapshotStore, StoreE
 use crate::store::settings::{StoreSettings, StoreUrl};
 use bytes::Bytes;
 
+#[derive(Clone)]
 pub enum AnyStore {
     S3(S3Store),
     File(FileStore),
