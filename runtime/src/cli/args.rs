@@ -18,6 +18,7 @@ Store layout (kube-aws compatible):
   <store>/<cluster>/exported/etcd-snapshots/snapshot.db                latest snapshot, plain etcd format
   <store>/<cluster>/exported/etcd-snapshots/<UTC time>-r<rev>.db[.zst]  versioned snapshots
   <store>/<cluster>/exported/etcd-snapshots/<name>.manifest.json        sha256, size, revision, members…
+  <store>/<cluster>/exported/etcd-log/<etcd cluster ID>/<first>-<last>.log.zst   the revision log
 
 Every option can come from a flag, an environment variable (LIFEBOAT_*), or the TOML file
 given by --config (keys named like the flags, e.g. `s3-endpoint = \"http://…\"`); flags win.
@@ -28,6 +29,7 @@ Examples:
   lifeboat save     --endpoints http://10.0.0.1:2379 --store s3://backups/prod --cluster kube
   lifeboat check    --endpoints http://10.0.0.1:2379,http://10.0.0.2:2379,http://10.0.0.3:2379
   lifeboat snapshots list --store file:///var/backups/etcd --cluster kube
+  lifeboat log stream --endpoints http://10.0.0.1:2379 --store s3://backups/prod --cluster kube
   lifeboat restore  --store s3://backups/prod --cluster kube --data-dir /var/lib/etcd \\
                     --name etcd0 --initial-cluster etcd0=http://10.0.0.1:2380,… \\
                     --initial-advertise-peer-urls http://10.0.0.1:2380 --initial-cluster-token kube-2";
@@ -155,6 +157,11 @@ pub enum Command {
     /// it into place. Refuses a non-empty --data-dir. With --snapshot latest, a corrupt
     /// newest snapshot is skipped for the previous good one. Run it once per member with
     /// the same --initial-cluster and a new --initial-cluster-token.
+    ///
+    /// When the store holds a revision log (`lifeboat log stream`, or the agent), the
+    /// restore replays it after the snapshot: to the end (latest), to --to-revision, or to
+    /// --to-time, in a scratch one-member etcd (--etcd, --scratch-dir) whose every revision
+    /// must match the log's, then builds the data dir from the result. --no-log skips it.
     Restore(RestoreArgs),
     /// List, verify and prune versioned snapshots
     #[command(subcommand)]

@@ -487,7 +487,9 @@ async fn apply_segments<S: SnapshotStore>(
     let mut granted: HashSet<i64> = HashSet::new();
     let mut reached = base;
     'segments: for name in &candidate.chain.segments {
-        if name.last() <= reached {
+        // A time target reads the segments the snapshot already holds too: their times
+        // tell whether the snapshot overshoots the target.
+        if name.last() <= reached && !matches!(target, Target::Time(_)) {
             continue;
         }
         let segment = match read(store, layout, &candidate.cluster_id, name).await {
@@ -505,6 +507,20 @@ async fn apply_segments<S: SnapshotStore>(
             segment.header.leases.iter().map(|lease| (lease.id, lease.ttl_seconds)).collect();
         for entry in &segment.revisions {
             if entry.revision <= reached {
+                // A snapshot named before the target time may hold revisions written after
+                // it (they landed while it streamed): the log says when; an older base then.
+                if let Target::Time(time) = target {
+                    if entry.revision <= base && entry.seen > time {
+                        return Err(ReplayError::Unreachable {
+                            cluster: String::new(),
+                            target: describe(target),
+                            detail: format!(
+                                "the snapshot holds revision {}, written after the target time",
+                                entry.revision.0
+                            ),
+                        });
+                    }
+                }
                 continue;
             }
             match target {

@@ -227,6 +227,41 @@ fn restore_reaches_any_revision_exactly() {
         assert_eq!(before.status.code(), Some(7), "{kind:?}: {}", stderr(&before));
         assert!(stderr(&before).contains("reach revision"), "{kind:?}: {}", stderr(&before));
         assert!(!fixture.path("before").exists(), "{kind:?}: a refused restore creates no data dir");
+
+        // verify --all reads every segment.
+        let verified = fixture.lifeboat(&["snapshots", "verify", "--all", "--output", "json"]);
+        assert!(verified.status.success(), "{kind:?}: {}", stderr(&verified));
+        let rows: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
+        let segments =
+            rows.as_array().unwrap().iter().filter(|row| row["snapshot"].as_str().unwrap().starts_with("log/")).count();
+        assert!(segments >= 2, "{kind:?}: every segment is checked: {rows}");
+
+        // Retention: keeping only the newest snapshot drops the segments that end at or
+        // below it; the log after it still restores, a revision before it no longer does.
+        let pruned = fixture.lifeboat_ok(&[
+            "snapshots",
+            "prune",
+            "--keep-last",
+            "1",
+            "--keep-hourly",
+            "0",
+            "--keep-daily",
+            "0",
+            "--output",
+            "json",
+        ]);
+        let pruned: serde_json::Value = serde_json::from_str(&pruned).unwrap();
+        let dropped = pruned["segments_deleted"].as_array().map(Vec::len).unwrap_or(0);
+        assert!(dropped >= 1, "{kind:?}: segments before the kept snapshot go: {pruned}");
+        let left = log_status(&fixture);
+        assert!(
+            left[0]["first_revision"].as_i64().unwrap() <= second_revision + 1,
+            "{kind:?}: the kept chain is whole: {left}"
+        );
+        let gone =
+            restore(&fixture, "gone", "http://127.0.0.1:1", &["--to-revision", &(first_revision + 1).to_string()]);
+        assert_eq!(gone.status.code(), Some(7), "{kind:?}: {}", stderr(&gone));
+        restore_and_compare(&fixture, "after-prune", &["--to-revision", &(end - 1).to_string()], end - 1);
     }
 }
 
@@ -322,6 +357,13 @@ fn compaction_starts_a_new_chain_and_damage_is_reported() {
     std::fs::write(&last, bytes).unwrap();
     let damaged = restore(&fixture, "damaged", "http://127.0.0.1:1", &["--to-revision", &end.to_string()]);
     assert_eq!(damaged.status.code(), Some(6), "{}", stderr(&damaged));
+    let verified = fixture.lifeboat(&["snapshots", "verify", "--all"]);
+    assert_eq!(verified.status.code(), Some(6), "verify --all finds the damaged segment");
+    assert!(
+        String::from_utf8_lossy(&verified.stdout).contains("damaged"),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
     assert!(!fixture.path("damaged").exists());
     let peer_url = format!("http://127.0.0.1:{}", testkit::free_port(&[]));
     let latest = restore(&fixture, "latest-damaged", &peer_url, &["--bump-revision", "0"]);
