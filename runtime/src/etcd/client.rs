@@ -46,7 +46,7 @@ impl std::fmt::Debug for EtcdSecurity {
     }
 }
 
-fn request_error(operation: &'static str, endpoint: &str, error: etcd_client::Error) -> EtcdError {
+pub(super) fn request_error(operation: &'static str, endpoint: &str, error: etcd_client::Error) -> EtcdError {
     EtcdError::Request { operation, endpoint: endpoint.to_owned(), detail: describe(&error) }
 }
 

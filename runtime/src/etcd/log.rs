@@ -3,7 +3,7 @@
 //! logged revision into a scratch member (the replay). etcd-client types stop
 //! here; the rest sees `lifeboat::revlog` values.
 
-use super::client::{describe, EtcdClient};
+use super::client::{describe, request_error, EtcdClient};
 use crate::ports::EtcdError;
 use etcd_client::{Client, PutOptions, Txn, TxnOp, WatchOptions, WatchStream};
 use lifeboat::revlog::{Event, EventKind, LeaseRecord, RevisionEntry};
@@ -42,11 +42,7 @@ impl EtcdClient {
         let stream = self
             .deadline("watch", endpoint, watch_client.watch(Vec::<u8>::new(), Some(options)))
             .await?
-            .map_err(|error| EtcdError::Request {
-                operation: "watch",
-                endpoint: endpoint.to_owned(),
-                detail: describe(&error),
-            })?;
+            .map_err(|error| request_error("watch", endpoint, error))?;
         Ok(LogWatch { stream, endpoint: endpoint.to_owned(), _client: client })
     }
 
@@ -56,11 +52,7 @@ impl EtcdClient {
         let response = self
             .deadline("lease time-to-live", endpoint, client.lease_time_to_live(lease, None))
             .await?
-            .map_err(|error| EtcdError::Request {
-                operation: "lease time-to-live",
-                endpoint: endpoint.to_owned(),
-                detail: describe(&error),
-            })?;
+            .map_err(|error| request_error("lease time-to-live", endpoint, error))?;
         Ok((response.ttl() >= 0 && response.granted_ttl() > 0).then_some(response.granted_ttl()))
     }
 }
@@ -68,11 +60,7 @@ impl EtcdClient {
 impl LogWatch {
     /// The next message, as whole revisions. `Ok(None)`: the stream ended.
     pub async fn next(&mut self) -> Result<Option<Delivery>, EtcdError> {
-        let message = self.stream.message().await.map_err(|error| EtcdError::Request {
-            operation: "watch",
-            endpoint: self.endpoint.clone(),
-            detail: describe(&error),
-        })?;
+        let message = self.stream.message().await.map_err(|error| request_error("watch", &self.endpoint, error))?;
         let Some(message) = message else { return Ok(None) };
         if message.canceled() {
             if message.compact_revision() > 0 {
@@ -147,7 +135,7 @@ impl EtcdClient {
 
 impl ReplayTarget {
     fn failed(&self, operation: &'static str, error: etcd_client::Error) -> EtcdError {
-        EtcdError::Request { operation, endpoint: self.endpoint.clone(), detail: describe(&error) }
+        request_error(operation, &self.endpoint, error)
     }
 
     /// The member's current revision.

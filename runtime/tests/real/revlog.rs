@@ -45,6 +45,18 @@ fn log_status(fixture: &Fixture) -> serde_json::Value {
     serde_json::from_str(&fixture.lifeboat_ok(&["log", "status", "--output", "json"])).expect("log status prints JSON")
 }
 
+/// A one-member cluster with a snapshot, a log writer, and a first round of
+/// history in the log: the client URL and the running writer.
+fn logging_cluster(fixture: &Fixture) -> (String, Writer) {
+    let client = fixture.etcd.endpoints()[0].clone();
+    fixture.etcd.put_many("seed/", 20, 100);
+    fixture.save_json(&[]);
+    let writer = Writer::start(fixture);
+    write_history(&client, 1);
+    wait_caught_up(fixture);
+    (client, writer)
+}
+
 /// Waits until the log holds every revision the cluster has.
 fn wait_caught_up(fixture: &Fixture) {
     let caught_up = testkit::wait_until(Duration::from_secs(60), || {
@@ -270,12 +282,7 @@ fn restore_reaches_any_revision_exactly() {
 #[test]
 fn restore_reaches_a_point_in_time() {
     let Some(fixture) = fixture(StoreKind::File, 1) else { return };
-    let client = fixture.etcd.endpoints()[0].clone();
-    fixture.etcd.put_many("seed/", 20, 100);
-    fixture.save_json(&[]);
-    let writer = Writer::start(&fixture);
-    write_history(&client, 1);
-    wait_caught_up(&fixture);
+    let (client, writer) = logging_cluster(&fixture);
     let before = current_revision(&client);
     let moment = lifeboat::Millis(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64,
@@ -310,12 +317,7 @@ fn restore_reaches_a_point_in_time() {
 #[test]
 fn compaction_starts_a_new_chain_and_damage_is_reported() {
     let Some(fixture) = fixture(StoreKind::File, 1) else { return };
-    let client = fixture.etcd.endpoints()[0].clone();
-    fixture.etcd.put_many("seed/", 20, 100);
-    fixture.save_json(&[]);
-    let writer = Writer::start(&fixture);
-    write_history(&client, 1);
-    wait_caught_up(&fixture);
+    let (client, writer) = logging_cluster(&fixture);
     let stats = writer.stop();
     let first_chain_end = stats["last_revision"].as_i64().unwrap();
     // Written while no writer runs, then compacted away.
