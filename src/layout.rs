@@ -4,6 +4,7 @@
 //! <prefix>/<cluster>/exported/etcd-snapshots/snapshot.db            latest, plain etcd format (kube-aws key)
 //! <prefix>/<cluster>/exported/etcd-snapshots/<name>                 versioned snapshots
 //! <prefix>/<cluster>/exported/etcd-snapshots/<name>.manifest.json   their manifests
+//! <prefix>/<cluster>/exported/etcd-snapshots/<name>.trial.json      proof that it restores (a trial matched)
 //! <prefix>/<cluster>/exported/etcd-log/<cluster id>/<first>-<last>.log.zst   the revision log
 //! <prefix>/<cluster>/coordination/...                               heartbeats, recovery epochs
 //! ```
@@ -37,6 +38,10 @@ impl StoreLayout {
     }
     pub fn manifest_key(&self, name: &SnapshotName) -> String {
         format!("{}{}", self.snapshots_prefix(), name.manifest_name())
+    }
+    /// The record that marks a snapshot proven by a trial restore.
+    pub fn proof_key(&self, name: &SnapshotName) -> String {
+        format!("{}{name}.trial.json", self.snapshots_prefix())
     }
     /// Directory of the revision log of every etcd cluster ID.
     pub fn log_root(&self) -> String {

@@ -44,6 +44,8 @@ pub struct AgentMetrics {
     snapshots: Gauge,
     epoch: Gauge,
     last_observation_timestamp: Gauge<f64, AtomicU64>,
+    last_proven_timestamp: Gauge<f64, AtomicU64>,
+    last_proven_revision: Gauge,
     log_last_flush_timestamp: Gauge<f64, AtomicU64>,
     log_last_revision: Gauge,
     log_gaps: Gauge,
@@ -78,6 +80,8 @@ impl AgentMetrics {
             snapshots: Gauge::default(),
             epoch: Gauge::default(),
             last_observation_timestamp: Gauge::default(),
+            last_proven_timestamp: Gauge::default(),
+            last_proven_revision: Gauge::default(),
             log_last_flush_timestamp: Gauge::default(),
             log_last_revision: Gauge::default(),
             log_gaps: Gauge::default(),
@@ -105,7 +109,7 @@ impl AgentMetrics {
             registry.register_with_unit("save_size", "Size of saved snapshots", Unit::Bytes, metrics.save_size.clone());
             registry.register(
                 "failures",
-                "Failed steps by kind: save, prune, replace, recovery, reconfigure",
+                "Failed steps by kind: save, prune, replace, recovery, reconfigure, trial",
                 metrics.failures.clone(),
             );
             registry.register("replacements", "Replacements of this member, by outcome", metrics.replacements.clone());
@@ -136,6 +140,17 @@ impl AgentMetrics {
                 "When the agent last looked at the cluster and the store, Unix time",
                 Unit::Seconds,
                 metrics.last_observation_timestamp.clone(),
+            );
+            registry.register_with_unit(
+                "last_proven_timestamp",
+                "When a trial restore last proved a snapshot (its HashKV matched the source's), Unix time",
+                Unit::Seconds,
+                metrics.last_proven_timestamp.clone(),
+            );
+            registry.register(
+                "last_proven_revision",
+                "The etcd revision of the last snapshot a trial restore proved",
+                metrics.last_proven_revision.clone(),
             );
             registry.register_with_unit(
                 "log_last_flush_timestamp",
@@ -185,6 +200,13 @@ impl AgentMetrics {
                 }
             }
             "save-failed" | "save-survivor-failed" => fail("save"),
+            "trial-proven" => {
+                self.last_proven_timestamp.set(unix_seconds);
+                if let Some(revision) = number("revision") {
+                    self.last_proven_revision.set(revision);
+                }
+            }
+            "trial-failed" => fail("trial"),
             "prune-failed" => fail("prune"),
             "replace-failed" => {
                 fail("replace");

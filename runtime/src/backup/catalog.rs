@@ -21,6 +21,8 @@ pub struct Entry {
     pub manifest: Option<Manifest>,
     /// Why this entry is not a usable backup, if it is not.
     pub problem: Option<String>,
+    /// A trial restore proved it (its `.trial.json` record is in the store).
+    pub proven: bool,
 }
 
 impl Entry {
@@ -57,6 +59,7 @@ pub async fn load<S: SnapshotStore>(store: &S, layout: &StoreLayout) -> Result<C
     let prefix = layout.snapshots_prefix();
     let objects = store.list(&prefix).await?;
     let mut snapshots: BTreeMap<SnapshotName, (Option<ObjectInfo>, Option<String>)> = BTreeMap::new();
+    let mut proven: std::collections::BTreeSet<SnapshotName> = std::collections::BTreeSet::new();
     let mut latest = None;
     let mut unknown = Vec::new();
     for object in objects {
@@ -67,6 +70,13 @@ pub async fn load<S: SnapshotStore>(store: &S, layout: &StoreLayout) -> Result<C
         };
         if relative == StoreLayout::LATEST {
             latest = Some(object);
+        } else if let Some(snapshot) = relative.strip_suffix(".trial.json") {
+            match snapshot.parse::<SnapshotName>() {
+                Ok(name) => {
+                    proven.insert(name);
+                }
+                Err(_) => unknown.push(object.key),
+            }
         } else if let Some(snapshot) = relative.strip_suffix(".manifest.json") {
             match snapshot.parse::<SnapshotName>() {
                 Ok(name) => snapshots.entry(name).or_default().1 = Some(object.key),
@@ -111,7 +121,8 @@ pub async fn load<S: SnapshotStore>(store: &S, layout: &StoreLayout) -> Result<C
         if object.is_none() && problem.is_none() {
             problem = Some("manifest without its snapshot object".to_owned());
         }
-        entries.push(Entry { key: layout.snapshot_key(&name), name, object, manifest, problem });
+        let proven = proven.contains(&name);
+        entries.push(Entry { key: layout.snapshot_key(&name), name, object, manifest, problem, proven });
     }
     Ok(Catalog { snapshots: entries, latest, unknown })
 }
@@ -171,7 +182,13 @@ pub async fn prune<S: SnapshotStore>(
     now_ms: u64,
     dry_run: bool,
 ) -> Result<PruneReport, StoreError> {
-    let RetentionPlan { keep, delete } = retention::plan(&catalog.metas(), retention);
+    let RetentionPlan { mut keep, mut delete } = retention::plan(&catalog.metas(), retention);
+    // The newest snapshot a trial restore proved stays, whatever the counts say.
+    if let Some(newest_proven) = catalog.snapshots.iter().find(|entry| entry.proven && entry.is_backup()) {
+        if let Some(index) = delete.iter().position(|name| *name == newest_proven.name) {
+            keep.push(delete.remove(index));
+        }
+    }
     let orphans: Vec<String> = catalog
         .snapshots
         .iter()
@@ -183,6 +200,7 @@ pub async fn prune<S: SnapshotStore>(
     let segments = prunable_segments(store, layout, catalog, &keep, now_ms).await?;
     if !dry_run {
         for name in &delete {
+            store.delete(&layout.proof_key(name)).await?;
             store.delete(&layout.manifest_key(name)).await?;
             store.delete(&layout.snapshot_key(name)).await?;
             tracing::info!(snapshot = %name, "pruned");

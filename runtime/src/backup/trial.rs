@@ -13,7 +13,6 @@ use crate::exit::{Classify, Exit};
 use crate::member::MemberError;
 use crate::ports::{EtcdCluster, LocalMember, SnapshotStore};
 use lifeboat::{KvHash, Manifest, StoreLayout};
-use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,45 +30,7 @@ pub struct TrialSettings {
     pub cluster: String,
 }
 
-/// What the trial showed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "result", rename_all = "kebab-case")]
-pub enum TrialOutcome {
-    /// The restored member's HashKV equals the source's: the backup restores.
-    Proven { hash: u32, revision: i64 },
-    /// It restored and started, but holds other data than the source did.
-    Mismatch { expected: u32, actual: u32, revision: i64 },
-    /// It restored and started; the manifest has no source hash to compare with
-    /// (an older lifeboat, or an etcd that refused HashKV at save time).
-    StartedWithoutReference { actual: u32, revision: i64 },
-    /// The source was compacted between the snapshot and its HashKV, so the two
-    /// hashes cover different histories and cannot be compared.
-    Inconclusive { source_compaction: i64, restored_compaction: i64 },
-}
-
-impl TrialOutcome {
-    /// Whether this counts as proof that the backup restores.
-    pub fn proven(&self) -> bool {
-        matches!(self, TrialOutcome::Proven { .. })
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            TrialOutcome::Proven { hash, revision } => {
-                format!("trial restore: HashKV {hash:#010x} at revision {revision} matches the source's")
-            }
-            TrialOutcome::Mismatch { expected, actual, revision } => format!(
-                "trial restore: HashKV {actual:#010x} at revision {revision}, the source had {expected:#010x}: the snapshot does not hold what the cluster held"
-            ),
-            TrialOutcome::StartedWithoutReference { actual, revision } => format!(
-                "trial restore: started, HashKV {actual:#010x} at revision {revision}; the manifest has no source hash to compare with"
-            ),
-            TrialOutcome::Inconclusive { source_compaction, restored_compaction } => format!(
-                "trial restore: inconclusive, the source compacted to {source_compaction} and the restore to {restored_compaction}"
-            ),
-        }
-    }
-}
+pub use crate::backup::proof::TrialOutcome;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrialError {

@@ -297,6 +297,11 @@ pub struct AgentArgs {
     /// member), losing about one flush interval of writes instead of one snapshot interval
     #[arg(long, env = "LIFEBOAT_NO_REVISION_LOG")]
     pub no_revision_log: bool,
+    /// Prove the newest snapshot this often: the agent beside the leader restores it into a
+    /// scratch dir (--etcd on loopback, under the state dir) and compares etcd's HashKV with the
+    /// source's; a match writes `<name>.trial.json` beside its manifest. 0 turns trials off
+    #[arg(long, env = "LIFEBOAT_TRIAL_INTERVAL_MS", default_value_t = 3_600_000, value_name = "MS")]
+    pub trial_interval_ms: u64,
     /// The revision log's flush interval: its RPO
     #[arg(long, env = "LIFEBOAT_LOG_FLUSH_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=600_000), value_name = "MS")]
     pub log_flush_interval_ms: u64,

@@ -3,8 +3,11 @@
 
 use super::{local_member, open_store};
 use crate::agent::{Driver, SystemClock};
+use crate::backup::prover;
+use crate::backup::trial::TrialSettings;
 use crate::cli::args::{AgentArgs, MemberArgs};
 use crate::cli::config::{self, ConfigError, Resolved};
+use crate::etcd::leader::Local;
 use crate::exit::Exit;
 use crate::member::{AnyMember, EnvironmentFileMember};
 use crate::revlog::replay::{LogBuilder, ReplaySettings};
@@ -47,6 +50,14 @@ pub async fn run(resolved: &Resolved, args: &AgentArgs) -> anyhow::Result<Exit> 
             start_timeout: std::time::Duration::from_secs(60),
         },
     };
+    let state_dir = settings.state_dir.clone();
+    let trial = TrialSettings {
+        etcd: args.member.etcd.clone(),
+        etcdutl: builder.etcdutl.0.clone(),
+        scratch_parent: state_dir.clone(),
+        start_timeout: std::time::Duration::from_secs(60),
+        cluster: settings.cluster.clone(),
+    };
     let writer = WriterSettings {
         cluster: settings.cluster.clone(),
         flush_interval: std::time::Duration::from_millis(args.log_flush_interval_ms),
@@ -55,13 +66,14 @@ pub async fn run(resolved: &Resolved, args: &AgentArgs) -> anyhow::Result<Exit> 
         save: settings.save_settings(),
     };
     let for_writer = (etcd.clone(), store.clone(), layout.clone());
+    let for_prover = (etcd.clone(), store.clone(), layout.clone());
     let mut driver = Driver::new(settings, etcd, store, layout, local, SystemClock, builder)
         .context("cannot open the agent's state dir")?;
     // The revision log, written by the agent beside the leader (as it saves).
     let (stop_log, log_stopped) = tokio::sync::watch::channel(false);
     let log_writer = (!args.no_revision_log).then(|| {
         let (etcd, store, layout) = for_writer;
-        let local = writer::Local {
+        let local = Local {
             client_url: args.member.client_url.clone(),
             check: std::time::Duration::from_millis(check_interval_ms),
         };
@@ -69,6 +81,27 @@ pub async fn run(resolved: &Resolved, args: &AgentArgs) -> anyhow::Result<Exit> 
         tokio::spawn(async move {
             writer::while_leading(&etcd, &store, &layout, &writer, &local, log_stopped, |stats| {
                 metrics.on_log_flush(crate::host::clock::wall_clock_now().0, stats.last_revision, stats.gaps)
+            })
+            .await;
+        })
+    });
+    // Trial restores of new snapshots, by the agent beside the leader (as it saves).
+    let prover = (args.trial_interval_ms > 0).then(|| {
+        let (etcd, store, layout) = for_prover;
+        let local = Local {
+            client_url: args.member.client_url.clone(),
+            check: std::time::Duration::from_millis(check_interval_ms),
+        };
+        let settings =
+            prover::ProverSettings { trial, interval: std::time::Duration::from_millis(args.trial_interval_ms) };
+        let (metrics, journal) = (driver.metrics(), crate::agent::journal::Journal::open(&state_dir));
+        let stopped = stop_log.subscribe();
+        tokio::spawn(async move {
+            let Ok(journal) = journal else { return };
+            prover::prove_while_leading(&etcd, &store, &layout, &settings, &local, stopped, |event, details| {
+                let now = crate::host::clock::wall_clock_now();
+                metrics.on_event(now.0, event, &details);
+                journal.record(&now.to_rfc3339(), event, details);
             })
             .await;
         })
@@ -92,6 +125,10 @@ pub async fn run(resolved: &Resolved, args: &AgentArgs) -> anyhow::Result<Exit> 
     if let Some(log_writer) = log_writer {
         // The writer flushes what it holds before it stops.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(15), log_writer).await;
+    }
+    if let Some(prover) = prover {
+        // A trial in progress is abandoned with its scratch dir (its member is killed).
+        prover.abort();
     }
     driver.shutdown().await;
     Ok(Exit::Success)

@@ -3,6 +3,7 @@
 
 use super::{open_store, store_location};
 use crate::backup::catalog::{self, Catalog};
+use crate::backup::proof;
 use crate::backup::save::wall_clock_now;
 use crate::backup::trial::{trial_restore, TrialOutcome, TrialSettings};
 use crate::cli::config::{ConfigError, Resolved};
@@ -26,6 +27,7 @@ fn catalog_rows(catalog: &Catalog) -> Vec<Vec<String>> {
                 format!("{:?}", entry.name.compression()).to_lowercase(),
                 manifest.map(|manifest| output::short_hash(&manifest.sha256)).unwrap_or_else(|| "-".into()),
                 if entry.is_backup() { "ok".into() } else { entry.problem.clone().unwrap_or_default() },
+                if entry.proven { "proven".into() } else { "-".into() },
             ]
         })
         .collect()
@@ -70,7 +72,7 @@ pub async fn list(resolved: &Resolved, format: Format) -> anyhow::Result<Exit> {
             print!(
                 "{}",
                 output::table(
-                    &["name", "revision", "size", "stored", "compression", "sha256", "status"],
+                    &["name", "revision", "size", "stored", "compression", "sha256", "status", "trial"],
                     &catalog_rows(&catalog)
                 )
             );
@@ -251,6 +253,12 @@ pub async fn verify(
                             match trial_restore(&store, &layout, manifest, settings).await {
                                 Ok(outcome) => {
                                     row.ok = !matches!(outcome, TrialOutcome::Mismatch { .. });
+                                    // A match is recorded beside the manifest: the snapshot is proven.
+                                    if let Err(error) = proof::record(&store, &layout, &entry.name, &outcome, now).await
+                                    {
+                                        row.ok = false;
+                                        row.detail = format!("{}; the proof was not stored: {error}", row.detail);
+                                    }
                                     row.detail = format!("{}; {}", row.detail, outcome.describe());
                                     row.trial = Some(outcome);
                                 }

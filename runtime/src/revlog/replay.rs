@@ -103,7 +103,7 @@ pub enum ReplayError {
     NoSpace { path: PathBuf, needed: u64, available: u64 },
     #[error("cannot use the scratch dir {path}: {source}; pass --scratch-dir with a writable directory")]
     Scratch { path: PathBuf, source: std::io::Error },
-    #[error("cannot start the scratch member for the replay: {0}; pass --etcd with the path of the etcd binary")]
+    #[error("cannot start the scratch member for the replay: {0}; pass --etcd with the path of the etcd binary (restore: or --no-log for the snapshot alone)")]
     Start(#[from] MemberError),
     #[error("the scratch member did not answer within {seconds} s ({detail}); its log: {log}")]
     NoAnswer { seconds: u64, detail: String, log: String },

@@ -17,6 +17,7 @@
 use super::{encode, list};
 use crate::backup::catalog;
 use crate::backup::save::{self, SaveSettings};
+use crate::etcd::leader::Local;
 use crate::etcd::log::Delivery;
 use crate::etcd::EtcdClient;
 use crate::exit::{Classify, Exit};
@@ -372,13 +373,6 @@ async fn flush<S: SnapshotStore>(
     Ok(())
 }
 
-/// The member an agent sits beside, and how often it asks whether it leads.
-#[derive(Clone, Debug)]
-pub struct Local {
-    pub client_url: String,
-    pub check: Duration,
-}
-
 /// Runs the writer while the member at `local.client_url` leads the cluster,
 /// so the agent beside the leader writes the log as it saves the snapshots.
 /// Leadership is checked every `check`: when it moves, this writer flushes and
@@ -394,13 +388,8 @@ pub async fn while_leading<S: SnapshotStore>(
     mut stop: watch::Receiver<bool>,
     on_flush: impl Fn(&WriterStats),
 ) {
-    use crate::ports::EtcdCluster;
     let check = local.check;
-    let leading = async |etcd: &EtcdClient| {
-        etcd.endpoint_status(&local.client_url)
-            .await
-            .is_ok_and(|status| status.member_id == status.leader && !status.is_learner)
-    };
+    let leading = async |etcd: &EtcdClient| local.leads(etcd).await;
     loop {
         if *stop.borrow() {
             return;

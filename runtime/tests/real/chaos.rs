@@ -46,6 +46,8 @@ struct AgentCluster {
     pki: Option<testkit::KubeadmPki>,
     /// The agents' `--snapshot-interval-ms` (applies to agents started afterwards).
     snapshot_interval_ms: u64,
+    /// The agents' `--trial-interval-ms`, when set (agents started afterwards).
+    trial_interval_ms: Option<u64>,
 }
 
 /// The shipped drop-in's `RestartSec=`.
@@ -98,8 +100,16 @@ impl AgentCluster {
                 agent: None,
             })
             .collect();
-        let mut cluster =
-            AgentCluster { nodes, s3, directory, control, supervisor: None, pki, snapshot_interval_ms: 2000 };
+        let mut cluster = AgentCluster {
+            nodes,
+            s3,
+            directory,
+            control,
+            supervisor: None,
+            pki,
+            snapshot_interval_ms: 2000,
+            trial_interval_ms: None,
+        };
         if control == Control::Systemd {
             cluster.boot_units();
         }
@@ -244,6 +254,11 @@ impl AgentCluster {
             .args(["--check-interval-ms", &CHECK_INTERVAL_MS.to_string(), "--failures-max", "3"])
             .args(["--metrics-listen", &node.metrics])
             .args(["--snapshot-interval-ms", &self.snapshot_interval_ms.to_string()])
+            .args(
+                self.trial_interval_ms
+                    .map(|ms| vec!["--trial-interval-ms".to_owned(), ms.to_string()])
+                    .unwrap_or_default(),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -989,6 +1004,51 @@ fn all_restarted_with_empty_disks_are_restored() {
     let missing = missing_writes(&cluster.nodes[0].client_url, &acked);
     assert!(missing.is_empty(), "{} acknowledged writes missing after the restore", missing.len());
     eprintln!("RTO all-restarted-empty (N=3): {:.1} s from restart; epoch {}", rto.as_secs_f64(), epochs[0]);
+}
+
+/// The agent beside the leader proves new snapshots by itself: a trial restore
+/// of the newest one, its proof beside the manifest, the figure on `/metrics`,
+/// and `snapshots list` shows it proven.
+#[test]
+fn the_leaders_agent_proves_new_snapshots() {
+    let Some(mut cluster) = AgentCluster::start(3) else { return };
+    cluster.trial_interval_ms = Some(1_500);
+    for index in 0..3 {
+        cluster.stop_agent(index);
+        cluster.start_agent(index);
+    }
+    cluster.wait_all_healthy(Duration::from_secs(60));
+    let proven =
+        wait_until(Duration::from_secs(90), || !cluster.journaled_numbers("trial-proven", "revision").is_empty());
+    assert!(proven, "no trial proved a snapshot:\n{}\n{}", cluster.logs(), cluster.journal(0));
+    let provers: Vec<usize> = (0..3).filter(|index| cluster.journal(*index).contains("\"trial-proven\"")).collect();
+    let scrape =
+        |index: usize| http_get(&cluster.nodes[index].metrics, "/metrics").map(|(_, body)| body).unwrap_or_default();
+    let exported = provers.iter().any(|index| {
+        scrape(*index)
+            .lines()
+            .filter_map(|line| line.strip_prefix("lifeboat_last_proven_revision "))
+            .any(|revision| revision.trim().parse::<i64>().is_ok_and(|revision| revision > 0))
+    });
+    assert!(exported, "the prover's /metrics carries the proven revision");
+    let listing = lifeboat_command()
+        .envs(cluster.s3.env())
+        .args([
+            "snapshots",
+            "list",
+            "--output",
+            "json",
+            "--store",
+            &format!("s3://{BUCKET}/chaos"),
+            "--cluster",
+            "chaos",
+        ])
+        .output()
+        .unwrap();
+    let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).expect("snapshots list prints JSON");
+    let proven_entries =
+        listing["snapshots"].as_array().unwrap().iter().filter(|entry| entry["proven"] == true).count();
+    assert!(proven_entries >= 1, "a snapshot is listed as proven: {listing}");
 }
 
 /// Every machine dies at once under a steady write load, and comes back with

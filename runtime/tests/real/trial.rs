@@ -38,6 +38,15 @@ fn a_saved_snapshot_restores_to_the_source_history() {
         assert_eq!(row["trial"]["hash"], manifest["kv_hash"]["hash"], "{kind:?}");
         let left: Vec<_> = std::fs::read_dir(fixture.path("scratch")).unwrap().collect();
         assert!(left.is_empty(), "{kind:?}: the trial's scratch dir is removed");
+        // The proof is recorded beside the manifest, and the listing says so.
+        let proof_key = report["manifest_key"].as_str().unwrap().replace(".manifest.json", ".trial.json");
+        let proof: serde_json::Value = serde_json::from_slice(&fixture.read_object(&proof_key)).unwrap();
+        assert_eq!(proof["hash"], manifest["kv_hash"]["hash"], "{kind:?}: {proof}");
+        let listing: serde_json::Value =
+            serde_json::from_str(&fixture.lifeboat_ok(&["snapshots", "list", "--output", "json"])).unwrap();
+        assert_eq!(listing["snapshots"][0]["proven"], true, "{kind:?}: {listing}");
+        let table = fixture.lifeboat_ok(&["snapshots", "list"]);
+        assert!(table.contains("proven"), "{kind:?}: {table}");
     }
 }
 
@@ -71,4 +80,10 @@ fn a_snapshot_of_other_data_fails_the_trial() {
     let (output, rows) = verify_restore(&fixture, &[&name]);
     assert_eq!(output.status.code(), Some(6), "{rows}\n{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(rows[0]["trial"]["result"], "mismatch", "{rows}");
+    // Damaged after upload: never marked proven.
+    assert!(
+        !fixture.list_keys().iter().any(|key| key.ends_with(".trial.json")),
+        "a snapshot that failed its trial has no proof: {:?}",
+        fixture.list_keys()
+    );
 }
