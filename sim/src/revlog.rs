@@ -155,8 +155,15 @@ pub async fn extend_with_log<S: SnapshotStore>(
     let (listed, _) = revlog::list(store, layout, &chosen.cluster_id).await.map_err(ExtendError::Store)?;
     let names: Vec<rules::SegmentName> = listed.iter().map(|listed| listed.name).collect();
     let chain = rules::chain(Revision(content.revision), &names, None);
+    if chain.reaches.0 <= content.revision {
+        return Ok(None);
+    }
     if let Some(done) = revlog::reached_already(&catalog, &chosen.cluster_id, chain.reaches) {
-        return Ok(Some(done));
+        if let Some(entry) = catalog.find(&done.name) {
+            if catalog::verify_entry(store, entry).await.is_ok() {
+                return Ok(Some(done));
+            }
+        }
     }
     let start = content.revision;
     let mut applied = 0u64;

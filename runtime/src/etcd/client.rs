@@ -138,7 +138,12 @@ impl EtcdClient {
     }
 
     pub(super) async fn connect(&self, endpoints: &[String], request_timeout: bool) -> Result<Client, EtcdError> {
-        let mut options = ConnectOptions::new().with_connect_timeout(self.timeout);
+        // HTTP/2 keep-alive: a half-open connection (a peer that vanished without a
+        // reset) fails within seconds instead of hanging a long stream (the log's watch).
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(self.timeout)
+            .with_keep_alive(KEEP_ALIVE, KEEP_ALIVE)
+            .with_keep_alive_while_idle(true);
         if request_timeout {
             options = options.with_timeout(self.timeout);
         }
@@ -220,6 +225,9 @@ impl EtcdClient {
         Ok(())
     }
 }
+
+/// The HTTP/2 keep-alive interval, and how long a ping may go unanswered.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 /// gRPC status code 7, fixed by the gRPC specification.
 const GRPC_PERMISSION_DENIED: i32 = 7;

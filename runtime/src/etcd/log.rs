@@ -9,11 +9,11 @@ use etcd_client::{Client, PutOptions, Txn, TxnOp, WatchOptions, WatchStream};
 use lifeboat::revlog::{Event, EventKind, LeaseRecord, RevisionEntry};
 use lifeboat::{Millis, Revision};
 
-/// The largest watch message accepted. etcd sends up to 1,000 revisions in one
-/// message and never splits one; a revision is at most etcd's --max-request-bytes
-/// (1.5 MiB by default) of puts, or a delete of a whole range. One message at a
-/// time is held, so this bounds the writer's memory from the watch side.
-const WATCH_MESSAGE_MAX: usize = 256 << 20;
+/// The largest watch message accepted. The watch asks etcd to fragment large
+/// responses (a catch-up batch holds up to 1,000 revisions), so one message is
+/// about etcd's --max-request-bytes (1.5 MiB by default); fragments are joined
+/// before the batch is handed on, never split inside a revision.
+const WATCH_MESSAGE_MAX: usize = 64 << 20;
 
 /// What the watch delivered.
 #[derive(Debug)]
@@ -37,7 +37,8 @@ impl EtcdClient {
     /// Watches every key from `from` (inclusive) on one endpoint.
     pub async fn watch_everything(&self, endpoint: &str, from: Revision) -> Result<LogWatch, EtcdError> {
         let client = self.connect(&[endpoint.to_owned()], false).await?;
-        let options = WatchOptions::new().with_all_keys().with_start_revision(from.0).with_progress_notify();
+        let options =
+            WatchOptions::new().with_all_keys().with_start_revision(from.0).with_progress_notify().with_fragment();
         let mut watch_client = client.watch_client().max_decoding_message_size(WATCH_MESSAGE_MAX);
         let stream = self
             .deadline("watch", endpoint, watch_client.watch(Vec::<u8>::new(), Some(options)))
@@ -58,10 +59,26 @@ impl EtcdClient {
 }
 
 impl LogWatch {
-    /// The next message, as whole revisions. `Ok(None)`: the stream ended.
+    /// The next batch, as whole revisions (fragments joined). `Ok(None)`: the stream ended.
     pub async fn next(&mut self) -> Result<Option<Delivery>, EtcdError> {
-        let message = self.stream.message().await.map_err(|error| request_error("watch", &self.endpoint, error))?;
-        let Some(message) = message else { return Ok(None) };
+        let mut message = match self.stream.message().await {
+            Ok(Some(message)) => message,
+            Ok(None) => return Ok(None),
+            Err(error) => return Err(request_error("watch", &self.endpoint, error)),
+        };
+        // A fragmented batch: every fragment but the last says so; join their events.
+        while message.0.fragment {
+            match self.stream.message().await {
+                Ok(Some(mut next)) => {
+                    let mut events = std::mem::take(&mut message.0.events);
+                    events.append(&mut next.0.events);
+                    next.0.events = events;
+                    message = next;
+                }
+                Ok(None) => return Ok(None),
+                Err(error) => return Err(request_error("watch", &self.endpoint, error)),
+            }
+        }
         if message.canceled() {
             if message.compact_revision() > 0 {
                 return Ok(Some(Delivery::Compacted { compact_revision: Revision(message.compact_revision()) }));

@@ -124,7 +124,8 @@ impl Classify for ReplayError {
             ReplayError::Log(error) => error.exit(),
             ReplayError::Store(error) => error.exit(),
             ReplayError::Unreachable { .. } => Exit::NotFound,
-            ReplayError::Start(_) | ReplayError::Scratch { .. } => Exit::Usage,
+            ReplayError::Start(_) | ReplayError::Scratch { .. } | ReplayError::NoSpace { .. } => Exit::Usage,
+            ReplayError::Apply { source: ApplyError::Etcd(_), .. } => Exit::Etcd,
             ReplayError::Apply { .. } => Exit::Corrupt,
             ReplayError::Save(error) => error.exit(),
             _ => Exit::Failure,
@@ -377,7 +378,28 @@ async fn with_replayed<T>(
     let running = member.start(&settings.etcd, scratch_flags(&settings.etcd).await).await?;
     let client = EtcdClient::new(vec![member.client_url.clone()], Duration::from_secs(30));
     let outcome = async {
-        let mut applied = apply_chain(store, layout, candidate, target, settings, &member, &client).await?;
+        let mut connection = wait_ready(&client, &member, settings).await?;
+        // Every lease renewed in the background until the result is taken: none may
+        // expire (and delete keys, adding revisions the log does not have) meanwhile.
+        let _renewer = AbortOnDrop(tokio::spawn({
+            let (client, url) = (client.clone(), member.client_url.clone());
+            async move {
+                let Ok(mut connection) = client.replay_target(&url).await else { return };
+                loop {
+                    let _ = connection.renew_leases().await;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }));
+        let mut applied = apply_chain(store, layout, candidate, target, &mut connection).await?;
+        // Nothing but the log may have moved the member: checked before the result is taken.
+        let now = connection.revision().await?;
+        if now.0 != applied.reached {
+            return Err(ReplayError::Apply {
+                revision: applied.reached,
+                source: ApplyError::Diverged { expected: applied.reached, actual: now.0 },
+            });
+        }
         let finished = finish(&client, &member).await?;
         applied.replay_ms = started.elapsed_ms();
         Ok::<_, ReplayError>((finished, applied))
@@ -408,26 +430,30 @@ async fn snapshot_to_file(client: &EtcdClient, member: &ScratchMember) -> Result
     Ok(file)
 }
 
-/// Waits for the scratch member and applies the chain up to the target, with
-/// every lease renewed in the background meanwhile.
-async fn apply_chain<S: SnapshotStore>(
-    store: &S,
-    layout: &StoreLayout,
-    candidate: &Candidate,
-    target: Target,
-    settings: &ReplaySettings,
-    member: &ScratchMember,
+/// Stops a background task when dropped, whatever way the scope ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Waits for the scratch member to answer.
+async fn wait_ready(
     client: &EtcdClient,
-) -> Result<LogApplied, ReplayError> {
+    member: &ScratchMember,
+    settings: &ReplaySettings,
+) -> Result<crate::etcd::log::ReplayTarget, ReplayError> {
     let deadline = tokio::time::Instant::now() + settings.start_timeout;
-    let (mut target_member, base) = loop {
+    loop {
         let attempt = async {
             let mut connection = client.replay_target(&member.client_url).await?;
-            let revision = connection.revision().await?;
-            Ok::<_, EtcdError>((connection, revision))
+            connection.revision().await?;
+            Ok::<_, EtcdError>(connection)
         };
         match attempt.await {
-            Ok(ready) => break ready,
+            Ok(connection) => return Ok(connection),
             Err(error) if tokio::time::Instant::now() >= deadline => {
                 return Err(ReplayError::NoAnswer {
                     seconds: settings.start_timeout.as_secs(),
@@ -437,7 +463,19 @@ async fn apply_chain<S: SnapshotStore>(
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
-    };
+    }
+}
+
+/// Applies the chain up to the target onto the member, from the revision its
+/// snapshot actually holds (the name gives a lower bound).
+async fn apply_chain<S: SnapshotStore>(
+    store: &S,
+    layout: &StoreLayout,
+    candidate: &Candidate,
+    target: Target,
+    connection: &mut crate::etcd::log::ReplayTarget,
+) -> Result<LogApplied, ReplayError> {
+    let base = connection.revision().await?;
     if let Target::Revision(revision) = target {
         if base > revision {
             return Err(ReplayError::Unreachable {
@@ -447,20 +485,7 @@ async fn apply_chain<S: SnapshotStore>(
             });
         }
     }
-    let renewer = {
-        let client = client.clone();
-        let url = member.client_url.clone();
-        tokio::spawn(async move {
-            let Ok(mut connection) = client.replay_target(&url).await else { return };
-            loop {
-                let _ = connection.renew_leases().await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        })
-    };
-    let result = apply_segments(store, layout, candidate, target, base, &mut target_member).await;
-    renewer.abort();
-    let mut applied = result?;
+    let mut applied = apply_segments(store, layout, candidate, target, base, connection).await?;
     applied.snapshot_revision = base.0;
     Ok(applied)
 }
@@ -486,6 +511,7 @@ async fn apply_segments<S: SnapshotStore>(
     };
     let mut granted: HashSet<i64> = HashSet::new();
     let mut reached = base;
+    let mut passed_time = false;
     'segments: for name in &candidate.chain.segments {
         // A time target reads the segments the snapshot already holds too: their times
         // tell whether the snapshot overshoots the target.
@@ -494,6 +520,17 @@ async fn apply_segments<S: SnapshotStore>(
         }
         let segment = match read(store, layout, &candidate.cluster_id, name).await {
             Ok(segment) => segment,
+            // A store that does not answer is not a damaged log: the caller retries (a
+            // recovery's claim waits for the next round).
+            Err(LogError::Store(error)) if !permanent(&error) => return Err(ReplayError::Store(error)),
+            // A time target must see the times of the revisions its snapshot holds.
+            Err(error) if matches!(target, Target::Time(_)) && name.first() <= base => {
+                return Err(ReplayError::Unreachable {
+                    cluster: String::new(),
+                    target: describe(target),
+                    detail: format!("cannot tell when the snapshot's last revisions were written: {error}"),
+                })
+            }
             // Latest and a time restore go as far as the log is whole, and say where it stopped.
             Err(error) if !matches!(target, Target::Revision(_)) => {
                 tracing::warn!(error = %error, reached = reached.0, "the log stops at a damaged segment");
@@ -508,9 +545,10 @@ async fn apply_segments<S: SnapshotStore>(
         for entry in &segment.revisions {
             if entry.revision <= reached {
                 // A snapshot named before the target time may hold revisions written after
-                // it (they landed while it streamed): the log says when; an older base then.
+                // it (they landed while it streamed, above its name's revision): the log
+                // says when; an older base then.
                 if let Target::Time(time) = target {
-                    if entry.revision <= base && entry.seen > time {
+                    if entry.revision > candidate.chain.base && entry.revision <= base && entry.seen > time {
                         return Err(ReplayError::Unreachable {
                             cluster: String::new(),
                             target: describe(target),
@@ -525,7 +563,10 @@ async fn apply_segments<S: SnapshotStore>(
             }
             match target {
                 Target::Revision(revision) if entry.revision > revision => break 'segments,
-                Target::Time(time) if entry.seen > time => break 'segments,
+                Target::Time(time) if entry.seen > time => {
+                    passed_time = true;
+                    break 'segments;
+                }
                 _ => {}
             }
             for event in &entry.events {
@@ -545,16 +586,31 @@ async fn apply_segments<S: SnapshotStore>(
             }
         }
     }
-    if let Target::Revision(revision) = target {
-        if reached < revision {
+    match target {
+        Target::Revision(revision) if reached < revision => {
             return Err(ReplayError::Unreachable {
                 cluster: String::new(),
                 target: describe(target),
                 detail: format!("the log ends at revision {}", reached.0),
             });
         }
+        // The chain ended (a hole, or the log's end) before any revision past the time:
+        // the restore is the latest the log holds before it, which may be short of it.
+        Target::Time(time) if applied.stopped_early.is_none() && !passed_time => {
+            applied.stopped_early = Some(format!(
+                "the log of this chain ends at revision {} before {}: any later writes before that time are past a hole or were never logged",
+                reached.0,
+                time.to_rfc3339()
+            ));
+        }
+        _ => {}
     }
     Ok(applied)
+}
+
+/// Store errors a retry cannot fix: the log is as short as it reads.
+fn permanent(error: &StoreError) -> bool {
+    matches!(error, StoreError::NotFound { .. } | StoreError::TooLarge { .. })
 }
 
 /// Extends `snapshot` with the log after it into a new versioned snapshot (see
@@ -573,8 +629,9 @@ pub async fn extend_with_log<S: SnapshotStore>(
     let Some(chosen) = catalog.find(snapshot).and_then(|entry| entry.manifest.clone()) else { return Ok(None) };
     let (listed, _) = list(store, layout, &chosen.cluster_id).await?;
     let names: Vec<revlog::SegmentName> = listed.into_iter().map(|listed| listed.name).collect();
-    // The chosen snapshot, else the newest older one of its cluster that verifies: with
-    // the log after it, an older snapshot reaches as far.
+    // The chosen snapshot, else the newest older one of its cluster that verifies (its
+    // hash first, then the chain from it): with the log after it, an older snapshot
+    // reaches as far, and without the log the recovery would fall back to it anyway.
     let staging = Staging::beside(&replay.scratch_parent.join("lifeboat-log-extend")).map_err(RestoreError::from)?;
     let mut base = None;
     for entry in catalog.snapshots.iter().filter(|entry| {
@@ -582,14 +639,6 @@ pub async fn extend_with_log<S: SnapshotStore>(
             && entry.name.revision() <= snapshot.revision()
             && entry.manifest.as_ref().is_some_and(|manifest| manifest.cluster_id == chosen.cluster_id)
     }) {
-        let chain = revlog::chain(entry.name.revision(), &names, None);
-        if chain.reaches <= snapshot.revision() {
-            // No log past the chosen snapshot from here: nothing to add.
-            break;
-        }
-        if let Some(done) = super::reached_already(&catalog, &chosen.cluster_id, chain.reaches) {
-            return Ok(Some(done));
-        }
         match restore::fetch_verified(
             store,
             &staging,
@@ -601,21 +650,32 @@ pub async fn extend_with_log<S: SnapshotStore>(
         .await
         {
             Ok(_) => {
+                let chain = revlog::chain(entry.name.revision(), &names, None);
                 base = Some(Candidate { entry: entry.clone(), cluster_id: chosen.cluster_id.clone(), chain });
                 break;
             }
-            Err(crate::backup::verify::VerifyError::Store(error)) if !matches!(error, StoreError::NotFound { .. }) => {
-                return Err(error.into())
-            }
+            Err(crate::backup::verify::VerifyError::Store(error)) if !permanent(&error) => return Err(error.into()),
             Err(error) => {
                 tracing::warn!(snapshot = %entry.name, error = %error, "snapshot failed verification; extending an older one")
             }
         }
     }
     let Some(candidate) = base else { return Ok(None) };
+    if candidate.chain.reaches <= candidate.entry.name.revision() {
+        // No log after it: the recovery restores it as it is.
+        return Ok(None);
+    }
+    // Another claimer's replay, a moment earlier, may reach as far: taken once it verifies.
+    if let Some(done) = super::reached_already(&catalog, &chosen.cluster_id, candidate.chain.reaches) {
+        if let Some(entry) = catalog.find(&done.name) {
+            if crate::backup::catalog::verify_entry(store, entry).await.is_ok() {
+                return Ok(Some(done));
+            }
+        }
+    }
     let cluster_id = u64::from_str_radix(&chosen.cluster_id, 16).unwrap_or_default();
     let file = staging.path().join("snapshot.db");
-    let base_revision = snapshot.revision();
+    let base_revision = candidate.entry.name.revision();
     let (report, applied, _scratch) = with_replayed(
         store,
         layout,

@@ -117,7 +117,8 @@ pub async fn run<S: SnapshotStore>(
     let mut compacted: Option<Revision> = None;
     let mut retry = Duration::from_millis(500);
     loop {
-        if *stop.borrow() {
+        // Told to stop, or nobody left to tell (the sender is gone).
+        if *stop.borrow() || stop.has_changed().is_err() {
             return stats;
         }
         let attempt =
@@ -163,8 +164,12 @@ async fn resume_point<S: SnapshotStore>(
     let (segments, _) = list(store, layout, cluster_id).await?;
     if let Some(last) = segments.iter().map(|listed| listed.name.last()).max() {
         let next = Revision(last.0.saturating_add(1));
-        return Ok(usable(next).then_some(next));
+        if usable(next) {
+            return Ok(Some(next));
+        }
     }
+    // No log yet, or its end was compacted away: a snapshot newer than the compaction
+    // starts the chain (a chain started a moment ago by another writer's fresh snapshot).
     let catalog = catalog::load(store, layout).await?;
     let newest = catalog
         .snapshots
@@ -276,10 +281,12 @@ impl Pending {
         endpoint: &str,
         cache: &mut LeaseCache,
     ) -> Result<(), WriterError> {
-        if entry.revision < self.expected {
-            return Ok(());
-        }
-        if entry.revision != self.expected {
+        // The tail of a revision split across two deliveries joins it while it is still
+        // pending; anything else out of order ends the stream (the writer resumes from the
+        // store), never a silent drop.
+        let joins = entry.revision.0.saturating_add(1) == self.expected.0
+            && self.entries.last().is_some_and(|last| last.revision == entry.revision);
+        if entry.revision != self.expected && !joins {
             return Err(WriterError::OutOfOrder { expected: self.expected.0, got: entry.revision.0 });
         }
         for event in &entry.events {
@@ -302,8 +309,13 @@ impl Pending {
         entry.seen = wall_clock_now();
         self.bytes += entry.events.iter().map(|event| event.key.len() + event.value.len() + 40).sum::<usize>() + 20;
         self.first_arrival.get_or_insert_with(tokio::time::Instant::now);
-        self.expected = Revision(entry.revision.0.saturating_add(1));
-        self.entries.push(entry);
+        match self.entries.last_mut() {
+            Some(last) if joins => last.events.append(&mut entry.events),
+            _ => {
+                self.expected = Revision(entry.revision.0.saturating_add(1));
+                self.entries.push(entry);
+            }
+        }
         Ok(())
     }
 }
@@ -345,6 +357,10 @@ async fn flush<S: SnapshotStore>(
     let mut retry = Duration::from_millis(200);
     loop {
         match store.put_small(&key, body.clone(), true).await {
+            // Told to stop while the store refuses: give up (the next writer resumes from the store).
+            Err(_) if *stop.borrow() => {
+                return Err(WriterError::StoppedUnflushed { first: first.0, last: last.0 });
+            }
             // Already there: written by this writer before a lost answer, or by another
             // writer during a hand-over; a name holds one range of one history.
             Ok(()) | Err(StoreError::AlreadyExists { .. }) => break,
@@ -391,7 +407,7 @@ pub async fn while_leading<S: SnapshotStore>(
     let check = local.check;
     let leading = async |etcd: &EtcdClient| local.leads(etcd).await;
     loop {
-        if *stop.borrow() {
+        if *stop.borrow() || stop.has_changed().is_err() {
             return;
         }
         if !leading(etcd).await {
@@ -417,5 +433,52 @@ pub async fn while_leading<S: SnapshotStore>(
         };
         let (stats, ()) = tokio::join!(run(etcd, store, layout, settings, inner_stopped, &on_flush), watchdog);
         tracing::info!(revision = stats.last_revision, "no longer writing the revision log");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lifeboat::revlog::{Event, EventKind};
+    use lifeboat::Millis;
+
+    fn entry(revision: i64, key: &str) -> RevisionEntry {
+        RevisionEntry {
+            revision: Revision(revision),
+            seen: Millis(0),
+            events: vec![Event {
+                kind: EventKind::Put,
+                key: key.as_bytes().to_vec(),
+                value: b"v".to_vec(),
+                create_revision: revision,
+                version: 1,
+                lease: 0,
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn revisions_are_taken_only_in_order_and_a_split_one_is_joined() {
+        // No lease in these events, so the client is never asked anything.
+        let etcd = EtcdClient::new(Vec::new(), Duration::from_secs(1));
+        let mut cache = LeaseCache { ttls: HashMap::new() };
+        let mut pending = Pending::new(Revision(5));
+        pending.push(entry(5, "a"), &etcd, "", &mut cache).await.unwrap();
+        // The tail of revision 5 in a second delivery joins it.
+        pending.push(entry(5, "b"), &etcd, "", &mut cache).await.unwrap();
+        assert_eq!(pending.entries.len(), 1);
+        assert_eq!(pending.entries[0].events.len(), 2);
+        assert_eq!(pending.expected, Revision(6));
+        // A hole, or a revision from before, ends the stream instead of being dropped.
+        assert!(matches!(
+            pending.push(entry(7, "c"), &etcd, "", &mut cache).await,
+            Err(WriterError::OutOfOrder { expected: 6, got: 7 })
+        ));
+        assert!(matches!(
+            pending.push(entry(4, "d"), &etcd, "", &mut cache).await,
+            Err(WriterError::OutOfOrder { expected: 6, got: 4 })
+        ));
+        pending.push(entry(6, "e"), &etcd, "", &mut cache).await.unwrap();
+        assert_eq!(pending.entries.len(), 2);
     }
 }
