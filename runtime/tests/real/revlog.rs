@@ -45,8 +45,8 @@ fn log_status(fixture: &Fixture) -> serde_json::Value {
     serde_json::from_str(&fixture.lifeboat_ok(&["log", "status", "--output", "json"])).expect("log status prints JSON")
 }
 
-/// A one-member cluster with a snapshot, a log writer, and a first round of
-/// history in the log: the client URL and the running writer.
+/// A cluster with a snapshot, a log writer, and a first round of history in
+/// the log: the client URL and the running writer.
 fn logging_cluster(fixture: &Fixture) -> (String, Writer) {
     let client = fixture.etcd.endpoints()[0].clone();
     fixture.etcd.put_many("seed/", 20, 100);
@@ -277,34 +277,41 @@ fn restore_reaches_any_revision_exactly() {
     }
 }
 
-/// `--to-time`: the last revision the writer had seen at that time, and the
-/// revision bump still applies on top of a replay.
+/// `--to-time`: the last revision the writer had seen at that time, on a
+/// 3-member cluster and both stores; the revision bump still applies on top of
+/// a replay.
 #[test]
 fn restore_reaches_a_point_in_time() {
-    let Some(fixture) = fixture(StoreKind::File, 1) else { return };
-    let (client, writer) = logging_cluster(&fixture);
+    for kind in STORE_KINDS {
+        let Some(fixture) = fixture(kind, 3) else { return };
+        restore_to_a_point_in_time(&fixture);
+    }
+}
+
+fn restore_to_a_point_in_time(fixture: &Fixture) {
+    let (client, writer) = logging_cluster(fixture);
     let before = current_revision(&client);
     let moment = lifeboat::Millis(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64,
     );
     std::thread::sleep(Duration::from_millis(50));
     write_history(&client, 2);
-    wait_caught_up(&fixture);
+    wait_caught_up(fixture);
     drop(writer);
     let at = moment.to_rfc3339();
-    restore_and_compare(&fixture, "at-time", &["--to-time", &at], before);
+    restore_and_compare(fixture, "at-time", &["--to-time", &at], before);
 
-    let bad = restore(&fixture, "bad-time", "http://127.0.0.1:1", &["--to-time", "yesterday"]);
+    let bad = restore(fixture, "bad-time", "http://127.0.0.1:1", &["--to-time", "yesterday"]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
     assert!(stderr(&bad).contains("RFC 3339"), "{}", stderr(&bad));
 
     // With the default bump (etcdutl 3.5.10+), revisions move forward past the replayed ones.
     let peer_url = format!("http://127.0.0.1:{}", testkit::free_port(&[]));
-    let bumped = restore(&fixture, "bumped", &peer_url, &["--to-revision", &before.to_string()]);
+    let bumped = restore(fixture, "bumped", &peer_url, &["--to-revision", &before.to_string()]);
     assert!(bumped.status.success(), "{}", stderr(&bumped));
     let report: serde_json::Value = serde_json::from_slice(&bumped.stdout).unwrap();
     if let Some(bump) = report["bump_revision"].as_i64() {
-        let member = start_restored(&fixture, &fixture.path("bumped"), "bumped", &peer_url, "bumped-token");
+        let member = start_restored(fixture, &fixture.path("bumped"), "bumped", &peer_url, "bumped-token");
         assert!(current_revision(&member.client_url) >= before + bump, "{report}");
         let keys = contents(&member.client_url, None);
         assert_eq!(keys.len(), contents(&client, Some(before)).len(), "{report}");
