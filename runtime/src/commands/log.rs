@@ -10,7 +10,6 @@ use crate::host::clock::wall_clock_now;
 use crate::pipeline::PipelineSettings;
 use crate::revlog::writer::{self, WriterSettings};
 use crate::revlog::{self, Listed};
-use lifeboat::revlog::{gaps, SegmentName};
 use lifeboat::Compression;
 use std::time::Duration;
 
@@ -64,12 +63,8 @@ pub async fn stream(resolved: &Resolved, args: &LogStreamArgs, format: Format) -
 /// One etcd cluster's log, as `log status` reports it.
 #[derive(serde::Serialize)]
 struct LogView {
-    cluster_id: String,
-    segments: usize,
-    first_revision: Option<i64>,
-    last_revision: Option<i64>,
-    /// Holes as (last revision held before, first revision after).
-    gaps: Vec<(i64, i64)>,
+    #[serde(flatten)]
+    extent: revlog::Extent,
     stored_bytes: u64,
     /// When the newest segment was written (store time).
     newest_written: Option<String>,
@@ -103,7 +98,7 @@ pub async fn status(resolved: &Resolved, max_lag_seconds: Option<u64>, format: F
     }
     if let Some(current) = &current {
         let cluster_id = format!("{:x}", current.cluster_id);
-        if !views.iter().any(|view| view.cluster_id == cluster_id) {
+        if !views.iter().any(|view| view.extent.cluster_id == cluster_id) {
             views.push(view(&cluster_id, &[], Vec::new(), Some(current)));
         }
     }
@@ -118,16 +113,17 @@ pub async fn status(resolved: &Resolved, max_lag_seconds: Option<u64>, format: F
                 .iter()
                 .map(|view| {
                     vec![
-                        view.cluster_id.clone(),
-                        view.segments.to_string(),
-                        match (view.first_revision, view.last_revision) {
+                        view.extent.cluster_id.clone(),
+                        view.extent.segments.to_string(),
+                        match (view.extent.first_revision, view.extent.last_revision) {
                             (Some(first), Some(last)) => format!("{first}..={last}"),
                             _ => "-".into(),
                         },
-                        if view.gaps.is_empty() {
+                        if view.extent.gaps.is_empty() {
                             "none".into()
                         } else {
-                            view.gaps
+                            view.extent
+                                .gaps
                                 .iter()
                                 .map(|(after, next)| format!("{after}→{next}"))
                                 .collect::<Vec<_>>()
@@ -158,7 +154,7 @@ pub async fn status(resolved: &Resolved, max_lag_seconds: Option<u64>, format: F
                     println!(
                         "ignored {} object(s) in the log of {} that are not segments",
                         view.unknown.len(),
-                        view.cluster_id
+                        view.extent.cluster_id
                     );
                 }
             }
@@ -173,11 +169,10 @@ fn view(
     unknown: Vec<String>,
     current: Option<&crate::ports::EndpointStatus>,
 ) -> LogView {
-    let names: Vec<SegmentName> = segments.iter().map(|listed| listed.name).collect();
-    let last = names.iter().map(SegmentName::last).max();
+    let extent = revlog::Extent::of(cluster_id, segments);
     let newest = segments.iter().filter_map(|listed| listed.object.modified_ms).max();
     let lag = current.filter(|current| format!("{:x}", current.cluster_id) == cluster_id).map(|current| {
-        let revisions = current.revision.0.saturating_sub(last.map(|last| last.0).unwrap_or(0)).max(0);
+        let revisions = current.revision.0.saturating_sub(extent.last_revision.unwrap_or(0)).max(0);
         let seconds = match (revisions, newest) {
             (0, _) => 0,
             (_, Some(newest)) => wall_clock_now().0.saturating_sub(newest) / 1000,
@@ -186,11 +181,7 @@ fn view(
         Lag { cluster_revision: current.revision.0, revisions, seconds }
     });
     LogView {
-        cluster_id: cluster_id.to_owned(),
-        segments: segments.len(),
-        first_revision: names.first().map(|name| name.first().0),
-        last_revision: last.map(|last| last.0),
-        gaps: gaps(&names).into_iter().map(|(after, next)| (after.0, next.0)).collect(),
+        extent,
         stored_bytes: segments.iter().map(|listed| listed.object.size_bytes).sum(),
         newest_written: newest.map(|millis| lifeboat::Millis(millis).to_rfc3339()),
         unknown,

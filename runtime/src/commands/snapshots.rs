@@ -33,22 +33,11 @@ fn catalog_rows(catalog: &Catalog) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// One etcd cluster's revision log, as `snapshots list` summarises it.
-#[derive(serde::Serialize)]
-struct LogSummary {
-    cluster_id: String,
-    segments: usize,
-    first_revision: Option<i64>,
-    last_revision: Option<i64>,
-    /// Holes as (last revision held before, first revision after).
-    gaps: Vec<(i64, i64)>,
-}
-
 #[derive(serde::Serialize)]
 struct Listing<'a> {
     #[serde(flatten)]
     catalog: &'a Catalog,
-    logs: Vec<LogSummary>,
+    logs: Vec<revlog::Extent>,
 }
 
 pub async fn list(resolved: &Resolved, format: Format) -> anyhow::Result<Exit> {
@@ -57,14 +46,7 @@ pub async fn list(resolved: &Resolved, format: Format) -> anyhow::Result<Exit> {
     let mut logs = Vec::new();
     for cluster_id in revlog::cluster_ids(&store, &layout).await? {
         let (segments, _) = revlog::list(&store, &layout, &cluster_id).await?;
-        let names: Vec<lifeboat::revlog::SegmentName> = segments.iter().map(|segment| segment.name).collect();
-        logs.push(LogSummary {
-            cluster_id,
-            segments: names.len(),
-            first_revision: names.first().map(|name| name.first().0),
-            last_revision: names.iter().map(|name| name.last().0).max(),
-            gaps: lifeboat::revlog::gaps(&names).into_iter().map(|(after, next)| (after.0, next.0)).collect(),
-        });
+        logs.push(revlog::Extent::of(&cluster_id, &segments));
     }
     match format {
         Format::Json => println!("{}", output::json(&Listing { catalog: &catalog, logs })),

@@ -74,6 +74,31 @@ pub async fn list<S: SnapshotStore>(
     Ok((segments, unknown))
 }
 
+/// What one cluster ID's log covers, as `log status` and `snapshots list` report it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Extent {
+    pub cluster_id: String,
+    pub segments: usize,
+    pub first_revision: Option<i64>,
+    pub last_revision: Option<i64>,
+    /// Holes as (last revision held before, first revision after).
+    pub gaps: Vec<(i64, i64)>,
+}
+
+impl Extent {
+    /// From a listing sorted by range (what [`list`] returns).
+    pub fn of(cluster_id: &str, segments: &[Listed]) -> Extent {
+        let names: Vec<SegmentName> = segments.iter().map(|listed| listed.name).collect();
+        Extent {
+            cluster_id: cluster_id.to_owned(),
+            segments: names.len(),
+            first_revision: names.first().map(|name| name.first().0),
+            last_revision: names.iter().map(|name| name.last().0).max(),
+            gaps: lifeboat::revlog::gaps(&names).into_iter().map(|(after, next)| (after.0, next.0)).collect(),
+        }
+    }
+}
+
 /// The etcd cluster IDs that have a log in the store.
 pub async fn cluster_ids<S: SnapshotStore>(store: &S, layout: &StoreLayout) -> Result<Vec<String>, StoreError> {
     let root = layout.log_root();
