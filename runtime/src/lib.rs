@@ -22,5 +22,6 @@ pub mod host;
 pub mod member;
 pub mod pipeline;
 pub mod ports;
+pub mod progress;
 pub mod revlog;
 pub mod store;

@@ -214,6 +214,7 @@ async fn produce<S: ByteSource>(
             Err(error) => return Err(source_error(bytes, error)),
         };
         bytes += chunk.len() as u64;
+        crate::progress::advance(chunk.len() as u64);
         digest.update(&chunk);
         for writer in &mut writers {
             writer.write(&chunk).await?;

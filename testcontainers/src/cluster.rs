@@ -146,7 +146,7 @@ impl DockerCluster {
     pub async fn start_member(&mut self, index: usize) {
         let (initial_cluster, endpoints) = (self.initial_cluster(), self.endpoints());
         let member = &self.members[index];
-        std::fs::create_dir_all(&member.disk).expect("create the member's disk");
+        create_disk(&member.disk);
         let host = member.host.clone();
         let args: Vec<String> = vec![
             "agent".into(),
@@ -325,7 +325,7 @@ impl DockerCluster {
         self.kill(index).await;
         let disk = &self.members[index].disk;
         let _ = std::fs::remove_dir_all(disk);
-        std::fs::create_dir_all(disk).expect("recreate the member's disk");
+        create_disk(disk);
         self.restart(index).await;
     }
 
@@ -443,4 +443,13 @@ async fn start_s3(
             .with_cmd(["server", "/data", "--address", ":8333"]),
     };
     request.start().await.expect("start the S3 container")
+}
+
+/// A member's disk, bind-mounted at `/data`: writable by the image's unprivileged
+/// user (65532), as a volume owned by that user would be in production.
+fn create_disk(disk: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(disk).expect("create the member's disk");
+    std::fs::set_permissions(disk, std::fs::Permissions::from_mode(0o777))
+        .expect("open the member's disk to the image's user");
 }

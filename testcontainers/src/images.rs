@@ -1,12 +1,12 @@
-//! The three images, built locally (no registry here) and tagged by a hash of
+//! The two images, built locally (no registry here) and tagged by a hash of
 //! their content, so a second run reuses them. Each name can be overridden so
-//! the same tests run with official images where a registry is reachable:
+//! the same tests run with other images where a registry is reachable:
 //!
-//! - `LIFEBOAT_ETCD_IMAGE` (e.g. `quay.io/coreos/etcd:v3.5.17`): etcd at `/usr/local/bin`.
+//! - `LIFEBOAT_AGENT_IMAGE`: the shipped lifeboat image (lifeboat plus etcd, etcdctl and
+//!   etcdutl at `/usr/local/bin`); by default `scripts/build-image` of this checkout.
 //! - `LIFEBOAT_S3_IMAGE` (e.g. `minio/minio:latest`) with `LIFEBOAT_S3_FLAVOUR=minio`
 //!   (root user and password from the environment, `server /data`); the default
 //!   flavour is `seaweedfs` (`weed mini`).
-//! - `LIFEBOAT_AGENT_IMAGE`: lifeboat plus etcd; by default built `FROM` the etcd image.
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -50,7 +50,6 @@ impl ImageRef {
 /// What the environment asks for: `None` means "build it here".
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Overrides {
-    pub etcd: Option<ImageRef>,
     pub s3: Option<ImageRef>,
     pub agent: Option<ImageRef>,
     pub s3_flavour: Option<String>,
@@ -65,7 +64,6 @@ impl Overrides {
             lookup(name).filter(|value| !value.trim().is_empty()).map(|value| ImageRef::parse(value.trim()))
         };
         Overrides {
-            etcd: image("LIFEBOAT_ETCD_IMAGE"),
             s3: image("LIFEBOAT_S3_IMAGE"),
             agent: image("LIFEBOAT_AGENT_IMAGE"),
             s3_flavour: lookup("LIFEBOAT_S3_FLAVOUR"),
@@ -83,7 +81,6 @@ impl Overrides {
 /// The images a test cluster runs.
 #[derive(Clone, Debug)]
 pub struct Images {
-    pub etcd: ImageRef,
     pub s3: ImageRef,
     pub s3_flavour: S3Flavour,
     pub agent: ImageRef,
@@ -183,46 +180,9 @@ pub fn lifeboat_binary() -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// The shared libraries a dynamic binary loads, from `ldd` (with the loader itself).
-fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, String> {
-    let output =
-        std::process::Command::new("ldd").arg(binary).output().map_err(|error| format!("cannot run ldd: {error}"))?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    Ok(text
-        .lines()
-        .filter_map(|line| {
-            let path = line.split("=>").last()?.split_whitespace().next()?;
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect())
-}
-
 pub async fn build(overrides: &Overrides) -> Result<Images, String> {
     let started = std::time::Instant::now();
     let s3_flavour = overrides.flavour()?;
-    let etcd = match &overrides.etcd {
-        Some(image) => image.clone(),
-        None => {
-            let mut files = ["etcd", "etcdctl", "etcdutl"]
-                .iter()
-                .map(|name| Ok((binary(name)?, format!("bin/{name}"))))
-                .collect::<Result<Vec<_>, String>>()?;
-            // WORKDIR makes the writable /tmp that etcdutl and the agent's staging need.
-            let mut dockerfile = "FROM scratch\nCOPY bin/ /usr/local/bin/\nWORKDIR /tmp\nWORKDIR /\n".to_owned();
-            // Static binaries (PyPI's) need nothing more; Debian's load libc: bring what ldd names.
-            let mut libraries = std::collections::BTreeSet::new();
-            for (binary, _) in files.clone() {
-                libraries.extend(shared_libraries(&binary)?);
-            }
-            for (index, library) in libraries.into_iter().enumerate() {
-                let context = format!("etcd-lib/{index}");
-                dockerfile.push_str(&format!("COPY {context} {}\n", library.display()));
-                files.push((library, context));
-            }
-            dockerfile.push_str("EXPOSE 2379 2380\nENTRYPOINT [\"/usr/local/bin/etcd\"]\n");
-            build_one("lifeboat-test-etcd", dockerfile, files).await?
-        }
-    };
     let s3 = match &overrides.s3 {
         Some(image) => image.clone(),
         None => {
@@ -233,20 +193,49 @@ pub async fn build(overrides: &Overrides) -> Result<Images, String> {
     };
     let agent = match &overrides.agent {
         Some(image) => image.clone(),
-        None => {
-            let lifeboat = lifeboat_binary()?;
-            let mut files = vec![(lifeboat.clone(), "bin/lifeboat".to_string())];
-            let mut dockerfile = format!("FROM {}\nCOPY bin/lifeboat /usr/local/bin/lifeboat\n", etcd.full());
-            for (index, library) in shared_libraries(&lifeboat)?.into_iter().enumerate() {
-                let context = format!("lib/{index}");
-                dockerfile.push_str(&format!("COPY {context} {}\n", library.display()));
-                files.push((library, context));
-            }
-            dockerfile.push_str("ENTRYPOINT [\"/usr/local/bin/lifeboat\"]\n");
-            build_one("lifeboat-test-agent", dockerfile, files).await?
-        }
+        None => shipped_image(&lifeboat_binary()?)?,
     };
-    Ok(Images { etcd, s3, s3_flavour, agent, build_seconds: started.elapsed().as_secs_f64() })
+    Ok(Images { s3, s3_flavour, agent, build_seconds: started.elapsed().as_secs_f64() })
+}
+
+/// The image users deploy (`runtime/container/Dockerfile`, built by `scripts/build-image`)
+/// with this workspace's lifeboat and the suite's etcd, so the container tests run what
+/// ships: FROM scratch, as user 65532. Tagged by a hash of everything that goes in.
+pub fn shipped_image(lifeboat: &Path) -> Result<ImageRef, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let etcd_dir = binary("etcd")?.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut inputs = vec![
+        (root.join("runtime/container/Dockerfile"), "Dockerfile".to_owned()),
+        (root.join("scripts/build-image"), "build-image".to_owned()),
+        (lifeboat.to_path_buf(), "lifeboat".to_owned()),
+    ];
+    for tool in ["etcd", "etcdctl", "etcdutl"] {
+        inputs.push((binary(tool)?, tool.to_owned()));
+    }
+    let image = ImageRef { name: "lifeboat-test-agent".into(), tag: hash_files("", &inputs)? };
+    let present = std::process::Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", &image.full()])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if present {
+        return Ok(image);
+    }
+    let output = std::process::Command::new("bash")
+        .arg(root.join("scripts/build-image"))
+        .args(["--image", &image.full(), "--binary"])
+        .arg(lifeboat)
+        .arg("--etcd-dir")
+        .arg(&etcd_dir)
+        .output()
+        .map_err(|error| format!("cannot run scripts/build-image: {error}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "scripts/build-image failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(image)
 }
 
 /// Whether Docker answers. Outside CI a missing engine skips the test with a message;
@@ -282,11 +271,11 @@ mod tests {
         let lookup = |name: &str| match name {
             "LIFEBOAT_S3_IMAGE" => Some("minio/minio:RELEASE.2025".to_string()),
             "LIFEBOAT_S3_FLAVOUR" => Some("minio".to_string()),
-            "LIFEBOAT_ETCD_IMAGE" => Some("  ".to_string()),
+            "LIFEBOAT_AGENT_IMAGE" => Some("  ".to_string()),
             _ => None,
         };
         let overrides = Overrides::from_lookup(lookup);
-        assert_eq!(overrides.etcd, None, "a blank value means: build it here");
+        assert_eq!(overrides.agent, None, "a blank value means: build it here");
         assert_eq!(overrides.s3.as_ref().map(ImageRef::full).as_deref(), Some("minio/minio:RELEASE.2025"));
         assert_eq!(overrides.flavour(), Ok(S3Flavour::Minio));
         let bad = Overrides { s3_flavour: Some("ceph".into()), ..Overrides::default() };

@@ -343,29 +343,54 @@ async fn crash_restart_is_transient() {
     for index in 0..3 {
         assert!(!cluster.journal(index).contains("replace-started"), "a transient crash caused a replacement");
     }
+    // The agent and its etcd ran as the image's unprivileged user, unless the harness runs another image.
+    if std::env::var("LIFEBOAT_AGENT_IMAGE").map_or(true, |image| image.trim().is_empty()) {
+        use std::os::unix::fs::MetadataExt;
+        for written in ["state/journal.jsonl", "etcd/member"] {
+            let owner = std::fs::metadata(cluster.members[0].disk.join(written)).map(|metadata| metadata.uid());
+            assert_eq!(owner.ok(), Some(65532), "{written} on m0's disk is owned by the image's user");
+        }
+    }
 }
 
-/// LIFEBOAT_ETCD_IMAGE points the harness at another image: here a second tag of
-/// the local one; elsewhere e.g. quay.io/coreos/etcd. The agent image is then built
-/// FROM it, and both run.
+/// The image the tests run is the one users deploy: built by `scripts/build-image`
+/// from `runtime/container/Dockerfile`, unprivileged by default, and it answers.
+/// LIFEBOAT_AGENT_IMAGE points the harness at another one (here a second tag of the
+/// same image; elsewhere one from a registry), and that one runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn image_override_is_honoured() {
+async fn the_shipped_image_runs_and_can_be_overridden() {
     if !require_docker() {
         return;
     }
     let default = images::images().await.clone();
-    let other = images::ImageRef { name: "lifeboat-test-etcd-override".into(), tag: default.etcd.tag.clone() };
-    let tagged = std::process::Command::new("docker").args(["tag", &default.etcd.full(), &other.full()]).status();
+    let inspect = |format: &str, image: &str| {
+        let output =
+            std::process::Command::new("docker").args(["image", "inspect", "--format", format, image]).output();
+        output.map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned()).unwrap_or_default()
+    };
+    assert_eq!(inspect("{{.Config.User}}", &default.agent.full()), "65532:65532", "the image runs unprivileged");
+    assert_eq!(inspect("{{json .Config.Entrypoint}}", &default.agent.full()), r#"["/usr/local/bin/lifeboat"]"#);
+    let other = images::ImageRef { name: "lifeboat-test-agent-override".into(), tag: default.agent.tag.clone() };
+    let tagged = std::process::Command::new("docker").args(["tag", &default.agent.full(), &other.full()]).status();
     assert!(tagged.is_ok_and(|status| status.success()), "docker tag failed");
-    let overrides = Overrides::from_lookup(|name| (name == "LIFEBOAT_ETCD_IMAGE").then(|| other.full()));
+    let overrides = Overrides::from_lookup(|name| (name == "LIFEBOAT_AGENT_IMAGE").then(|| other.full()));
     let built = images::build(&overrides).await.expect("build with the override");
-    assert_eq!(built.etcd, other);
-    assert_ne!(built.agent, default.agent, "the agent image is built FROM the overriding etcd image");
-    let etcd = built.etcd.generic().with_wait_for(WaitFor::message_on_stdout("etcd Version")).with_cmd(["--version"]);
-    etcd.start().await.expect("the overriding etcd image runs");
-    let agent = built.agent.generic().with_wait_for(WaitFor::message_on_stdout("lifeboat")).with_cmd(["--version"]);
-    agent.start().await.expect("the agent image built on it runs");
-    let _ = std::process::Command::new("docker").args(["rmi", &other.full(), &built.agent.full()]).status();
+    assert_eq!(built.agent, other);
+    let lifeboat = built.agent.generic().with_wait_for(WaitFor::message_on_stdout("lifeboat ")).with_cmd(["--version"]);
+    lifeboat.start().await.expect("the image answers `lifeboat --version`");
+    // The etcd it launches, restores and trial-restores with is inside, with what it loads.
+    for (tool, command, answer) in
+        [("etcd", "--version", "etcd Version: "), ("etcdutl", "version", "etcdutl version: ")]
+    {
+        let version = built
+            .agent
+            .generic()
+            .with_entrypoint(&format!("/usr/local/bin/{tool}"))
+            .with_wait_for(WaitFor::message_on_stdout(answer))
+            .with_cmd([command]);
+        version.start().await.unwrap_or_else(|error| panic!("{tool} runs in the image: {error}"));
+    }
+    let _ = std::process::Command::new("docker").args(["rmi", &other.full()]).status();
 }
 
 /// Every catalogue scenario the container harness can express has a test here.

@@ -307,6 +307,7 @@ pub async fn restore<S: SnapshotStore, B: DataDirBuilder>(
             }
         }
         let problem = candidate.as_ref().and_then(|entry| entry.problem.clone());
+        crate::progress::phase(&format!("downloading and verifying {label}"));
         match fetch_verified(store, &staging, &key, compression, manifest, problem).await {
             Ok(fetched) => {
                 chosen = Some((label, manifest.map(|manifest| manifest.revision.0), fetched));
@@ -326,6 +327,7 @@ pub async fn restore<S: SnapshotStore, B: DataDirBuilder>(
     };
 
     let built = staging.path().join("data");
+    crate::progress::phase(&format!("building the data dir from {label}"));
     builder.build(&snapshot_path, &built, settings).await?;
 
     // The data dir may have appeared meanwhile: `install` checks again right before the rename.

@@ -63,6 +63,7 @@ pub async fn trial_restore<S: SnapshotStore>(
     manifest: &Manifest,
     settings: &TrialSettings,
 ) -> Result<TrialOutcome, TrialError> {
+    crate::progress::phase("trial restore into a scratch member");
     // The download and the restored db, each up to the snapshot's size, plus slack.
     let needed = manifest.size_bytes.saturating_mul(2).saturating_add(64 << 20);
     let available = free_bytes(&settings.scratch_parent).unwrap_or(u64::MAX);

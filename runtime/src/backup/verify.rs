@@ -206,6 +206,7 @@ pub async fn fetch<S: SnapshotStore, W: std::io::Write>(
             }
         };
         stored.update(&chunk);
+        crate::progress::advance(chunk.len() as u64);
         match decoder.as_mut() {
             None => emit(&chunk, &mut plain)?,
             Some(decoder) => {

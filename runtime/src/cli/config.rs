@@ -45,6 +45,8 @@ impl Classify for ConfigError {
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
     pub endpoints: Option<Vec<String>>,
+    /// The agent's member list (`--initial-cluster`), one `NAME=PEER_URL` per member.
+    pub initial_cluster: Option<String>,
     pub store: Option<String>,
     pub cluster: Option<String>,
     pub s3_endpoint: Option<String>,
@@ -245,7 +247,7 @@ pub fn default_state_dir(args: &MemberArgs) -> std::path::PathBuf {
 
 /// `--initial-cluster` paired with `--endpoints`, member by member.
 pub fn configured_members(resolved: &Resolved, args: &MemberArgs) -> Result<Vec<ConfiguredMember>, ConfigError> {
-    let Some(initial_cluster) = &args.initial_cluster else {
+    let Some(initial_cluster) = args.initial_cluster.as_ref().or(resolved.file.initial_cluster.as_ref()) else {
         return Err(ConfigError::Missing {
             what: "the member list",
             flag: "--initial-cluster NAME=PEER_URL,…",
@@ -341,5 +343,9 @@ mod tests {
         let config = FileConfig::load(&path).unwrap();
         assert_eq!(config.compression, Some(Compression::Zstd));
         assert_eq!(config.policy.unwrap().failures_max, 5);
+        // The member list, as the error for a missing one says it may be given.
+        std::fs::write(&path, "initial-cluster = \"cp0=https://10.0.0.10:2380\"\n").unwrap();
+        let config = FileConfig::load(&path).unwrap();
+        assert_eq!(config.initial_cluster.as_deref(), Some("cp0=https://10.0.0.10:2380"));
     }
 }

@@ -70,6 +70,7 @@ pub async fn run(resolved: &Resolved, args: &RestoreArgs, format: Format) -> any
         bump_revision,
     };
     let failed = format!("restore into {} failed; the data dir was not touched", args.data_dir.display());
+    let bar = crate::cli::progress::bar("restoring", format);
     let (report, log) = match target {
         Some(target) => {
             let replay = ReplaySettings {
@@ -83,6 +84,7 @@ pub async fn run(resolved: &Resolved, args: &RestoreArgs, format: Format) -> any
         }
         None => (restore::restore(&store, &layout, &settings, &etcdutl).await.context(failed)?, None),
     };
+    drop(bar);
     match format {
         Format::Json => match &log {
             Some(log) => println!("{}", output::json(&LogRestoreReport { restore: report.clone(), log: log.clone() })),

@@ -25,7 +25,9 @@ pub async fn run(resolved: &Resolved, args: &SaveArgs, format: Format) -> anyhow
             ..PipelineSettings::default()
         },
     };
+    let bar = crate::cli::progress::bar("saving", format);
     let report = save::save(&etcd, &store, &layout, &settings, wall_clock_now()).await.context(SAVE_FAILED)?;
+    drop(bar);
     if let Some(path) = &args.metrics_file {
         let metrics = crate::agent::metrics::AgentMetrics::new();
         let details = serde_json::json!({ "revision": report.revision, "size_bytes": report.size_bytes,

@@ -136,7 +136,9 @@ pub async fn verify(
         wanted.push(StoreLayout::LATEST.into());
     }
     let mut rows = Vec::new();
+    let bar = crate::cli::progress::bar("verifying", format);
     for wanted_name in wanted {
+        crate::progress::phase(&format!("verifying {wanted_name}"));
         let row = if wanted_name == StoreLayout::LATEST {
             if catalog.latest.is_none() {
                 VerifyRow {
@@ -267,8 +269,10 @@ pub async fn verify(
         rows.push(row);
     }
     if all {
+        crate::progress::phase("verifying the revision log");
         rows.extend(verify_log(&store, &layout).await?);
     }
+    drop(bar);
     match format {
         Format::Json => println!("{}", output::json(&rows)),
         Format::Table => {

@@ -584,6 +584,9 @@ async fn apply_segments<S: SnapshotStore>(
             if applied.revisions_applied.is_multiple_of(10_000) {
                 tracing::info!(revision = reached.0, applied = applied.revisions_applied, "replaying the log");
             }
+            if applied.revisions_applied.is_multiple_of(500) {
+                crate::progress::phase(&format!("replaying the log: revision {}", reached.0));
+            }
         }
     }
     match target {

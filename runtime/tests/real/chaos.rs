@@ -48,12 +48,16 @@ struct AgentCluster {
     snapshot_interval_ms: u64,
     /// The agents' `--trial-interval-ms`, when set (agents started afterwards).
     trial_interval_ms: Option<u64>,
+    /// etcd's root user, once auth is enabled: its password, and the file the agents read it from.
+    auth: Option<(String, PathBuf)>,
 }
 
 /// The shipped drop-in's `RestartSec=`.
 const RESTART_SEC: &str = "5";
 
 const CHECK_INTERVAL_MS: u64 = 300;
+/// etcd's `--auth-token-ttl` once auth is on (etcd's default is 300).
+const AUTH_TOKEN_TTL_SECONDS: u64 = 2;
 /// etcd's flags besides the launch settings lifeboat chooses.
 const ETCD_FLAGS: &[&str] = &["--heartbeat-interval=50", "--election-timeout=500", "--log-level=warn"];
 
@@ -109,6 +113,7 @@ impl AgentCluster {
             pki,
             snapshot_interval_ms: 2000,
             trial_interval_ms: None,
+            auth: None,
         };
         if control == Control::Systemd {
             cluster.boot_units();
@@ -161,8 +166,12 @@ impl AgentCluster {
         args.extend(["--store".into(), format!("s3://{BUCKET}/chaos"), "--cluster".into(), "chaos".into()]);
         args.extend(["--timeout-ms".into(), "1000".into()]);
         args.extend(["--etcdutl".into(), testkit::binary("etcdutl").display().to_string()]);
-        // The same flags etcdctl takes: the CA, and the client certificate.
-        args.extend(self.etcdctl_flags());
+        // The same flags etcdctl takes: the CA, and the client certificate; with auth,
+        // the user, its password from a file.
+        args.extend(self.pki.as_ref().map(testkit::KubeadmPki::etcdctl_flags).unwrap_or_default());
+        if let Some((_, file)) = &self.auth {
+            args.extend(["--user".into(), "root".into(), "--password-file".into(), file.display().to_string()]);
+        }
         // The member in child mode; in both modes the scratch member a recovery replays the log into.
         args.extend(["--etcd".into(), testkit::binary("etcd").display().to_string()]);
         match self.control {
@@ -281,12 +290,20 @@ impl AgentCluster {
             flags.extend(pki.etcd_flags());
             flags.push(format!("--listen-metrics-urls=http://{}", self.nodes[index].etcd_metrics));
         }
+        if self.auth.is_some() {
+            // Tokens a long-running agent must renew many times over a test.
+            flags.push(format!("--auth-token-ttl={AUTH_TOKEN_TTL_SECONDS}"));
+        }
         flags
     }
 
-    /// `--cacert`, `--cert`, `--key` for etcdctl and lifeboat, with TLS.
+    /// `--cacert`, `--cert`, `--key` for etcdctl, with TLS; and `--user`, with auth.
     fn etcdctl_flags(&self) -> Vec<String> {
-        self.pki.as_ref().map(testkit::KubeadmPki::etcdctl_flags).unwrap_or_default()
+        let mut flags = self.pki.as_ref().map(testkit::KubeadmPki::etcdctl_flags).unwrap_or_default();
+        if let Some((password, _)) = &self.auth {
+            flags.push(format!("--user=root:{password}"));
+        }
+        flags
     }
 
     fn healthy(&self, index: usize) -> bool {
@@ -388,6 +405,70 @@ impl AgentCluster {
         if let Some(mut agent) = self.nodes[index].agent.take() {
             testkit::terminate(&mut agent, Duration::from_secs(20));
         }
+    }
+
+    /// Restarts every agent, one at a time, so settings changed since (snapshot and
+    /// trial intervals) apply; then waits for every member to be healthy again.
+    fn restart_agents(&mut self) {
+        for index in 0..self.nodes.len() {
+            self.stop_agent(index);
+            self.start_agent(index);
+        }
+        self.wait_all_healthy(Duration::from_secs(60));
+    }
+
+    /// Waits until one agent writes the revision log.
+    fn wait_log_writer(&self) {
+        let writing = wait_until(Duration::from_secs(60), || {
+            (0..self.nodes.len()).any(|index| self.agent_log(index).contains("writing the revision log"))
+        });
+        assert!(writing, "no agent writes the revision log:\n{}", self.logs());
+    }
+
+    /// Every machine dies: agents first (SIGKILL, nothing flushed), then etcd and its disk.
+    fn lose_every_machine(&mut self) {
+        for index in 0..self.nodes.len() {
+            self.kill_agent(index);
+        }
+        for index in 0..self.nodes.len() {
+            self.wipe(index);
+        }
+    }
+
+    /// New machines in their place: empty disks, no memory of an epoch, agents started.
+    fn start_empty_machines(&mut self) {
+        for node in &self.nodes {
+            let _ = std::fs::remove_file(node.state_dir.join("epoch"));
+        }
+        for index in 0..self.nodes.len() {
+            self.start_agent(index);
+        }
+    }
+
+    /// The newest revision any agent's revision-log writer flushed (its `/metrics`).
+    fn log_revision(&self) -> i64 {
+        let scrape = |node: &Node| http_get(&node.metrics, "/metrics").map(|(_, body)| body).unwrap_or_default();
+        self.nodes
+            .iter()
+            .flat_map(|node| {
+                scrape(node)
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("lifeboat_log_last_revision "))
+                    .filter_map(|value| value.trim().parse::<f64>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .fold(0, |newest, revision| newest.max(revision as i64))
+    }
+
+    /// `lifeboat snapshots list --output json` over the cluster's store.
+    fn snapshot_listing(&self) -> serde_json::Value {
+        let store = format!("s3://{BUCKET}/chaos");
+        let listing = lifeboat_command()
+            .envs(self.s3.env())
+            .args(["snapshots", "list", "--output", "json", "--store", &store, "--cluster", "chaos"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&listing.stdout).expect("snapshots list prints JSON")
     }
 
     /// Recovery epochs committed in the store (claims a quorum joined), oldest first.
@@ -500,7 +581,7 @@ impl Drop for AgentCluster {
 struct Writer {
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<Acked>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// One acknowledged write: key, revision, and when the acknowledgement arrived.
@@ -511,9 +592,18 @@ struct Acked {
     at: Instant,
 }
 
+/// Puts `key` through the first endpoint that acknowledges it; its revision.
+fn put_anywhere(endpoints: &[String], tls_flags: &[String], key: &str, value: &str) -> Option<i64> {
+    endpoints.iter().find_map(|endpoint| match tls_flags.is_empty() {
+        true => put(endpoint, key, value),
+        false => put_over_tls(endpoint, key, value, tls_flags),
+    })
+}
+
 impl Writer {
-    /// With `tls_flags` (etcdctl's), each put goes through etcdctl over TLS; else
-    /// through etcd's JSON gateway.
+    /// One client writing as fast as its acknowledgements come back (about 150
+    /// puts per second here). With `tls_flags` (etcdctl's), each put goes through
+    /// etcdctl over TLS; else through etcd's JSON gateway.
     fn start(endpoints: Vec<String>, tls_flags: Vec<String>) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
@@ -522,23 +612,46 @@ impl Writer {
             let mut sequence = 0u64;
             while !thread_stop.load(Ordering::Relaxed) {
                 let key = format!("w/{sequence:08}");
-                for endpoint in &endpoints {
-                    let value = format!("v{sequence}");
-                    let put = if tls_flags.is_empty() {
-                        put(endpoint, &key, &value)
-                    } else {
-                        put_over_tls(endpoint, &key, &value, &tls_flags)
-                    };
-                    if let Some(revision) = put {
-                        thread_acked.lock().unwrap().push(Acked { key: key.clone(), revision, at: Instant::now() });
-                        break;
-                    }
+                if let Some(revision) = put_anywhere(&endpoints, &tls_flags, &key, &format!("v{sequence}")) {
+                    thread_acked.lock().unwrap().push(Acked { key, revision, at: Instant::now() });
                 }
                 sequence += 1;
                 std::thread::sleep(Duration::from_millis(5));
             }
         });
-        Writer { stop, acked, thread: Some(thread) }
+        Writer { stop, acked, threads: vec![thread] }
+    }
+
+    /// A steady offered load of `rate` puts per second (JSON gateway), from enough
+    /// clients that each has 20 ms per put: put k is due at start + k / rate, and a
+    /// client behind its schedule writes at once, so the load stays at `rate` as long
+    /// as the cluster keeps up (`acked_count` over the time tells whether it did).
+    fn paced(endpoints: Vec<String>, rate: u32) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let clients = (rate / 50).clamp(1, 32) as u64;
+        let started = Instant::now();
+        let period = Duration::from_secs(1) / rate.max(1);
+        let threads = (0..clients)
+            .map(|client| {
+                let (stop, acked, endpoints) = (Arc::clone(&stop), Arc::clone(&acked), endpoints.clone());
+                std::thread::spawn(move || {
+                    let mut sequence = client;
+                    while !stop.load(Ordering::Relaxed) {
+                        let due = started + period * u32::try_from(sequence).unwrap();
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        let key = format!("w/{sequence:08}");
+                        if let Some(revision) = put_anywhere(&endpoints, &[], &key, &format!("v{sequence}")) {
+                            acked.lock().unwrap().push(Acked { key, revision, at: Instant::now() });
+                        }
+                        sequence += clients;
+                    }
+                })
+            })
+            .collect();
+        Writer { stop, acked, threads }
     }
 
     fn acked_count(&self) -> usize {
@@ -547,27 +660,32 @@ impl Writer {
 
     fn stop(mut self) -> Vec<Acked> {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads.drain(..) {
             thread.join().unwrap();
         }
-        let acked = self.acked.lock().unwrap().clone();
+        let mut acked = self.acked.lock().unwrap().clone();
+        acked.sort_by_key(|write| write.revision);
         acked
     }
 }
 
 /// One put through etcd's JSON gateway; the revision when acknowledged.
 fn put(endpoint: &str, key: &str, value: &str) -> Option<i64> {
+    let body = serde_json::json!({
+        "key": aws_smithy_types::base64::encode(key),
+        "value": aws_smithy_types::base64::encode(value),
+    });
+    gateway(endpoint, "/v3/kv/put", &body, Duration::from_secs(2))
+}
+
+/// One request to etcd's JSON gateway; the revision of the answer when it is a 200.
+fn gateway(endpoint: &str, path: &str, body: &serde_json::Value, timeout: Duration) -> Option<i64> {
     use std::io::{Read, Write};
     let address = endpoint.trim_start_matches("http://");
-    let body = format!(
-        "{{\"key\":\"{}\",\"value\":\"{}\"}}",
-        aws_smithy_types::base64::encode(key),
-        aws_smithy_types::base64::encode(value)
-    );
+    let body = body.to_string();
     let mut stream = std::net::TcpStream::connect_timeout(&address.parse().ok()?, Duration::from_millis(300)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "POST /v3/kv/put HTTP/1.0\r\nHost: {address}\r\nContent-Length: {}\r\n\r\n{body}", body.len())
-        .ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    write!(stream, "POST {path} HTTP/1.0\r\nHost: {address}\r\nContent-Length: {}\r\n\r\n{body}", body.len()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     if !response.starts_with("HTTP/1.0 200") && !response.starts_with("HTTP/1.1 200") {
@@ -632,8 +750,63 @@ fn one_of_three_wiped_is_replaced_under_systemd() {
     one_of_three_wiped(Control::Systemd, false);
 }
 
+/// RBAC on top of mutual TLS, as many production clusters run: etcd's root user with
+/// a password, and auth tokens that expire every 2 s (`--auth-token-ttl`), so each
+/// long-running agent must get new ones again and again. The agents (password from a
+/// file) keep saving long past the first tokens' expiry, and a wiped member is
+/// replaced under auth (learner, promotion) with no acknowledged write lost.
+#[test]
+fn with_rbac_users_agents_keep_saving_and_replace_a_wiped_member() {
+    let Some(mut cluster) = AgentCluster::start_full(3, None, Control::Child, true) else { return };
+    let password = "correct-horse-battery";
+    let etcdctl = |flags: &[String], args: &[&str]| {
+        let output = Command::new(testkit::binary("etcdctl"))
+            .args(flags)
+            .args(["--endpoints", &cluster.endpoints()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    let tls = cluster.etcdctl_flags();
+    etcdctl(&tls, &["user", "add", "root", &format!("--new-user-password={password}")]);
+    etcdctl(&tls, &["auth", "enable"]);
+    let file = cluster.directory.path().join("etcd-password");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    cluster.auth = Some((password.to_owned(), file));
+    let restarted = lifeboat::time::Millis(unix_millis());
+    cluster.restart_agents();
+    // Saves still succeed well after the first tokens expired.
+    let later = restarted.0 + 10 * AUTH_TOKEN_TTL_SECONDS * 1000;
+    let saved_later = wait_until(Duration::from_secs(90), || {
+        (0..3).any(|index| {
+            cluster.journal(index).lines().filter(|line| line.contains("\"event\":\"saved\"")).any(|line| {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .ok()
+                    .and_then(|entry| entry["at"].as_str().and_then(lifeboat::time::Millis::parse_rfc3339))
+                    .is_some_and(|at| at.0 > later)
+            })
+        })
+    });
+    assert!(saved_later, "no save ten token lifetimes after auth was on:\n{}", cluster.logs());
+    for index in 0..3 {
+        let log = cluster.agent_log(index);
+        assert!(!log.contains(password), "n{index}'s log shows the password");
+    }
+    let before = cluster.log_revision();
+    wiped_one_is_replaced(&cluster, Control::Child, true);
+    // The revision log's watch, opened under auth, carried the writes through.
+    let logged = wait_until(Duration::from_secs(30), || cluster.log_revision() > before + 50);
+    assert!(logged, "the revision log did not move past {before} under auth:\n{}", cluster.logs());
+}
+
 fn one_of_three_wiped(control: Control, tls: bool) {
     let Some(cluster) = AgentCluster::start_full(3, None, control, tls) else { return };
+    wiped_one_is_replaced(&cluster, control, tls);
+}
+
+/// Member 2 loses its disk under a steady write load; its agent replaces it.
+fn wiped_one_is_replaced(cluster: &AgentCluster, control: Control, tls: bool) {
     let writer = cluster.writer();
     std::thread::sleep(Duration::from_millis(500));
     let fault_at = Instant::now();
@@ -1013,11 +1186,7 @@ fn all_restarted_with_empty_disks_are_restored() {
 fn the_leaders_agent_proves_new_snapshots() {
     let Some(mut cluster) = AgentCluster::start(3) else { return };
     cluster.trial_interval_ms = Some(1_500);
-    for index in 0..3 {
-        cluster.stop_agent(index);
-        cluster.start_agent(index);
-    }
-    cluster.wait_all_healthy(Duration::from_secs(60));
+    cluster.restart_agents();
     let proven =
         wait_until(Duration::from_secs(90), || !cluster.journaled_numbers("trial-proven", "revision").is_empty());
     assert!(proven, "no trial proved a snapshot:\n{}\n{}", cluster.logs(), cluster.journal(0));
@@ -1031,21 +1200,7 @@ fn the_leaders_agent_proves_new_snapshots() {
             .any(|revision| revision.trim().parse::<i64>().is_ok_and(|revision| revision > 0))
     });
     assert!(exported, "the prover's /metrics carries the proven revision");
-    let listing = lifeboat_command()
-        .envs(cluster.s3.env())
-        .args([
-            "snapshots",
-            "list",
-            "--output",
-            "json",
-            "--store",
-            &format!("s3://{BUCKET}/chaos"),
-            "--cluster",
-            "chaos",
-        ])
-        .output()
-        .unwrap();
-    let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).expect("snapshots list prints JSON");
+    let listing = cluster.snapshot_listing();
     let proven_entries =
         listing["snapshots"].as_array().unwrap().iter().filter(|entry| entry["proven"] == true).count();
     assert!(proven_entries >= 1, "a snapshot is listed as proven: {listing}");
@@ -1059,33 +1214,15 @@ fn the_leaders_agent_proves_new_snapshots() {
 fn all_lost_under_load_lose_at_most_one_log_flush() {
     let Some(mut cluster) = AgentCluster::start(3) else { return };
     cluster.snapshot_interval_ms = 3_600_000;
-    for index in 0..3 {
-        cluster.stop_agent(index);
-        cluster.start_agent(index);
-    }
-    cluster.wait_all_healthy(Duration::from_secs(60));
-    let writing = wait_until(Duration::from_secs(60), || {
-        (0..3).any(|index| cluster.agent_log(index).contains("writing the revision log"))
-    });
-    assert!(writing, "no agent writes the revision log:\n{}", cluster.logs());
+    cluster.restart_agents();
+    cluster.wait_log_writer();
     let writer = cluster.writer();
     std::thread::sleep(Duration::from_secs(5));
-    // The machines die: agents first (SIGKILL, nothing flushed), then etcd and its disk.
     let fault_at = Instant::now();
-    for index in 0..3 {
-        cluster.kill_agent(index);
-    }
-    for index in 0..3 {
-        cluster.wipe(index);
-    }
+    cluster.lose_every_machine();
     let acked = writer.stop();
-    for node in &cluster.nodes {
-        let _ = std::fs::remove_file(node.state_dir.join("epoch"));
-    }
     let restart_at = Instant::now();
-    for index in 0..3 {
-        cluster.start_agent(index);
-    }
+    cluster.start_empty_machines();
     let recovered = wait_until(Duration::from_secs(150), || {
         !cluster.epochs().is_empty()
             && (0..3).all(|index| cluster.healthy(index))
@@ -1119,6 +1256,142 @@ fn all_lost_under_load_lose_at_most_one_log_flush() {
         (last_acked - restored_revision).max(0),
         rto.as_secs_f64()
     );
+}
+
+/// Figures for issue 14, run by `scripts/bench-rpo` (not by the suite): every machine
+/// dies, disks and all, under a steady offered load of `LIFEBOAT_BENCH_RATE` puts per
+/// second (default 100) held for `LIFEBOAT_BENCH_LOAD_SECONDS` (default 30), on top of
+/// `LIFEBOAT_BENCH_FILL_MIB` of 100 KiB values (default 0) that a snapshot holds;
+/// snapshots every minute (the agent's default). Prints one `FIGURE` line: the
+/// acknowledged writes lost with the revision log, what the snapshot the recovery
+/// started from would have lost alone (same run), and the recovery time from the
+/// restart and from the first claimer's decision to three healthy members.
+#[test]
+#[ignore = "a benchmark: scripts/bench-rpo runs it"]
+fn figure_rpo_and_recovery_time() {
+    let number = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let rate = u32::try_from(number("LIFEBOAT_BENCH_RATE", 100)).unwrap();
+    let fill_mib = number("LIFEBOAT_BENCH_FILL_MIB", 0);
+    let load = Duration::from_secs(number("LIFEBOAT_BENCH_LOAD_SECONDS", 30));
+    let Some(mut cluster) = AgentCluster::start(3) else { return };
+    cluster.snapshot_interval_ms = 60_000;
+    cluster.trial_interval_ms = Some(0);
+    cluster.restart_agents();
+    cluster.wait_log_writer();
+    let endpoints: Vec<String> = cluster.nodes.iter().map(|node| node.client_url.clone()).collect();
+    if fill_mib > 0 {
+        let filled = fill(&endpoints, fill_mib);
+        let saved = wait_until(Duration::from_secs(600), || {
+            cluster.snapshot_listing()["snapshots"].as_array().is_some_and(|list| {
+                list.iter().any(|entry| entry["name"].as_str().map(snapshot_revision) >= Some(filled))
+            })
+        });
+        assert!(saved, "no snapshot holds the fill (revision {filled}):\n{}", cluster.logs());
+    }
+    let writer = Writer::paced(endpoints, rate);
+    let load_started = Instant::now();
+    // The load's length is the figure's input, not a wait for a condition.
+    std::thread::sleep(load);
+    let fault_at = Instant::now();
+    cluster.lose_every_machine();
+    let acked = writer.stop();
+    let achieved = acked.iter().filter(|write| write.at <= fault_at).count() as f64
+        / fault_at.duration_since(load_started).as_secs_f64();
+    let restart_at = Instant::now();
+    let restart_wall = unix_millis();
+    cluster.start_empty_machines();
+    let recovered = wait_until(Duration::from_secs(900), || {
+        !cluster.epochs().is_empty()
+            && (0..3).all(|index| cluster.healthy(index))
+            && cluster.membership() == Some((3, 0))
+    });
+    let healthy_wall = unix_millis();
+    let from_restart = restart_at.elapsed();
+    assert!(recovered, "no recovery within 900 s:\n{}\n{}", cluster.logs(), cluster.journal(0));
+    let epochs = cluster.epochs();
+    assert_eq!(epochs.len(), 1, "one epoch: {epochs:?}");
+    let restored_revision = snapshot_revision(epochs[0]["snapshot"].as_str().unwrap());
+    // The first claimer's decision: its first `survivor` entry since the restart.
+    let journal_entries = |event: &str| -> Vec<serde_json::Value> {
+        let marker = format!("\"event\":\"{event}\"");
+        (0..3)
+            .flat_map(|index| cluster.journal(index).lines().map(str::to_owned).collect::<Vec<_>>())
+            .filter(|line| line.contains(&marker))
+            .filter_map(|line| serde_json::from_str(&line).ok())
+            .collect()
+    };
+    let entry_millis =
+        |entry: &serde_json::Value| entry["at"].as_str().and_then(lifeboat::time::Millis::parse_rfc3339).map(|at| at.0);
+    let decided = journal_entries("survivor").iter().filter_map(entry_millis).filter(|at| *at >= restart_wall).min();
+    let from_decision = decided.map(|at| healthy_wall.saturating_sub(at) as f64 / 1000.0);
+    let base_revision = journal_entries("log-replayed")
+        .iter()
+        .filter(|entry| entry["snapshot"] == epochs[0]["snapshot"])
+        .find_map(|entry| entry["from"].as_str().map(snapshot_revision))
+        .unwrap_or(restored_revision);
+    let lost: Vec<&Acked> = acked.iter().filter(|write| write.revision > restored_revision).collect();
+    let missing = missing_writes(&cluster.nodes[0].client_url, &acked);
+    assert_eq!(missing.len(), lost.len(), "exactly the writes above the restored revision are gone");
+    let snapshot_alone = acked.iter().filter(|write| write.revision > base_revision).count();
+    let oldest_lost = lost.first().map(|write| fault_at.saturating_duration_since(write.at).as_millis()).unwrap_or(0);
+    let status = etcdctl(&cluster.nodes[0].client_url, &["endpoint", "status", "-w", "json"]);
+    let db_bytes = serde_json::from_str::<serde_json::Value>(&status)
+        .ok()
+        .and_then(|status| status[0]["Status"]["dbSize"].as_i64());
+    eprintln!(
+        "FIGURE rate={rate} achieved={achieved:.0} fill_mib={fill_mib} db_mib={:.1} acked={} lost={} oldest_lost_ms={oldest_lost} \
+         snapshot_alone_lost={snapshot_alone} restored_revision={restored_revision} base_revision={base_revision} \
+         recovery_from_restart_s={:.1} recovery_from_decision_s={}",
+        db_bytes.unwrap_or(0) as f64 / 1_048_576.0,
+        acked.len(),
+        lost.len(),
+        from_restart.as_secs_f64(),
+        from_decision.map(|seconds| format!("{seconds:.1}")).unwrap_or_else(|| "?".into()),
+    );
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| since.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Fills the cluster with `mib` MiB of 100 KiB values under `fill/`, eight per
+/// transaction from four clients; the revision of the last one.
+fn fill(endpoints: &[String], mib: u64) -> i64 {
+    const VALUE_KIB: u64 = 100;
+    const PER_TXN: u64 = 8;
+    let transactions = (mib * 1024).div_ceil(VALUE_KIB * PER_TXN);
+    let value = aws_smithy_types::base64::encode(vec![b'x'; (VALUE_KIB * 1024) as usize]);
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (next, value, endpoints) = (Arc::clone(&next), value.clone(), endpoints.to_vec());
+            std::thread::spawn(move || {
+                let mut newest = 0;
+                loop {
+                    let txn = next.fetch_add(1, Ordering::Relaxed);
+                    if txn >= transactions {
+                        return newest;
+                    }
+                    let puts: Vec<serde_json::Value> = (0..PER_TXN)
+                        .map(|put| {
+                            let key = format!("fill/{:08}", txn * PER_TXN + put);
+                            serde_json::json!({ "requestPut": { "key": aws_smithy_types::base64::encode(key), "value": value } })
+                        })
+                        .collect();
+                    let body = serde_json::json!({ "success": puts });
+                    let revision = endpoints
+                        .iter()
+                        .find_map(|endpoint| gateway(endpoint, "/v3/kv/txn", &body, Duration::from_secs(30)))
+                        .unwrap_or_else(|| panic!("the fill's transaction {txn} was refused by every member"));
+                    newest = newest.max(revision);
+                }
+            })
+        })
+        .collect();
+    clients.into_iter().map(|client| client.join().unwrap()).max().unwrap_or(0)
 }
 
 /// The catalogue names the scenarios these tests run; each real-process scenario

@@ -9,6 +9,7 @@ mod chaos;
 mod cli;
 mod encryption;
 mod failures;
+mod packaging;
 mod revlog;
 mod save_restore;
 mod secrets;

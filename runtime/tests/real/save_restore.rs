@@ -3,6 +3,7 @@
 
 use crate::support::*;
 use sha2::{Digest, Sha256};
+use std::process::Command;
 
 const KEYS: usize = 2_000;
 
@@ -236,4 +237,55 @@ fn restored_revisions_move_forward_where_etcdutl_can() {
         said.contains("compacted"),
         "a watch from the old revision {revision} is not told it was compacted: {said}"
     );
+}
+
+/// `save`, `snapshots verify` and `restore` draw a progress bar on a terminal (here a
+/// pseudo-terminal from util-linux's `script`), and nothing in a pipe or with
+/// `--output json`.
+#[test]
+fn progress_is_drawn_on_a_terminal_only() {
+    let Some(fixture) = fixture(StoreKind::File, 1) else { return };
+    let endpoint = fixture.etcd.endpoints()[0].clone();
+    for index in 0..200 {
+        etcdctl(&endpoint, &["put", &format!("progress/{index:04}"), &"x".repeat(4096)]);
+    }
+    let on_terminal = |args: &str| -> String {
+        let template = fixture.command(&[]);
+        let mut script = Command::new("script");
+        for (key, value) in template.get_envs() {
+            match value {
+                Some(value) => script.env(key, value),
+                None => script.env_remove(key),
+            };
+        }
+        let line = format!("{} {args}", env!("CARGO_BIN_EXE_lifeboat"));
+        let output = script.args(["-qec", &line, "/dev/null"]).output().expect("run util-linux's script");
+        assert!(
+            output.status.success(),
+            "{line} under a terminal failed:\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let saved = on_terminal("save");
+    assert!(saved.contains("saving: "), "no progress on a terminal:\n{saved}");
+    assert!(saved.contains("saved "), "the result still prints:\n{saved}");
+    // A frame of the bar: its message, then bytes and their rate.
+    let drawn = |text: &str, message: &str| text.contains(message) && text.contains("B/s)");
+    assert!(drawn(&saved, "saving"), "no progress bar frame:\n{saved}");
+    let verified = on_terminal("snapshots verify --all");
+    assert!(drawn(&verified, "verifying"), "no progress on a terminal:\n{verified}");
+    let data_dir = fixture.path("restored");
+    let restored = on_terminal(&format!(
+        "restore --no-log --data-dir {} --name etcd0 --initial-cluster etcd0=http://127.0.0.1:2380 \
+         --initial-advertise-peer-urls http://127.0.0.1:2380 --initial-cluster-token progress",
+        data_dir.display()
+    ));
+    assert!(drawn(&restored, "restor") || drawn(&restored, "downloading"), "no progress on a terminal:\n{restored}");
+    assert!(data_dir.join("member").is_dir(), "the restore under a terminal built the data dir");
+    let json = on_terminal("save --output json");
+    assert!(!json.contains("B/s)"), "a bar with --output json:\n{json}");
+    let piped = fixture.lifeboat(&["save"]);
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(piped.status.success() && !stderr.contains("saving: ") && !stderr.contains('\u{1b}'), "{stderr}");
 }
