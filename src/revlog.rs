@@ -374,27 +374,86 @@ pub fn gaps(segments: &[SegmentName]) -> Vec<(Revision, Revision)> {
     gaps
 }
 
-/// Which restore reaches `target`: the newest base (snapshot revision) at or
-/// below it whose chain reaches it, or `None`. `target: None` means "latest":
-/// the chain that reaches furthest, from the newest base that does.
-pub fn plan(bases: &[Revision], segments: &[SegmentName], target: Option<Revision>) -> Option<Chain> {
-    let mut newest_first: Vec<Revision> = bases.to_vec();
-    newest_first.sort_by(|left, right| right.cmp(left));
-    newest_first.dedup();
-    match target {
-        Some(target) => newest_first
-            .into_iter()
-            .filter(|base| *base <= target)
-            .map(|base| chain(base, segments, Some(target)))
-            .find(|chain| chain.reaches >= target),
-        None => newest_first.into_iter().map(|base| chain(base, segments, None)).reduce(|best, candidate| {
-            if candidate.reaches > best.reaches {
-                candidate
-            } else {
-                best
+/// A snapshot a restore may start from, as the plan sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Base {
+    /// The etcd cluster ID whose log extends it. A restored cluster starts a new
+    /// history whose revisions may repeat its predecessor's.
+    pub history: String,
+    pub revision: Revision,
+    /// When it was saved.
+    pub saved: Millis,
+}
+
+/// What a restore aims at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Aim {
+    /// As far as the log goes.
+    Latest,
+    /// Exactly this revision.
+    Revision(Revision),
+    /// The last revision seen by then: no base saved after it may serve.
+    Time(Millis),
+}
+
+/// Every base that can serve `aim`, best first, each with its chain through the
+/// segments of its history (`segments_of(history)`), as indices into `bases`.
+///
+/// The newest history first (the one with the newest save among the bases that
+/// serve the aim): a restore must not go back to a cluster that was itself
+/// replaced. Within it, for a revision the
+/// newest base at or below it whose chain reaches it (the shortest replay); for
+/// latest or a time, the furthest reach, then the newest base. A revision
+/// target leaves out bases above it and chains that stop short of it; a time
+/// target leaves out bases saved after it (their data may hold later writes).
+pub fn candidates<'a>(
+    bases: &[Base],
+    segments_of: impl Fn(&str) -> &'a [SegmentName],
+    aim: Aim,
+) -> Vec<(usize, Chain)> {
+    let mut found: Vec<(usize, Chain)> = bases
+        .iter()
+        .enumerate()
+        .filter_map(|(index, base)| {
+            let segments = segments_of(&base.history);
+            let chain = match aim {
+                Aim::Revision(target) if base.revision > target => return None,
+                Aim::Revision(target) => chain(base.revision, segments, Some(target)),
+                Aim::Time(time) if base.saved > time => return None,
+                Aim::Time(_) | Aim::Latest => chain(base.revision, segments, None),
+            };
+            match aim {
+                Aim::Revision(target) if chain.reaches < target => None,
+                _ => Some((index, chain)),
             }
-        }),
+        })
+        .collect();
+    // Among the bases that serve the aim: at a time, the history live then.
+    let mut newest_save: std::collections::BTreeMap<&str, Millis> = std::collections::BTreeMap::new();
+    for base in found.iter().filter_map(|(index, _)| bases.get(*index)) {
+        let newest = newest_save.entry(base.history.as_str()).or_insert(base.saved);
+        *newest = (*newest).max(base.saved);
     }
+    let reach = |chain: &Chain| match aim {
+        Aim::Revision(_) => Revision(0),
+        Aim::Latest | Aim::Time(_) => chain.reaches,
+    };
+    found.sort_by_key(|(index, chain)| {
+        let history = bases.get(*index).map(|base| base.history.as_str()).unwrap_or_default();
+        std::cmp::Reverse((newest_save.get(history).copied(), reach(chain), chain.base))
+    });
+    found
+}
+
+/// Which restore of one history reaches `target` ([`candidates`]' first): the
+/// newest base (snapshot revision) at or below it whose chain reaches it, or
+/// `None`. `target: None` means "latest": the chain that reaches furthest, from
+/// the newest base that does.
+pub fn plan(bases: &[Revision], segments: &[SegmentName], target: Option<Revision>) -> Option<Chain> {
+    let bases: Vec<Base> =
+        bases.iter().map(|revision| Base { history: String::new(), revision: *revision, saved: Millis(0) }).collect();
+    let aim = target.map_or(Aim::Latest, Aim::Revision);
+    candidates(&bases, |_| segments, aim).into_iter().next().map(|(_, chain)| chain)
 }
 
 /// The segments a prune may delete, given the revisions of the snapshots it
@@ -530,6 +589,36 @@ mod tests {
         assert_eq!(latest, Some((60, 60)));
         let latest = plan(&bases[..3], &segments, None).map(|chain| (chain.base.0, chain.reaches.0));
         assert_eq!(latest, Some((40, 50)));
+    }
+
+    #[test]
+    fn candidates_prefer_the_newest_history_then_the_aim() {
+        // History "old" (a cluster later restored) reaches revision 90; "new" restarted
+        // its revisions at 50 (a restore's bump) and was saved later.
+        let old = [name(11, 90)];
+        let new = [name(51, 60)];
+        let base = |history: &str, revision: i64, saved: u64| Base {
+            history: history.into(),
+            revision: Revision(revision),
+            saved: Millis(saved),
+        };
+        let bases = [base("old", 10, 1_000), base("old", 40, 2_000), base("new", 50, 3_000), base("new", 55, 4_000)];
+        let segments = |history: &str| -> &[SegmentName] {
+            match history {
+                "old" => &old,
+                _ => &new,
+            }
+        };
+        let order = |aim| candidates(&bases, segments, aim).into_iter().map(|(index, _)| index).collect::<Vec<_>>();
+        // Latest: the new history first, though the old one reaches further.
+        assert_eq!(order(Aim::Latest), [3, 2, 1, 0]);
+        // A revision: every history that reaches it, the newest base first within one.
+        assert_eq!(order(Aim::Revision(Revision(58))), [3, 2, 1, 0]);
+        assert_eq!(order(Aim::Revision(Revision(70))), [1, 0]);
+        assert_eq!(order(Aim::Revision(Revision(45))), [1, 0]);
+        // A time: no base saved after it.
+        assert_eq!(order(Aim::Time(Millis(2_500))), [1, 0]);
+        assert_eq!(order(Aim::Time(Millis(500))), Vec::<usize>::new());
     }
 
     #[test]

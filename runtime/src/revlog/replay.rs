@@ -265,39 +265,29 @@ async fn candidates<S: SnapshotStore>(
             segments_of.insert(manifest.cluster_id.clone(), listed.into_iter().map(|listed| listed.name).collect());
         }
     }
-    let mut candidates: Vec<Candidate> = Vec::new();
-    for entry in backups {
-        let Some(manifest) = &entry.manifest else { continue };
-        let segments = segments_of.get(&manifest.cluster_id).map(Vec::as_slice).unwrap_or_default();
-        let chain = match target {
-            Target::Revision(revision) if manifest.revision > revision => continue,
-            Target::Revision(revision) => revlog::chain(manifest.revision, segments, Some(revision)),
-            Target::Time(time) if manifest.created_ms > time => continue,
-            Target::Time(_) | Target::Latest => revlog::chain(manifest.revision, segments, None),
-        };
-        if let Target::Revision(revision) = target {
-            if chain.reaches < revision {
-                continue;
-            }
-        }
-        candidates.push(Candidate { entry: entry.clone(), cluster_id: manifest.cluster_id.clone(), chain });
-    }
-    // The newest history first: a restored cluster has a new cluster ID, and its
-    // revisions may repeat its predecessor's. Within it, the newest base (the
-    // shortest replay) for a revision, the furthest reach for latest or a time.
-    let mut newest_save: BTreeMap<String, Millis> = BTreeMap::new();
-    for candidate in &candidates {
-        let created = candidate.entry.name.created();
-        let newest = newest_save.entry(candidate.cluster_id.clone()).or_insert(created);
-        *newest = (*newest).max(created);
-    }
-    let reach = |candidate: &Candidate| match target {
-        Target::Revision(_) => Revision(0),
-        Target::Latest | Target::Time(_) => candidate.chain.reaches,
+    let with_manifest: Vec<(&Entry, &lifeboat::Manifest)> =
+        backups.iter().filter_map(|entry| entry.manifest.as_ref().map(|manifest| (*entry, manifest))).collect();
+    let bases: Vec<revlog::Base> = with_manifest
+        .iter()
+        .map(|(_, manifest)| revlog::Base {
+            history: manifest.cluster_id.clone(),
+            revision: manifest.revision,
+            saved: manifest.created_ms,
+        })
+        .collect();
+    let aim = match target {
+        Target::Latest => revlog::Aim::Latest,
+        Target::Revision(revision) => revlog::Aim::Revision(revision),
+        Target::Time(time) => revlog::Aim::Time(time),
     };
-    candidates.sort_by_key(|candidate| {
-        std::cmp::Reverse((newest_save.get(&candidate.cluster_id).copied(), reach(candidate), candidate.chain.base))
-    });
+    let segments = |history: &str| segments_of.get(history).map(Vec::as_slice).unwrap_or_default();
+    let candidates: Vec<Candidate> = revlog::candidates(&bases, segments, aim)
+        .into_iter()
+        .filter_map(|(index, chain)| {
+            let (entry, manifest) = with_manifest.get(index)?;
+            Some(Candidate { entry: (*entry).clone(), cluster_id: manifest.cluster_id.clone(), chain })
+        })
+        .collect();
     if candidates.is_empty() {
         let reaches: Vec<String> = segments_of
             .iter()
