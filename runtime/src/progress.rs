@@ -27,7 +27,7 @@ pub fn advance(bytes: u64) {
     }
 }
 
-/// The command moved on to `text` (e.g. "restoring with etcdutl").
+/// The command moved on to `text` (e.g. "building the data dir from NAME").
 pub fn phase(text: &str) {
     if let Some(sink) = current() {
         sink.phase(text);

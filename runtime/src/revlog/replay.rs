@@ -257,16 +257,15 @@ async fn candidates<S: SnapshotStore>(
             store.location(&layout.snapshots_prefix())
         )));
     }
+    let with_manifest: Vec<(&Entry, &lifeboat::Manifest)> =
+        backups.iter().filter_map(|entry| entry.manifest.as_ref().map(|manifest| (*entry, manifest))).collect();
     let mut segments_of: BTreeMap<String, Vec<revlog::SegmentName>> = BTreeMap::new();
-    for entry in &backups {
-        let Some(manifest) = &entry.manifest else { continue };
+    for (_, manifest) in &with_manifest {
         if !segments_of.contains_key(&manifest.cluster_id) {
             let (listed, _) = list(store, layout, &manifest.cluster_id).await?;
             segments_of.insert(manifest.cluster_id.clone(), listed.into_iter().map(|listed| listed.name).collect());
         }
     }
-    let with_manifest: Vec<(&Entry, &lifeboat::Manifest)> =
-        backups.iter().filter_map(|entry| entry.manifest.as_ref().map(|manifest| (*entry, manifest))).collect();
     let bases: Vec<revlog::Base> = with_manifest
         .iter()
         .map(|(_, manifest)| revlog::Base {

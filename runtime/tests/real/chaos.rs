@@ -447,16 +447,8 @@ impl AgentCluster {
 
     /// The newest revision any agent's revision-log writer flushed (its `/metrics`).
     fn log_revision(&self) -> i64 {
-        let scrape = |node: &Node| http_get(&node.metrics, "/metrics").map(|(_, body)| body).unwrap_or_default();
-        self.nodes
-            .iter()
-            .flat_map(|node| {
-                scrape(node)
-                    .lines()
-                    .filter_map(|line| line.strip_prefix("lifeboat_log_last_revision "))
-                    .filter_map(|value| value.trim().parse::<f64>().ok())
-                    .collect::<Vec<_>>()
-            })
+        (0..self.nodes.len())
+            .filter_map(|index| self.metric(index, "lifeboat_log_last_revision"))
             .fold(0, |newest, revision| newest.max(revision as i64))
     }
 
@@ -516,16 +508,34 @@ impl AgentCluster {
 
     /// The number `field` of every `event` entry in any member's journal.
     fn journaled_numbers(&self, event: &str, field: &str) -> Vec<i64> {
+        self.journal_entries(event).iter().filter_map(|entry| entry[field].as_i64()).collect()
+    }
+
+    /// Every `event` entry in any member's journal.
+    fn journal_entries(&self, event: &str) -> Vec<serde_json::Value> {
         let marker = format!("\"event\":\"{event}\"");
         (0..self.nodes.len())
             .flat_map(|index| {
                 self.journal(index)
                     .lines()
                     .filter(|line| line.contains(&marker))
-                    .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?[field].as_i64())
+                    .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+
+    /// A disaster recovery is done: an epoch committed, every member healthy and a voter.
+    fn recovered(&self) -> bool {
+        let size = self.nodes.len();
+        !self.epochs().is_empty() && (0..size).all(|index| self.healthy(index)) && self.membership() == Some((size, 0))
+    }
+
+    /// The value of `metric` (a line `NAME VALUE`, no labels) on member `index`'s `/metrics`.
+    fn metric(&self, index: usize, metric: &str) -> Option<f64> {
+        let (_, body) = http_get(&self.nodes[index].metrics, "/metrics")?;
+        let prefix = format!("{metric} ");
+        body.lines().find_map(|line| line.strip_prefix(prefix.as_str())?.trim().parse().ok())
     }
 
     fn agent_log(&self, index: usize) -> String {
@@ -774,19 +784,12 @@ fn with_rbac_users_agents_keep_saving_and_replace_a_wiped_member() {
     let file = cluster.directory.path().join("etcd-password");
     std::fs::write(&file, format!("{password}\n")).unwrap();
     cluster.auth = Some((password.to_owned(), file));
-    let restarted = lifeboat::time::Millis(unix_millis());
+    let restarted = unix_millis();
     cluster.restart_agents();
     // Saves still succeed well after the first tokens expired.
-    let later = restarted.0 + 10 * AUTH_TOKEN_TTL_SECONDS * 1000;
+    let later = restarted + 10 * AUTH_TOKEN_TTL_SECONDS * 1000;
     let saved_later = wait_until(Duration::from_secs(90), || {
-        (0..3).any(|index| {
-            cluster.journal(index).lines().filter(|line| line.contains("\"event\":\"saved\"")).any(|line| {
-                serde_json::from_str::<serde_json::Value>(line)
-                    .ok()
-                    .and_then(|entry| entry["at"].as_str().and_then(lifeboat::time::Millis::parse_rfc3339))
-                    .is_some_and(|at| at.0 > later)
-            })
-        })
+        cluster.journal_entries("saved").iter().filter_map(entry_millis).any(|at| at > later)
     });
     assert!(saved_later, "no save ten token lifetimes after auth was on:\n{}", cluster.logs());
     for index in 0..3 {
@@ -936,11 +939,7 @@ fn majority_wiped_runs_one_disaster_recovery(size: usize, wiped: &[usize], contr
         cluster.wipe(*index);
     }
     let fault_done = Instant::now();
-    let recovered = wait_until(Duration::from_secs(150), || {
-        !cluster.epochs().is_empty()
-            && (0..size).all(|index| cluster.healthy(index))
-            && cluster.membership() == Some((size, 0))
-    });
+    let recovered = wait_until(Duration::from_secs(150), || cluster.recovered());
     let rto = fault_at.elapsed();
     std::thread::sleep(Duration::from_millis(300));
     let acked = writer.stop();
@@ -1191,14 +1190,9 @@ fn the_leaders_agent_proves_new_snapshots() {
         wait_until(Duration::from_secs(90), || !cluster.journaled_numbers("trial-proven", "revision").is_empty());
     assert!(proven, "no trial proved a snapshot:\n{}\n{}", cluster.logs(), cluster.journal(0));
     let provers: Vec<usize> = (0..3).filter(|index| cluster.journal(*index).contains("\"trial-proven\"")).collect();
-    let scrape =
-        |index: usize| http_get(&cluster.nodes[index].metrics, "/metrics").map(|(_, body)| body).unwrap_or_default();
-    let exported = provers.iter().any(|index| {
-        scrape(*index)
-            .lines()
-            .filter_map(|line| line.strip_prefix("lifeboat_last_proven_revision "))
-            .any(|revision| revision.trim().parse::<i64>().is_ok_and(|revision| revision > 0))
-    });
+    let exported = provers
+        .iter()
+        .any(|index| cluster.metric(*index, "lifeboat_last_proven_revision").is_some_and(|revision| revision > 0.0));
     assert!(exported, "the prover's /metrics carries the proven revision");
     let listing = cluster.snapshot_listing();
     let proven_entries =
@@ -1223,11 +1217,7 @@ fn all_lost_under_load_lose_at_most_one_log_flush() {
     let acked = writer.stop();
     let restart_at = Instant::now();
     cluster.start_empty_machines();
-    let recovered = wait_until(Duration::from_secs(150), || {
-        !cluster.epochs().is_empty()
-            && (0..3).all(|index| cluster.healthy(index))
-            && cluster.membership() == Some((3, 0))
-    });
+    let recovered = wait_until(Duration::from_secs(150), || cluster.recovered());
     let rto = restart_at.elapsed();
     assert!(recovered, "no recovery within 150 s:\n{}\n{}", cluster.logs(), cluster.journal(0));
     let epochs = cluster.epochs();
@@ -1300,11 +1290,7 @@ fn figure_rpo_and_recovery_time() {
     let restart_at = Instant::now();
     let restart_wall = unix_millis();
     cluster.start_empty_machines();
-    let recovered = wait_until(Duration::from_secs(900), || {
-        !cluster.epochs().is_empty()
-            && (0..3).all(|index| cluster.healthy(index))
-            && cluster.membership() == Some((3, 0))
-    });
+    let recovered = wait_until(Duration::from_secs(900), || cluster.recovered());
     let healthy_wall = unix_millis();
     let from_restart = restart_at.elapsed();
     assert!(recovered, "no recovery within 900 s:\n{}\n{}", cluster.logs(), cluster.journal(0));
@@ -1312,19 +1298,11 @@ fn figure_rpo_and_recovery_time() {
     assert_eq!(epochs.len(), 1, "one epoch: {epochs:?}");
     let restored_revision = snapshot_revision(epochs[0]["snapshot"].as_str().unwrap());
     // The first claimer's decision: its first `survivor` entry since the restart.
-    let journal_entries = |event: &str| -> Vec<serde_json::Value> {
-        let marker = format!("\"event\":\"{event}\"");
-        (0..3)
-            .flat_map(|index| cluster.journal(index).lines().map(str::to_owned).collect::<Vec<_>>())
-            .filter(|line| line.contains(&marker))
-            .filter_map(|line| serde_json::from_str(&line).ok())
-            .collect()
-    };
-    let entry_millis =
-        |entry: &serde_json::Value| entry["at"].as_str().and_then(lifeboat::time::Millis::parse_rfc3339).map(|at| at.0);
-    let decided = journal_entries("survivor").iter().filter_map(entry_millis).filter(|at| *at >= restart_wall).min();
+    let decided =
+        cluster.journal_entries("survivor").iter().filter_map(entry_millis).filter(|at| *at >= restart_wall).min();
     let from_decision = decided.map(|at| healthy_wall.saturating_sub(at) as f64 / 1000.0);
-    let base_revision = journal_entries("log-replayed")
+    let base_revision = cluster
+        .journal_entries("log-replayed")
         .iter()
         .filter(|entry| entry["snapshot"] == epochs[0]["snapshot"])
         .find_map(|entry| entry["from"].as_str().map(snapshot_revision))
@@ -1348,6 +1326,11 @@ fn figure_rpo_and_recovery_time() {
         from_restart.as_secs_f64(),
         from_decision.map(|seconds| format!("{seconds:.1}")).unwrap_or_else(|| "?".into()),
     );
+}
+
+/// When a journal entry was written, in Unix milliseconds.
+fn entry_millis(entry: &serde_json::Value) -> Option<u64> {
+    entry["at"].as_str().and_then(lifeboat::time::Millis::parse_rfc3339).map(|at| at.0)
 }
 
 fn unix_millis() -> u64 {

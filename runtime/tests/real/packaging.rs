@@ -51,6 +51,21 @@ struct Host<'a> {
     store: String,
 }
 
+impl Host<'_> {
+    /// This site's value of a setting the manifests leave to the operator (named as
+    /// the flag and the config key are), or `None` to keep the manifest's.
+    fn site_value(&self, setting: &str) -> Option<String> {
+        let member = &self.etcd.members[0];
+        match setting {
+            "store" => Some(self.store.clone()),
+            "s3-region" => Some("us-east-1".into()),
+            "endpoints" => Some(member.client_url.clone()),
+            "initial-cluster" => Some(format!("{}={}", member.name, member.peer_url)),
+            _ => None,
+        }
+    }
+}
+
 impl Pod {
     fn from_manifest(file: &str, host: &Host) -> Pod {
         let documents = documents(file);
@@ -123,14 +138,8 @@ impl Pod {
                 .unwrap_or_else(|| panic!("{file}: ConfigMap {name} is referenced but not in the file"));
             for (key, value) in config_map["data"].as_mapping().into_iter().flatten() {
                 let (key, value) = (text(key).to_owned(), text(value).to_owned());
-                let value = match key.as_str() {
-                    "LIFEBOAT_STORE" => host.store.clone(),
-                    "LIFEBOAT_S3_REGION" => "us-east-1".into(),
-                    "LIFEBOAT_ENDPOINTS" => member.client_url.clone(),
-                    "LIFEBOAT_INITIAL_CLUSTER" => format!("{}={}", member.name, member.peer_url),
-                    _ => value,
-                };
-                env.push((key, value));
+                let setting = key.strip_prefix("LIFEBOAT_").unwrap_or_default().to_lowercase().replace('_', "-");
+                env.push((key, host.site_value(&setting).unwrap_or(value)));
             }
             env.push(("LIFEBOAT_S3_ENDPOINT".into(), host.s3.endpoint()));
         }
@@ -261,16 +270,16 @@ fn run(file: &str, host_files: impl Fn(&Host, &Path)) {
 #[test]
 fn the_static_pod_manifest_backs_up_a_kubeadm_etcd() {
     run("lifeboat-static-pod.yaml", |host, config_dir| {
-        let member = &host.etcd.members[0];
         let example = std::fs::read_to_string(Path::new(MANIFESTS).join("lifeboat.toml.example")).unwrap();
         let mut config: Vec<String> = example
             .lines()
-            .map(|line| match line.split_once(" = ").map(|(key, _)| key) {
-                Some("store") => format!("store = \"{}\"", host.store),
-                Some("s3-region") => "s3-region = \"us-east-1\"".into(),
-                Some("endpoints") => format!("endpoints = [\"{}\"]", member.client_url),
-                Some("initial-cluster") => format!("initial-cluster = \"{}={}\"", member.name, member.peer_url),
-                _ => line.to_owned(),
+            .map(|line| {
+                let key = line.split_once(" = ").map(|(key, _)| key).unwrap_or_default();
+                match (key, host.site_value(key)) {
+                    ("endpoints", Some(value)) => format!("endpoints = [\"{value}\"]"),
+                    (_, Some(value)) => format!("{key} = \"{value}\""),
+                    (_, None) => line.to_owned(),
+                }
             })
             .collect();
         config.push(format!("s3-endpoint = \"{}\"", host.s3.endpoint()));
