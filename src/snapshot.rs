@@ -187,6 +187,10 @@ pub struct Manifest {
     /// snapshot streamed: what a trial restore of this snapshot must reproduce.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_hash: Option<KvHash>,
+    /// The ID of the client-side key the snapshot (and this manifest) is encrypted
+    /// with; absent for plain backups. It names the key, it does not reveal it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 /// etcd's `HashKV` at a revision: a hash over every key revision from the
@@ -279,6 +283,7 @@ mod tests {
             created_ms: name.created(),
             writer: "lifeboat".into(),
             kv_hash: None,
+            key_id: None,
         }
     }
 

@@ -128,18 +128,19 @@ impl PartWriter {
 
     /// Copies into the part being filled, which is allocated at its final size:
     /// a growing buffer would reallocate (and copy) each part several times and
-    /// hand the uploader allocations twice the part size.
+    /// hand the uploader allocations twice the part size. A full part is sent
+    /// only once more data follows it, so the last part is always known as last.
     async fn fill(&mut self, mut data: &[u8]) -> Result<(), PipelineError> {
         while !data.is_empty() {
+            if self.buffer.len() == self.part_size_bytes {
+                let next = self.pool.take();
+                let full = std::mem::replace(&mut self.buffer, next);
+                self.send(full.freeze(), false).await?;
+            }
             let take = self.part_size_bytes.saturating_sub(self.buffer.len()).min(data.len());
             let (now, rest) = data.split_at(take);
             self.buffer.extend_from_slice(now);
             data = rest;
-            if self.buffer.len() == self.part_size_bytes {
-                let next = self.pool.take();
-                let full = std::mem::replace(&mut self.buffer, next);
-                self.send(full.freeze()).await?;
-            }
         }
         Ok(())
     }
@@ -149,23 +150,22 @@ impl PartWriter {
             let rest = encoder.finish().map_err(PipelineError::Compress)?;
             self.fill(&rest).await?;
         }
-        // Always send a last part, even an empty one, so an empty object is still an object.
-        if !self.buffer.is_empty() || self.next_number == 1 {
-            let part = std::mem::take(&mut self.buffer).freeze();
-            self.send(part).await?;
-        }
+        // Always send a last part, even an empty one, so an empty object is still an
+        // object. `fill` never leaves the buffer empty once anything was written.
+        let part = std::mem::take(&mut self.buffer).freeze();
+        self.send(part, true).await?;
         Ok(Digest256 {
             sha256: self.hasher.map(|hasher| hex::encode(hasher.finalize())).unwrap_or_default(),
             size_bytes: self.size_bytes,
         })
     }
 
-    async fn send(&mut self, bytes: Bytes) -> Result<(), PipelineError> {
+    async fn send(&mut self, bytes: Bytes, last: bool) -> Result<(), PipelineError> {
         if let Some(hasher) = self.hasher.as_mut() {
             hasher.update(&bytes);
         }
         self.size_bytes += bytes.len() as u64;
-        let part = Part { number: self.next_number, offset: self.offset, bytes };
+        let part = Part { number: self.next_number, offset: self.offset, bytes, last };
         self.next_number += 1;
         self.offset += part.bytes.len() as u64;
         // A closed channel means the uploader stopped on an error; it reports that error.
@@ -311,11 +311,14 @@ mod tests {
     /// Keeps a copy of each part's bytes and drops the part, as the S3 and file
     /// uploads do, so the pipeline may recycle the buffer at once.
     #[derive(Default)]
-    struct Copying(Mutex<Vec<(i32, u64, Vec<u8>)>>);
+    struct Copying(Mutex<Vec<SentPart>>);
+
+    /// A part as the pipeline sent it: number, offset, bytes, and whether it was the last.
+    type SentPart = (i32, u64, Vec<u8>, bool);
 
     impl Upload for Copying {
         async fn put_part(&self, part: Part) -> Result<(), StoreError> {
-            self.0.lock().expect("not poisoned").push((part.number, part.offset, part.bytes.to_vec()));
+            self.0.lock().expect("not poisoned").push((part.number, part.offset, part.bytes.to_vec(), part.last));
             Ok(())
         }
         async fn complete(self) -> Result<ObjectInfo, StoreError> {
@@ -324,12 +327,7 @@ mod tests {
         async fn abort(self) {}
     }
 
-    fn run_blocking(
-        data: &[u8],
-        cuts: &[usize],
-        part_size_bytes: usize,
-        compression: Compression,
-    ) -> Vec<(i32, u64, Vec<u8>)> {
+    fn run_blocking(data: &[u8], cuts: &[usize], part_size_bytes: usize, compression: Compression) -> Vec<SentPart> {
         let mut chunks = VecDeque::new();
         let mut start = 0;
         let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut % (data.len() + 1)).collect();
@@ -344,8 +342,8 @@ mod tests {
         let report = runtime.block_on(run(&mut Chunks(chunks), &targets, &settings)).expect("the pipeline runs");
         let [target] = targets;
         let mut parts = target.upload.0.into_inner().expect("not poisoned");
-        parts.sort_by_key(|(number, _, _)| *number);
-        assert_eq!(report.stored[0].size_bytes, parts.iter().map(|(_, _, bytes)| bytes.len() as u64).sum::<u64>());
+        parts.sort_by_key(|(number, _, _, _)| *number);
+        assert_eq!(report.stored[0].size_bytes, parts.iter().map(|(_, _, bytes, _)| bytes.len() as u64).sum::<u64>());
         parts
     }
 
@@ -353,6 +351,8 @@ mod tests {
         /// However etcd chunks the stream, the parts are numbered from 1, each starts
         /// where the previous ended, all but the last are exactly the part size, and
         /// together they are the input: recycled buffers never leak into sent parts.
+        /// Exactly the last part is marked last (client-side encryption seals it as
+        /// the end), even when the stream is an exact multiple of the part size.
         #[test]
         fn parts_reassemble_the_stream(
             size in 0usize..40_000,
@@ -364,16 +364,18 @@ mod tests {
             let data: Vec<u8> = (0..size).map(|_| { state ^= state << 13; state ^= state >> 7; state ^= state << 17; state as u8 }).collect();
             let parts = run_blocking(&data, &cuts, part_size_bytes, Compression::None);
             let mut offset = 0u64;
-            for (index, (number, part_offset, bytes)) in parts.iter().enumerate() {
+            for (index, (number, part_offset, bytes, last)) in parts.iter().enumerate() {
                 prop_assert_eq!(*number as usize, index + 1);
                 prop_assert_eq!(*part_offset, offset);
+                prop_assert_eq!(*last, index + 1 == parts.len());
                 if index + 1 < parts.len() {
                     prop_assert_eq!(bytes.len(), part_size_bytes);
                 }
                 offset += bytes.len() as u64;
             }
             prop_assert!(!parts.is_empty(), "an empty stream still makes one (empty) part");
-            let joined: Vec<u8> = parts.into_iter().flat_map(|(_, _, bytes)| bytes).collect();
+            prop_assert!(parts.len() == 1 || parts.iter().all(|(_, _, bytes, _)| !bytes.is_empty()), "no empty trailing part");
+            let joined: Vec<u8> = parts.into_iter().flat_map(|(_, _, bytes, _)| bytes).collect();
             prop_assert_eq!(joined, data);
         }
     }
@@ -402,7 +404,7 @@ mod tests {
             (0..200_000u32).flat_map(|index| format!("/registry/pods/{index}\n").into_bytes()).collect();
         let parts = run_blocking(&data, &[1, 4_096, 70_000, 1_000_000], 5_000, Compression::Zstd);
         assert!(parts.len() > 2, "compressed output spans several parts");
-        let joined: Vec<u8> = parts.into_iter().flat_map(|(_, _, bytes)| bytes).collect();
+        let joined: Vec<u8> = parts.into_iter().flat_map(|(_, _, bytes, _)| bytes).collect();
         assert_eq!(zstd::decode_all(&joined[..]).expect("valid zstd"), data);
     }
 }

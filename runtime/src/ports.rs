@@ -138,15 +138,37 @@ pub enum StoreError {
     EncryptedWithOtherKey { location: String, detail: String },
     #[error("{operation} {path} failed: {source}")]
     Io { operation: &'static str, path: String, source: std::io::Error },
+    #[error("cannot use the client-side encryption key from {what}: {detail}; it takes 32 bytes, raw, hex or base64 (e.g. `head -c 32 /dev/urandom > key`)")]
+    KeyFile { what: String, detail: String },
     #[error("{location} is larger than {limit} bytes: not a record lifeboat wrote; remove it or fix the store prefix")]
     TooLarge { location: String, limit: usize },
+    /// Client-side encryption refused the object (`store::sealed`): another key, no
+    /// key, altered bytes. Its content is not used.
+    #[error("{location}: {detail}")]
+    Sealed {
+        location: String,
+        detail: String,
+        /// Written with another key, or with one while none is configured: the
+        /// configuration is wrong, not the object (prune then deletes nothing).
+        other_key: bool,
+    },
+}
+
+impl StoreError {
+    /// The object is there but its content is not lifeboat's to use (too large, or
+    /// refused by client-side encryption): a reader treats it as malformed data and
+    /// skips it, never as an unreachable store.
+    pub fn is_bad_content(&self) -> bool {
+        matches!(self, StoreError::TooLarge { .. } | StoreError::Sealed { .. })
+    }
 }
 
 impl Classify for StoreError {
     fn exit(&self) -> Exit {
         match self {
             StoreError::NotFound { .. } | StoreError::NoSuchBucket { .. } => Exit::NotFound,
-            StoreError::CaFile { .. } | StoreError::SseKeyFile { .. } => Exit::Usage,
+            StoreError::CaFile { .. } | StoreError::SseKeyFile { .. } | StoreError::KeyFile { .. } => Exit::Usage,
+            StoreError::Sealed { .. } => Exit::Corrupt,
             _ => Exit::Store,
         }
     }
@@ -160,6 +182,9 @@ pub struct Part {
     pub number: i32,
     pub offset: u64,
     pub bytes: Bytes,
+    /// The object's last part: client-side encryption marks its last chunk final,
+    /// so an object cut short at a chunk boundary is refused.
+    pub last: bool,
 }
 
 /// An object being written. Nothing is visible under its key until `complete`.
@@ -219,6 +244,11 @@ pub trait SnapshotStore {
     async fn copy(&self, from: &str, to: &str) -> Result<(), StoreError>;
     /// Deleting a missing key is not an error: deletes are idempotent.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// The ID of the client-side encryption key objects are sealed with (recorded
+    /// in each manifest); `None` when the store writes plain objects.
+    fn key_id(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The local etcd member: start it with given launch settings, stop it, and

@@ -223,6 +223,7 @@ pub async fn extend_with_log<S: SnapshotStore>(
         created_ms: now,
         writer: "lifeboat-sim replay".into(),
         kv_hash: None,
+        key_id: None,
     };
     store.put_small(&layout.snapshot_key(&name), bytes, true).await.map_err(ExtendError::Store)?;
     let body = serde_json::to_vec(&manifest).map_err(|error| ExtendError::Replay(Box::new(error)))?;

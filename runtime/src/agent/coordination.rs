@@ -200,7 +200,8 @@ pub async fn fresh_peer_heartbeats<S: SnapshotStore>(
                 }
             }
             // Gone since the listing, or not ours: no heartbeat.
-            Err(StoreError::NotFound { .. } | StoreError::TooLarge { .. }) => {}
+            Err(StoreError::NotFound { .. }) => {}
+            Err(error) if error.is_bad_content() => {}
             Err(error) => return Err(error),
         }
     }
@@ -312,7 +313,7 @@ async fn read<T: serde::de::DeserializeOwned, S: SnapshotStore>(
 ) -> Result<Option<Result<T, String>>, StoreError> {
     match store.get_small(key).await {
         Ok(body) => Ok(Some(parse(&body).map_err(|_| key.to_owned()))),
-        Err(StoreError::TooLarge { .. }) => Ok(Some(Err(key.to_owned()))),
+        Err(error) if error.is_bad_content() => Ok(Some(Err(key.to_owned()))),
         Err(StoreError::NotFound { .. }) => Ok(None),
         Err(error) => Err(error),
     }

@@ -33,6 +33,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             malformed_seen: Vec::new(),
             newest_committed_seen: 0,
             conditional_puts: None,
+            key_mismatch: None,
             metrics: std::sync::Arc::new(super::metrics::AgentMetrics::new()),
             state,
         })
@@ -173,6 +174,9 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                             "members_seen": members.iter().map(|member| member.name.clone()).collect::<Vec<_>>() }),
                 );
                 let result = match self.conditional_puts {
+                    Some(true) if self.key_mismatch.is_some() => {
+                        Err(AgentError::KeyMismatch { detail: self.key_mismatch.clone().unwrap_or_default() })
+                    }
                     Some(true) => self.disaster_recovery(snapshot).await,
                     Some(false) => Err(AgentError::ConditionalPutsIgnored),
                     None => Err(AgentError::StoreNotProbed),
@@ -477,6 +481,15 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                     tracing::error!(
                         "the store ignores create-if-absent writes: automatic disaster recovery is off for this agent"
                     );
+                }
+                if let Ok(catalog) = crate::backup::catalog::load(&self.store, &self.layout).await {
+                    let off =
+                        "automatic disaster recovery is off for this agent until it has the key they were written with";
+                    if let Some(error) = catalog.unopened_error(&self.store, off) {
+                        tracing::error!(error = %error, "the store holds backups this agent's key cannot open");
+                        self.record("store-key-mismatch", json!({ "error": error.to_string() }));
+                        self.key_mismatch = Some(error.to_string());
+                    }
                 }
             }
             Err(error) => tracing::warn!(error = %error, "could not probe the store; trying again next round"),

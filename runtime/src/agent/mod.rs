@@ -50,6 +50,7 @@ impl crate::exit::Classify for AgentError {
             AgentError::HoldingForEpoch { .. }
             | AgentError::EpochNotFollowed { .. }
             | AgentError::ConditionalPutsIgnored
+            | AgentError::KeyMismatch { .. }
             | AgentError::PeerHoldsNewerData { .. }
             | AgentError::MemberBusy { .. } => Exit::Refused,
             AgentError::CannotBumpRevisions { .. } => Exit::Usage,
@@ -80,6 +81,8 @@ pub enum AgentError {
     EpochNotFollowed { committed: u64, local: u64 },
     #[error("refused: the store ignores create-if-absent writes (If-None-Match), so two agents could both claim a recovery; use a store that honours them (AWS S3, MinIO, SeaweedFS), or recover by hand with lifeboat restore")]
     ConditionalPutsIgnored,
+    #[error("refused: {detail}")]
+    KeyMismatch { detail: String },
     #[error("the store has not been probed for create-if-absent writes yet")]
     StoreNotProbed,
     #[error("the recovery epoch to restore is no longer in the store")]
@@ -167,6 +170,10 @@ pub struct Driver<E, S, L, C, B> {
     /// Whether the store honours create-if-absent; `None` until probed (the first
     /// round the store answers). Disaster recovery runs only on `Some(true)`.
     conditional_puts: Option<bool>,
+    /// Set at the probe when the store holds backups this agent's client-side key
+    /// cannot open (another key, or a key while none is configured): then it claims
+    /// no recovery, which it could neither verify nor make the others read.
+    key_mismatch: Option<String>,
     /// What `/metrics`, `/healthz` and `/readyz` answer with.
     metrics: std::sync::Arc<metrics::AgentMetrics>,
     /// The epoch files in `--state-dir`.

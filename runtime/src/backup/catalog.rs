@@ -23,6 +23,10 @@ pub struct Entry {
     pub problem: Option<String>,
     /// A trial restore proved it (its `.trial.json` record is in the store).
     pub proven: bool,
+    /// Its manifest object exists, readable or not: the object is then no
+    /// orphan of an interrupted save, and prune never deletes it as one.
+    #[serde(skip)]
+    pub manifest_listed: bool,
 }
 
 impl Entry {
@@ -39,9 +43,31 @@ pub struct Catalog {
     pub latest: Option<ObjectInfo>,
     /// Keys under the snapshot prefix that are neither snapshots, manifests nor `snapshot.db`.
     pub unknown: Vec<String>,
+    /// Manifests written with another client-side key, or with one while none is
+    /// configured: backups this configuration cannot see, so prune deletes nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unopened: Vec<Unopened>,
+}
+
+/// A manifest this configuration's client-side key cannot open, and why.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Unopened {
+    pub key: String,
+    pub detail: String,
 }
 
 impl Catalog {
+    /// The error that says backups are there but this configuration's key cannot
+    /// open them (written with another key, or with one while none is configured).
+    pub fn unopened_error<S: SnapshotStore>(&self, store: &S, consequence: &str) -> Option<StoreError> {
+        let first = self.unopened.first()?;
+        Some(StoreError::Sealed {
+            location: store.location(&first.key),
+            detail: format!("{} ({} manifest(s) like it); {consequence}", first.detail, self.unopened.len()),
+            other_key: true,
+        })
+    }
+
     pub fn metas(&self) -> Vec<SnapshotMeta> {
         self.snapshots
             .iter()
@@ -91,6 +117,7 @@ pub async fn load<S: SnapshotStore>(store: &S, layout: &StoreLayout) -> Result<C
     }
 
     let mut entries = Vec::new();
+    let mut unopened = Vec::new();
     for (name, (object, manifest_key)) in snapshots.into_iter().rev() {
         let mut manifest = None;
         let mut problem = None;
@@ -114,7 +141,11 @@ pub async fn load<S: SnapshotStore>(store: &S, layout: &StoreLayout) -> Result<C
                     Err(error) => problem = Some(format!("manifest is not valid JSON: {error}")),
                 },
                 Err(StoreError::NotFound { .. }) => problem = Some("manifest vanished while listing".to_owned()),
-                Err(error @ StoreError::TooLarge { .. }) => problem = Some(error.to_string()),
+                Err(StoreError::Sealed { detail, other_key: true, .. }) => {
+                    unopened.push(Unopened { key: manifest_key.clone(), detail: detail.clone() });
+                    problem = Some(detail);
+                }
+                Err(error) if error.is_bad_content() => problem = Some(error.to_string()),
                 Err(error) => return Err(error),
             },
         }
@@ -122,9 +153,18 @@ pub async fn load<S: SnapshotStore>(store: &S, layout: &StoreLayout) -> Result<C
             problem = Some("manifest without its snapshot object".to_owned());
         }
         let proven = proven.contains(&name);
-        entries.push(Entry { key: layout.snapshot_key(&name), name, object, manifest, problem, proven });
+        let manifest_listed = manifest_key.is_some();
+        entries.push(Entry {
+            key: layout.snapshot_key(&name),
+            name,
+            object,
+            manifest,
+            problem,
+            proven,
+            manifest_listed,
+        });
     }
-    Ok(Catalog { snapshots: entries, latest, unknown })
+    Ok(Catalog { snapshots: entries, latest, unknown, unopened })
 }
 
 /// Downloads one entry through and checks it against its manifest and etcd's trailer.
@@ -182,6 +222,11 @@ pub async fn prune<S: SnapshotStore>(
     now_ms: u64,
     dry_run: bool,
 ) -> Result<PruneReport, StoreError> {
+    // Backups this configuration cannot open still count: deleting around them (as
+    // orphans, or their log as unreachable) would destroy them.
+    if let Some(error) = catalog.unopened_error(store, "prune deletes nothing until it runs with that key") {
+        return Err(error);
+    }
     let RetentionPlan { mut keep, mut delete } = retention::plan(&catalog.metas(), retention);
     // The newest snapshot a trial restore proved stays, whatever the counts say.
     if let Some(newest_proven) = catalog.snapshots.iter().find(|entry| entry.proven && entry.is_backup()) {
@@ -192,7 +237,7 @@ pub async fn prune<S: SnapshotStore>(
     let orphans: Vec<String> = catalog
         .snapshots
         .iter()
-        .filter(|entry| entry.manifest.is_none())
+        .filter(|entry| !entry.manifest_listed)
         .filter_map(|entry| entry.object.as_ref())
         .filter(|object| object.modified_ms.is_some_and(|modified| now_ms.saturating_sub(modified) > ORPHAN_GRACE_MS))
         .map(|object| object.key.clone())

@@ -280,6 +280,9 @@ pub async fn restore<S: SnapshotStore, B: DataDirBuilder>(
     let catalog = catalog::load(store, layout).await?;
     let candidates = candidates(&catalog, &settings.snapshot)?;
     if candidates.is_empty() {
+        if let Some(error) = catalog.unopened_error(store, "nothing this key opens can be restored") {
+            return Err(error.into());
+        }
         return Err(RestoreError::NothingToRestore { location: store.location(&layout.snapshots_prefix()) });
     }
     let may_fall_back = settings.snapshot == SnapshotChoice::Latest;
@@ -313,7 +316,13 @@ pub async fn restore<S: SnapshotStore, B: DataDirBuilder>(
                 chosen = Some((label, manifest.map(|manifest| manifest.revision.0), fetched));
                 break;
             }
-            Err(VerifyError::Store(error)) if !matches!(error, StoreError::NotFound { .. }) => return Err(error.into()),
+            // A store that fails is not a snapshot that fails: stop. (An object client-side
+            // encryption refuses is damaged content, and falls back like a bad hash.)
+            Err(VerifyError::Store(error))
+                if !matches!(error, StoreError::NotFound { .. }) && !error.is_bad_content() =>
+            {
+                return Err(error.into())
+            }
             Err(error) if may_fall_back => {
                 tracing::warn!(snapshot = %label, error = %error, "snapshot failed verification; trying the previous one");
                 skipped.push((label, error.to_string()));

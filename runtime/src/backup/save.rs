@@ -223,6 +223,7 @@ pub async fn save_from<E: EtcdCluster, S: SnapshotStore>(
         created_ms: now,
         writer: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
         kv_hash,
+        key_id: store.key_id(),
     };
     let manifest_key = layout.manifest_key(&name);
     let body = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");

@@ -202,7 +202,11 @@ pub async fn fetch<S: SnapshotStore, W: std::io::Write>(
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(error) => {
-                return Err(VerifyError::Read { location, bytes: stored.size_bytes, detail: error.to_string() })
+                return Err(match error.downcast::<StoreError>() {
+                    // Client-side encryption refused it (another key, altered bytes): exit 6.
+                    Ok(refused) => VerifyError::Store(*refused),
+                    Err(error) => VerifyError::Read { location, bytes: stored.size_bytes, detail: error.to_string() },
+                });
             }
         };
         stored.update(&chunk);

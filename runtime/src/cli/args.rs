@@ -119,6 +119,14 @@ pub struct Common {
     #[arg(long, global = true, env = "LIFEBOAT_S3_SSE_C_KEY_FILE", value_name = "FILE")]
     pub s3_sse_c_key_file: Option<PathBuf>,
 
+    /// Client-side encryption: a file holding a 256-bit key (32 bytes, raw, hex or base64;
+    /// or the key itself in LIFEBOAT_ENCRYPTION_KEY, never a flag). Every object is then
+    /// written encrypted and authenticated (AES-256-GCM in 64 KiB chunks), and only objects
+    /// written with this key are read: restore, verify and recovery need the same key.
+    /// snapshot.db is then encrypted too
+    #[arg(long, global = true, env = "LIFEBOAT_ENCRYPTION_KEY_FILE", value_name = "FILE")]
+    pub encryption_key_file: Option<PathBuf>,
+
     /// S3 region [default: AWS_REGION, else us-east-1]
     #[arg(long, global = true, env = "LIFEBOAT_S3_REGION", value_name = "REGION")]
     pub s3_region: Option<String>,

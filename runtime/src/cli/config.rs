@@ -10,7 +10,7 @@ use crate::etcd::EtcdClient;
 use crate::exit::{Classify, Exit};
 use crate::member::MemberSpec;
 use crate::pipeline::PipelineSettings;
-use crate::store::settings::{Encryption, S3Settings, StoreSettings, StoreUrl, StoreUrlError};
+use crate::store::settings::{Encryption, KeySource, S3Settings, StoreSettings, StoreUrl, StoreUrlError};
 use lifeboat::{Compression, Policy, Retention};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -55,6 +55,7 @@ pub struct FileConfig {
     pub s3_sse: Option<String>,
     pub s3_sse_kms_key_id: Option<String>,
     pub s3_sse_c_key_file: Option<PathBuf>,
+    pub encryption_key_file: Option<PathBuf>,
     pub compression: Option<Compression>,
     pub etcdutl: Option<PathBuf>,
     pub cacert: Option<PathBuf>,
@@ -197,12 +198,31 @@ pub fn resolve(common: &Common) -> Result<Resolved, ConfigError> {
                     ca_file: common.s3_ca_file.clone().or_else(|| file.s3_ca_file.clone()),
                     encryption,
                 },
+                sealing: key_source(
+                    common.encryption_key_file.clone().or_else(|| file.encryption_key_file.clone()),
+                    std::env::var_os("LIFEBOAT_ENCRYPTION_KEY").is_some_and(|key| !key.is_empty()),
+                )?,
                 cluster: validate_cluster_name(&cluster)?,
                 timeout,
             })
         }
     };
     Ok(Resolved { file, etcd_access, store, timeout })
+}
+
+/// Where the client-side encryption key comes from: a file, or the environment
+/// (never a flag: its value would show in `ps`). Both at once is ambiguous.
+fn key_source(file: Option<PathBuf>, environment: bool) -> Result<Option<KeySource>, ConfigError> {
+    match (file, environment) {
+        (Some(path), true) => Err(ConfigError::Invalid {
+            what: "--encryption-key-file",
+            value: path.display().to_string(),
+            hint: "LIFEBOAT_ENCRYPTION_KEY is set too: give the key one way only".into(),
+        }),
+        (Some(path), false) => Ok(Some(KeySource::File(path))),
+        (None, true) => Ok(Some(KeySource::Environment)),
+        (None, false) => Ok(None),
+    }
 }
 
 impl Resolved {

@@ -66,6 +66,9 @@ pub async fn list(resolved: &Resolved, format: Format) -> anyhow::Result<Exit> {
                 ),
                 None => println!("latest: none ({} does not exist)", store_location(&store, &layout.latest_key())),
             }
+            if let Some(key_id) = crate::ports::SnapshotStore::key_id(&store) {
+                println!("client-side encryption: key {key_id}; objects written with another key or none are not used");
+            }
             for log in &logs {
                 println!(
                     "revision log of etcd cluster {}: {} segment(s), revisions {}..={}, {}",
@@ -190,7 +193,7 @@ pub async fn verify(
                 // With --all, an object without a manifest is listed but not judged:
                 // a save writes its manifest last, so this is a save in progress or
                 // one that was interrupted (prune removes those after an hour).
-                Some(entry) if all && entry.manifest.is_none() && entry.object.is_some() => {
+                Some(entry) if all && !entry.manifest_listed && entry.object.is_some() => {
                     let age_ms = entry
                         .object
                         .as_ref()

@@ -252,6 +252,9 @@ async fn candidates<S: SnapshotStore>(
     let unreachable =
         |detail: String| ReplayError::Unreachable { cluster: cluster.to_owned(), target: describe(target), detail };
     if backups.is_empty() {
+        if let Some(error) = catalog.unopened_error(store, "no snapshot this key opens reaches the target") {
+            return Err(error.into());
+        }
         return Err(unreachable(format!(
             "no verified snapshot in {}; run `lifeboat save` first",
             store.location(&layout.snapshots_prefix())
@@ -602,7 +605,7 @@ async fn apply_segments<S: SnapshotStore>(
 
 /// Store errors a retry cannot fix: the log is as short as it reads.
 fn permanent(error: &StoreError) -> bool {
-    matches!(error, StoreError::NotFound { .. } | StoreError::TooLarge { .. })
+    matches!(error, StoreError::NotFound { .. }) || error.is_bad_content()
 }
 
 /// Extends `snapshot` with the log after it into a new versioned snapshot (see

@@ -110,11 +110,23 @@ impl Encryption {
     }
 }
 
+/// Where the client-side encryption key comes from (`store::sealed`). The key
+/// itself is read when the store opens and never kept in settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// `--encryption-key-file` / `encryption_key_file`.
+    File(PathBuf),
+    /// `LIFEBOAT_ENCRYPTION_KEY`.
+    Environment,
+}
+
 /// The store and its layout for one cluster.
 #[derive(Clone, Debug)]
 pub struct StoreSettings {
     pub url: StoreUrl,
     pub s3: S3Settings,
+    /// Client-side encryption of every object, when a key is configured.
+    pub sealing: Option<KeySource>,
     pub cluster: String,
     /// One timeout for every store request (connect and each attempt).
     pub timeout: Duration,

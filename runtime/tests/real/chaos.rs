@@ -5,6 +5,7 @@
 //! the agent drives through `systemctl`. Scenario names refer to `lifeboat-scenarios`.
 
 use crate::support::*;
+use lifeboat_runtime::store::sealed::{self, SealKey};
 use lifeboat_testkit::{self as testkit, free_port, http_get, wait_until, S3Server};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -50,6 +51,8 @@ struct AgentCluster {
     trial_interval_ms: Option<u64>,
     /// etcd's root user, once auth is enabled: its password, and the file the agents read it from.
     auth: Option<(String, PathBuf)>,
+    /// Client-side encryption (agents started afterwards): the key, and its file.
+    encryption: Option<(std::sync::Arc<SealKey>, PathBuf)>,
 }
 
 /// The shipped drop-in's `RestartSec=`.
@@ -114,6 +117,7 @@ impl AgentCluster {
             snapshot_interval_ms: 2000,
             trial_interval_ms: None,
             auth: None,
+            encryption: None,
         };
         if control == Control::Systemd {
             cluster.boot_units();
@@ -171,6 +175,9 @@ impl AgentCluster {
         args.extend(self.pki.as_ref().map(testkit::KubeadmPki::etcdctl_flags).unwrap_or_default());
         if let Some((_, file)) = &self.auth {
             args.extend(["--user".into(), "root".into(), "--password-file".into(), file.display().to_string()]);
+        }
+        if let Some((_, file)) = &self.encryption {
+            args.extend(["--encryption-key-file".into(), file.display().to_string()]);
         }
         // The member in child mode; in both modes the scratch member a recovery replays the log into.
         args.extend(["--etcd".into(), testkit::binary("etcd").display().to_string()]);
@@ -472,6 +479,34 @@ impl AgentCluster {
             .collect()
     }
 
+    /// Every object in the cluster's part of the store, with its first bytes.
+    fn stored_objects(&self) -> Vec<(String, Vec<u8>)> {
+        let client = self.s3.client();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let mut objects = Vec::new();
+            let mut token = None;
+            loop {
+                let listing = client
+                    .list_objects_v2()
+                    .bucket(BUCKET)
+                    .prefix("chaos/")
+                    .set_continuation_token(token)
+                    .send()
+                    .await
+                    .unwrap();
+                for key in listing.contents.unwrap_or_default().into_iter().filter_map(|object| object.key) {
+                    let body = client.get_object().bucket(BUCKET).key(&key).range("bytes=0-15").send().await.unwrap();
+                    objects.push((key, body.body.collect().await.unwrap().into_bytes().to_vec()));
+                }
+                token = listing.next_continuation_token;
+                if token.is_none() {
+                    return objects;
+                }
+            }
+        })
+    }
+
     /// Every recovery claim in the store with its outcome, if decided, oldest first.
     fn claims(&self) -> Vec<(serde_json::Value, Option<String>)> {
         let client = self.s3.client();
@@ -484,9 +519,15 @@ impl AgentCluster {
             let get = |key: String| {
                 let client = client.clone();
                 async move {
-                    let body = client.get_object().bucket(BUCKET).key(key).send().await.unwrap();
-                    serde_json::from_slice::<serde_json::Value>(&body.body.collect().await.unwrap().into_bytes())
-                        .unwrap()
+                    let body = client.get_object().bucket(BUCKET).key(&key).send().await.unwrap();
+                    let bytes = body.body.collect().await.unwrap().into_bytes().to_vec();
+                    let plain = match &self.encryption {
+                        Some((seal, _)) => {
+                            sealed::open_record(seal, &key, &bytes).expect("a record sealed with the key")
+                        }
+                        None => bytes,
+                    };
+                    serde_json::from_slice::<serde_json::Value>(&plain).unwrap()
                 }
             };
             let mut claims = Vec::new();
@@ -1204,10 +1245,17 @@ fn the_leaders_agent_proves_new_snapshots() {
 /// an empty disk. Snapshots are an hour apart, so only the revision log holds
 /// the recent writes: the recovery replays it onto the snapshot it restores,
 /// and loses only what the log had not flushed (its flush interval, 1 s).
+///
+/// With client-side encryption: every object the agents write (snapshots, log
+/// segments, heartbeats, claims, joins) is sealed, and the recovery reads all of
+/// them back through the key.
 #[test]
 fn all_lost_under_load_lose_at_most_one_log_flush() {
     let Some(mut cluster) = AgentCluster::start(3) else { return };
     cluster.snapshot_interval_ms = 3_600_000;
+    let key_file = cluster.directory.path().join("client.key");
+    std::fs::write(&key_file, [0x42u8; 32]).unwrap();
+    cluster.encryption = Some((std::sync::Arc::new(SealKey::parse(&[0x42; 32]).unwrap()), key_file));
     cluster.restart_agents();
     cluster.wait_log_writer();
     let writer = cluster.writer();
@@ -1238,6 +1286,19 @@ fn all_lost_under_load_lose_at_most_one_log_flush() {
         too_old.len(),
         too_old.first().map(|write| fault_at.duration_since(write.at))
     );
+    let sealed = cluster.stored_objects();
+    let kinds = ["etcd-snapshots/", "etcd-log/", "coordination/heartbeats/", "coordination/epochs/"];
+    for kind in kinds {
+        assert!(sealed.iter().any(|(key, _)| key.contains(kind)), "the store holds {kind}: {sealed:?}");
+    }
+    // Snapshots saved before the agents had the key stay plain (and unused); the
+    // one the recovery restored, the log and every record are sealed.
+    let restored = epochs[0]["snapshot"].as_str().unwrap();
+    let needed = |key: &str| !key.contains("etcd-snapshots/") || key.contains(restored);
+    assert!(sealed.iter().any(|(key, _)| key.ends_with(restored)), "{restored} is in the store");
+    for (key, head) in sealed.iter().filter(|(key, _)| needed(key)) {
+        assert!(head.starts_with(b"LBSEAL1"), "{key} is not sealed");
+    }
     let last_acked = acked.iter().map(|write| write.revision).max().unwrap_or(0);
     eprintln!(
         "RPO all-lost-under-load (N=3, log flush 1 s, snapshots hourly): {} of {} acknowledged writes lost ({} revisions), restored revision {restored_revision} of {last_acked}; RTO {:.1} s from restart",

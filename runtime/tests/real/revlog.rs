@@ -381,3 +381,27 @@ fn compaction_starts_a_new_chain_and_damage_is_reported() {
     assert!(report["log"]["stopped_early"].as_str().is_some_and(|why| why.contains("damaged")), "{report}");
     assert!(report["log"]["reached"].as_i64().unwrap() < end, "{report}");
 }
+
+/// With client-side encryption the log's segments are sealed like everything
+/// else, and `log status`, `--to-time` and `--to-revision` read them through it.
+#[test]
+fn the_log_is_encrypted_and_replays_with_the_key() {
+    let Some(mut fixture) = fixture(StoreKind::File, 3) else { return };
+    fixture.encryption_key = Some("a0".repeat(32));
+    restore_to_a_point_in_time(&fixture);
+    let log_root = fixture.scratch.path().join("store").join(CLUSTER).join("exported/etcd-log");
+    let mut segments = 0;
+    for cluster in std::fs::read_dir(&log_root).expect("the log is in the store") {
+        for segment in std::fs::read_dir(cluster.unwrap().path()).unwrap() {
+            let raw = std::fs::read(segment.unwrap().path()).unwrap();
+            assert!(raw.starts_with(b"LBSEAL1"), "a segment is sealed");
+            segments += 1;
+        }
+    }
+    assert!(segments >= 2, "{segments} segments");
+    fixture.encryption_key = None;
+    let refused = restore(&fixture, "no-key", "http://127.0.0.1:1", &["--to-revision", "30"]);
+    assert_eq!(refused.status.code(), Some(6), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("LIFEBOAT_ENCRYPTION_KEY"), "{}", stderr(&refused));
+    assert!(!fixture.path("no-key").exists());
+}

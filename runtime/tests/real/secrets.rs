@@ -1,5 +1,6 @@
 //! No secret reaches an output: an agent with every kind of secret lifeboat takes
-//! (an etcd user's password, the TLS client key, the S3 secret key, an SSE-C key)
+//! (an etcd user's password, the TLS client key, the S3 secret key, an SSE-C key,
+//! the client-side encryption key)
 //! runs with debug logging until it has saved; then its logs, its journal, and
 //! the JSON of `status`, `check` and `snapshots list` are searched for each.
 
@@ -27,6 +28,9 @@ fn no_secret_reaches_logs_journal_or_json() {
     let sse_key = [0x5au8, 0x17, 0xc3, 0x88].repeat(8);
     let sse_key_file = scratch.path().join("sse-c.key");
     std::fs::write(&sse_key_file, &sse_key).unwrap();
+    let client_side_key = [0x3cu8, 0xa9, 0x51, 0x07].repeat(8);
+    let client_side_key_file = scratch.path().join("client-side.key");
+    std::fs::write(&client_side_key_file, hex::encode(&client_side_key)).unwrap();
     let pki = etcd.pki.as_ref().unwrap();
     let client_key = std::fs::read_to_string(pki.path("healthcheck-client.key")).unwrap();
 
@@ -34,6 +38,7 @@ fn no_secret_reaches_logs_journal_or_json() {
     let state_dir = scratch.path().join("state");
     let (password_path, sse_path, pki_dir) =
         (password_file.display().to_string(), sse_key_file.display().to_string(), pki.dir.display().to_string());
+    let client_side_path = client_side_key_file.display().to_string();
     let common: Vec<String> = [
         "--store",
         &format!("s3://{BUCKET}/secrets"),
@@ -50,6 +55,8 @@ fn no_secret_reaches_logs_journal_or_json() {
         &password_path,
         "--s3-sse-c-key-file",
         &sse_path,
+        "--encryption-key-file",
+        &client_side_path,
     ]
     .iter()
     .map(|arg| (*arg).to_owned())
@@ -106,6 +113,8 @@ fn no_secret_reaches_logs_journal_or_json() {
         (s3_secret, "the S3 secret key"),
         (aws_smithy_types::base64::encode(&sse_key), "the SSE-C key (base64)"),
         (hex::encode(&sse_key), "the SSE-C key (hex)"),
+        (hex::encode(&client_side_key), "the client-side key (hex)"),
+        (aws_smithy_types::base64::encode(&client_side_key), "the client-side key (base64)"),
     ];
     secrets.extend(key_body.iter().map(|line| ((*line).to_owned(), "the TLS client key")));
     assert!(seen.len() > 1_000, "the outputs were gathered: {} bytes", seen.len());

@@ -23,6 +23,8 @@ pub struct Fixture {
     pub kind: StoreKind,
     pub scratch: tempfile::TempDir,
     pub runtime: tokio::runtime::Runtime,
+    /// Client-side encryption: every command gets it in `LIFEBOAT_ENCRYPTION_KEY`.
+    pub encryption_key: Option<String>,
 }
 
 /// `None` (skip) outside CI when etcd or the S3 server is not installed.
@@ -42,7 +44,7 @@ pub fn fixture(kind: StoreKind, members: usize) -> Option<Fixture> {
     });
     let etcd = LocalEtcdCluster::start(members);
     let scratch = tempfile::Builder::new().prefix("lifeboat-it-").tempdir().expect("a temp dir");
-    Some(Fixture { etcd, s3, kind, scratch, runtime })
+    Some(Fixture { etcd, s3, kind, scratch, runtime, encryption_key: None })
 }
 
 impl Fixture {
@@ -73,6 +75,9 @@ impl Fixture {
             .env("LIFEBOAT_TIMEOUT_MS", "5000");
         if let Some(s3) = &self.s3 {
             command.envs(s3.env());
+        }
+        if let Some(key) = &self.encryption_key {
+            command.env("LIFEBOAT_ENCRYPTION_KEY", key);
         }
         command.args(args);
         command
