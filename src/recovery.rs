@@ -208,10 +208,115 @@ pub fn entry(may_have_run: bool) -> Entry {
     }
 }
 
+/// A live peer's latest heartbeat, as a member about to claim sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerReport {
+    pub member: String,
+    /// The recovery epoch the peer's data belongs to.
+    pub epoch: u64,
+    /// What its etcd answered, when it answered.
+    pub revision: Option<Revision>,
+}
+
+/// What a member that is about to claim a disaster recovery does first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum BeforeClaim {
+    /// A live peer of this epoch holds data newer than this member's and than the
+    /// snapshot: it is the most up-to-date survivor, and claims; this one waits.
+    DeferTo { peer: String, revision: Revision },
+    /// This member's own data is newer than every stored snapshot: save it first
+    /// and claim that (a failed save is no reason to claim something older: retry).
+    SaveOwnData { revision: Revision },
+    /// Claim from the newest verified snapshot as it is.
+    Claim,
+}
+
+/// The claimer's rule: never restore something older than what a surviving
+/// member holds. Among the survivors of this epoch, the one with the newest data
+/// claims (the others defer while its heartbeat is fresh); it saves its own data
+/// first when that is newer than the snapshot. Peers of other epochs hold data of
+/// another history and do not count. `local`: this member's revision, when its
+/// etcd answers; `snapshot`: the newest verified snapshot's revision.
+pub fn before_claim(epoch: u64, local: Option<Revision>, snapshot: Revision, peers: &[PeerReport]) -> BeforeClaim {
+    let best_peer = peers
+        .iter()
+        .filter(|peer| peer.epoch == epoch)
+        .filter_map(|peer| peer.revision.map(|revision| (revision, &peer.member)))
+        .max();
+    if let Some((revision, peer)) = best_peer {
+        if revision > local.unwrap_or(Revision(0)) && revision > snapshot {
+            return BeforeClaim::DeferTo { peer: peer.clone(), revision };
+        }
+    }
+    match local {
+        Some(revision) if revision > snapshot => BeforeClaim::SaveOwnData { revision },
+        _ => BeforeClaim::Claim,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the survivors report: a claim never starts from data older than
+        /// this member's or a same-epoch peer's, a member defers only to a peer with
+        /// strictly newer data than its own and the snapshot, and two members of one
+        /// epoch that see each other's reports never both go ahead unless they hold
+        /// the same revision (the claim's create-if-absent decides between them).
+        #[test]
+        fn the_most_up_to_date_survivor_claims(
+            epoch in 0u64..3,
+            local in proptest::option::of(0i64..50),
+            snapshot in 0i64..50,
+            peers in proptest::collection::vec((0usize..4, 0u64..3, proptest::option::of(0i64..50)), 0..5),
+        ) {
+            let peers: Vec<PeerReport> = peers
+                .into_iter()
+                .map(|(index, epoch, revision)| PeerReport { member: format!("m{index}"), epoch, revision: revision.map(Revision) })
+                .collect();
+            let decided = before_claim(epoch, local.map(Revision), Revision(snapshot), &peers);
+            let newest_peer = peers.iter().filter(|peer| peer.epoch == epoch).filter_map(|peer| peer.revision).max();
+            match &decided {
+                BeforeClaim::DeferTo { peer, revision } => {
+                    prop_assert!(*revision > Revision(snapshot) && Some(*revision) > local.map(Revision));
+                    prop_assert_eq!(Some(*revision), newest_peer);
+                    prop_assert!(peers.iter().any(|report| &report.member == peer && report.epoch == epoch));
+                }
+                BeforeClaim::SaveOwnData { revision } => {
+                    prop_assert_eq!(Some(*revision), local.map(Revision));
+                    prop_assert!(*revision > Revision(snapshot));
+                    prop_assert!(newest_peer.is_none_or(|newest| newest <= *revision));
+                }
+                BeforeClaim::Claim => {
+                    prop_assert!(local.is_none_or(|local| local <= snapshot));
+                    prop_assert!(newest_peer.is_none_or(|newest| newest <= Revision(snapshot)));
+                }
+            }
+            // The peer it deferred to, seeing this member's report, goes ahead.
+            if let BeforeClaim::DeferTo { peer, revision } = &decided {
+                let mine = PeerReport { member: "me".into(), epoch, revision: local.map(Revision) };
+                let theirs = before_claim(epoch, Some(*revision), Revision(snapshot), &[mine]);
+                prop_assert_eq!(theirs, BeforeClaim::SaveOwnData { revision: *revision }, "{} goes ahead", peer);
+            }
+        }
+    }
+
+    #[test]
+    fn peers_of_another_epoch_do_not_count() {
+        let other = PeerReport { member: "m1".into(), epoch: 1, revision: Some(Revision(90)) };
+        assert_eq!(
+            before_claim(2, Some(Revision(10)), Revision(5), std::slice::from_ref(&other)),
+            BeforeClaim::SaveOwnData { revision: Revision(10) }
+        );
+        assert_eq!(
+            before_claim(1, Some(Revision(10)), Revision(5), &[other]),
+            BeforeClaim::DeferTo { peer: "m1".into(), revision: Revision(90) }
+        );
+        assert_eq!(before_claim(1, None, Revision(5), &[]), BeforeClaim::Claim);
+    }
 
     #[test]
     fn only_a_member_that_never_ran_in_an_epoch_restores_into_it() {

@@ -79,6 +79,9 @@ pub enum Fault {
     CrashLeader { down_ms: u64 },
     /// The wall clock of whichever member's agent leads at that moment steps by `skew_ms`.
     SkewLeader { skew_ms: i64 },
+    /// From now on the store ignores create-if-absent (`If-None-Match: *`): every
+    /// conditional put overwrites, as some older S3-compatible servers do.
+    UnconditionalStore,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -109,6 +112,9 @@ pub enum Recovery {
     DisasterRecovery,
     /// Whatever the faults call for (randomly drawn schedules): only the invariants judge.
     Any,
+    /// None, although quorum is lost: the agents refuse automatic recovery (the store
+    /// cannot arbitrate claims), so the cluster is not expected back by itself.
+    Refused,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -371,6 +377,22 @@ pub fn catalogue() -> Vec<Scenario> {
             duration_ms: 600_000,
         },
         Scenario {
+            name: "unconditional-store",
+            title: "store: ignores create-if-absent, then 2 of 3 members lost: no automatic recovery (N=3)",
+            members: 3,
+            workload: workload(),
+            // Two claimers could each "win" the same epoch on such a store: the agents'
+            // probe sees it, and they refuse to recover rather than risk two clusters.
+            faults: vec![
+                at(0, UnconditionalStore),
+                at(90_000, LoseMember { member: 1 }),
+                at(90_000, LoseMember { member: 2 }),
+            ],
+            expected: expect(Recovery::Refused, Loss::None, &[]),
+            harnesses: SIMULATOR_ONLY,
+            duration_ms: 600_000,
+        },
+        Scenario {
             name: "large-database",
             title: "cluster: 1 GiB database, save memory stays flat (N=3)",
             members: 3,
@@ -409,7 +431,8 @@ impl Fault {
             | Fault::CorruptLatestSnapshot
             | Fault::FlakyStore { .. }
             | Fault::CrashLeader { .. }
-            | Fault::SkewLeader { .. } => vec![],
+            | Fault::SkewLeader { .. }
+            | Fault::UnconditionalStore => vec![],
         }
     }
 }
@@ -459,6 +482,12 @@ mod tests {
                     assert!(everyone_lost || lost.len() > tolerance, "{}: quorum still there", scenario.name)
                 }
                 Recovery::None => assert!(lost.is_empty() && !everyone_lost, "{}", scenario.name),
+                Recovery::Refused => assert!(
+                    scenario.faults.iter().any(|scheduled| scheduled.fault == Fault::UnconditionalStore)
+                        && (everyone_lost || lost.len() > tolerance),
+                    "{}: refused only where a recovery is called for and the store cannot arbitrate it",
+                    scenario.name
+                ),
                 Recovery::Any => panic!("{}: a catalogue entry states the recovery it expects", scenario.name),
             }
         }
@@ -485,6 +514,7 @@ mod tests {
             "agent-crash-mid-recovery",
             "flapping-member",
             "clock-skew",
+            "unconditional-store",
             "large-database",
         ] {
             assert!(names.contains(required), "missing {required}");

@@ -36,16 +36,21 @@ pub enum Flaw {
     /// Listings of the revision log leave out its newest segment, as a store that
     /// lists stale would: a recovery replays less of the log than the store holds.
     LogListsStale,
+    /// A store that ignores create-if-absent honours it for the probe's own keys
+    /// (a cache in front of it might): the agents' probe passes, and they recover
+    /// on a store that cannot arbitrate claims.
+    ProbeHonouredOnly,
 }
 
 impl Flaw {
-    pub const ALL: [Flaw; 6] = [
+    pub const ALL: [Flaw; 7] = [
         Flaw::PeersAlwaysHealthy,
         Flaw::LockAlwaysFree,
         Flaw::ManifestsMatchAnyBytes,
         Flaw::ClaimsCommitAtOnce,
         Flaw::DataDirsReadStale,
         Flaw::LogListsStale,
+        Flaw::ProbeHonouredOnly,
     ];
 }
 

@@ -253,6 +253,8 @@ pub struct World {
     next_disk: u64,
     pub objects: BTreeMap<String, Object>,
     pub store_down: bool,
+    /// The store ignores create-if-absent: conditional puts overwrite.
+    pub store_unconditional: bool,
     /// Agents (by machine) that cannot reach the store.
     pub store_cut: BTreeSet<usize>,
     /// Store calls fail this often (percent) and take this much longer (ms).
@@ -298,6 +300,7 @@ impl World {
             next_disk: 1,
             objects: BTreeMap::new(),
             store_down: false,
+            store_unconditional: false,
             store_cut: BTreeSet::new(),
             store_flaky: None,
             locks: BTreeMap::new(),

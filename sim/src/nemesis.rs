@@ -56,6 +56,7 @@ pub fn kind(fault: &Fault) -> &'static str {
         Fault::FlakyStore { .. } => "store-flaky",
         Fault::ClockSkew { .. } | Fault::SkewLeader { .. } => "clock-step",
         Fault::CrashLeader { .. } => "leader-crash",
+        Fault::UnconditionalStore => "store-unconditional",
     }
 }
 

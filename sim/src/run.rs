@@ -432,6 +432,7 @@ async fn apply(machines: &Machines, fault: Fault) {
             sleep_ms(duration_ms).await;
             store_down(machines, false);
         }
+        Fault::UnconditionalStore => lock(&machines.world).store_unconditional = true,
         Fault::CorruptLatestSnapshot => {
             let truncate = thread_rng().gen_bool(0.5);
             lock(&machines.world).corrupt_latest_snapshot(truncate);
@@ -583,7 +584,7 @@ fn random_faults(scenario: &Scenario) -> Vec<RandomFault> {
 /// Invariant 5, the scenario's expected recovery, and its extra checks.
 fn final_checks(world: &mut World, scenario: &Scenario, faults_end: u64, log_checked: bool) {
     let healthy = world.healthy_members();
-    if healthy < scenario.members {
+    if healthy < scenario.members && scenario.expected.recovery != Recovery::Refused {
         let detail = (0..world.nodes.len())
             .filter(|node| !world.healthy(*node))
             .map(|node| {
@@ -606,6 +607,7 @@ fn final_checks(world: &mut World, scenario: &Scenario, faults_end: u64, log_che
         Recovery::Replace { count } => (removed.len() == count && epochs == 0).then_some(()).ok_or("replacements"),
         Recovery::DisasterRecovery => (epochs == 1).then_some(()).ok_or("exactly one disaster recovery"),
         Recovery::Any => Ok(()),
+        Recovery::Refused => (removed.is_empty() && epochs == 0).then_some(()).ok_or("no automatic recovery"),
     };
     if let Err(what) = expected {
         let text = format!(

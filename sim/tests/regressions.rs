@@ -23,6 +23,36 @@ const FOUND: &[(u64, MemberControl, &str)] = &[
     (61003273, MemberControl::Child, "a second membership change while a stalled learner was still joining"),
 ];
 
+/// Catalogue seeds (with their seeded agent crash and store blip) that once failed.
+const CATALOGUE_FOUND: &[(&str, u64, MemberControl, &str)] = &[(
+    "survivors-at-different-revisions",
+    43,
+    MemberControl::Systemd,
+    "an agent whose member `reconfigure` had restored into an epoch claimed a second one",
+)];
+
+#[test]
+fn catalogue_seeds_that_once_failed_pass() {
+    for (name, seed, member_control, finding) in CATALOGUE_FOUND {
+        let scenario = lifeboat_scenarios::find(name).expect("a catalogue scenario");
+        let config = RunConfig {
+            scenario,
+            seed: *seed,
+            random_faults: true,
+            flaw: None,
+            keep_trace: false,
+            etcdadm: false,
+            member_control: *member_control,
+        };
+        let report = run(&config);
+        assert!(
+            report.violations.is_empty(),
+            "{name} seed {seed} ({member_control:?}: {finding}) fails again:\n{}",
+            violations_text(&report)
+        );
+    }
+}
+
 #[test]
 fn schedules_that_once_failed_pass() {
     for (seed, member_control, finding) in FOUND {

@@ -130,6 +130,13 @@ fn a_claim_that_takes_effect_at_once_is_caught() {
 }
 
 #[test]
+fn recovering_on_a_store_that_cannot_arbitrate_claims_is_caught() {
+    // The store ignores create-if-absent but fools the agents' probe: they must not
+    // recover there (two claimers could each win one epoch), and the scenario says so.
+    assert_caught(&scenario("unconditional-store"), Flaw::ProbeHonouredOnly, &[Invariant::Expectation]);
+}
+
+#[test]
 fn votes_blind_to_newer_data_are_caught() {
     // Nemesis seed 5951 (the schedule that found the stale vote): a partition heals
     // while a member holds for a claim. A vote that cannot tell its data is newer

@@ -87,7 +87,17 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         let now = self.clock.now();
         // Under systemd, `reconfigure` (another process) may have moved this member
         // into a newer epoch since the last step: the state dir says (epochs only grow).
-        self.epoch = self.epoch.max(self.state.epoch());
+        // That is a recovery as much as one of this agent's own: the core then waits
+        // for the new cluster to form instead of counting it as lost. Without this, an
+        // agent that had counted the old cluster lost claimed a second epoch while the
+        // first one's members were still starting (simulator, systemd mode,
+        // survivors-at-different-revisions seed 43: two recoveries, no write lost).
+        let stored = self.state.epoch();
+        if stored > self.epoch {
+            self.record("epoch-applied-elsewhere", json!({ "epoch": stored, "previous": self.epoch }));
+            self.epoch = stored;
+            self.agent.handle_outcome(self.clock.monotonic(), Outcome::Recovered);
+        }
         match action {
             Action::CheckHealth => {
                 if self.settings.supervise && !self.local.is_running().await {

@@ -181,36 +181,35 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             return self.follow_epochs(listing, false, revision).await.unwrap_or(Ok(Progress::Pending));
         }
         let next = listing.newest_number.max(self.epoch) + 1;
-        // Never restore something older than what a surviving member holds. The most
-        // up-to-date survivor claims: a survivor defers while a live peer of this epoch
-        // reports newer data; the claimer saves its own data first when it is newer
-        // than every stored snapshot.
+        // Never restore something older than what a surviving member holds
+        // (`recovery::before_claim` decides; this gathers the facts and carries it out).
         let mut snapshot = newest_verified;
         let local = self.local_client_status().await;
-        let local_revision = local.as_ref().map(|status| status.revision.0);
-        let peers = coordination::fresh_peer_heartbeats(
+        let peers: Vec<recovery::PeerReport> = coordination::fresh_peer_heartbeats(
             &self.store,
             &self.layout,
             &self.local.spec().name,
             self.settings.heartbeat_freshness_ms(),
         )
-        .await?;
-        let best_peer = peers
-            .iter()
-            .filter(|peer| peer.epoch == self.epoch)
-            .filter_map(|peer| peer.revision.map(|revision| (revision, peer.member.clone())))
-            .max();
+        .await?
+        .into_iter()
+        .map(|heartbeat| recovery::PeerReport {
+            member: heartbeat.member,
+            epoch: heartbeat.epoch,
+            revision: heartbeat.revision.map(Revision),
+        })
+        .collect();
+        let local_revision = local.as_ref().map(|status| status.revision);
+        let decided = recovery::before_claim(self.epoch, local_revision, snapshot.revision(), &peers);
         self.record(
             "survivor",
-            json!({ "local_revision": local_revision, "newest_verified_revision": snapshot.revision().0,
-                    "best_peer": best_peer }),
+            json!({ "local_revision": local_revision.map(|revision| revision.0),
+                    "newest_verified_revision": snapshot.revision().0, "peers": peers, "decided": decided }),
         );
-        if let Some((peer_revision, peer)) = &best_peer {
-            if *peer_revision > local_revision.unwrap_or(0) && *peer_revision > snapshot.revision().0 {
-                return Err(AgentError::PeerHoldsNewerData { peer: peer.clone(), revision: *peer_revision });
-            }
+        if let recovery::BeforeClaim::DeferTo { peer, revision } = decided {
+            return Err(AgentError::PeerHoldsNewerData { peer, revision: revision.0 });
         }
-        if let Some(local) = local.filter(|local| local.revision > snapshot.revision()) {
+        if let Some(local) = local.filter(|_| matches!(decided, recovery::BeforeClaim::SaveOwnData { .. })) {
             let settings = self.save_settings();
             match save::save_from(&self.etcd, &self.store, &self.layout, &settings, self.clock.now(), &local).await {
                 Ok(report) => {

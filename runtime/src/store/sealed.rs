@@ -395,6 +395,15 @@ pub struct SealedUpload<U> {
     sealing: Option<(Header, LessSafeKey, Vec<u8>)>,
 }
 
+impl<U> SealedUpload<U> {
+    /// `inner`, sealed with `key` (a bulk object: not bound to its name).
+    pub fn new(inner: U, key: &SealKey) -> Result<SealedUpload<U>, SealError> {
+        let header = Header::fresh(key, false)?;
+        let cipher = key.cipher(&header.salt)?;
+        Ok(SealedUpload { inner, sealing: Some((header, cipher, header.aad(""))) })
+    }
+}
+
 impl<U: Upload> Upload for SealedUpload<U> {
     async fn put_part(&self, part: Part) -> Result<(), StoreError> {
         let Some((header, cipher, aad)) = &self.sealing else { return self.inner.put_part(part).await };
@@ -510,16 +519,13 @@ impl<S: SnapshotStore> SnapshotStore for SealedStore<S> {
     }
 
     async fn begin_upload(&self, key: &str) -> Result<Self::Upload, StoreError> {
-        let sealing = match &self.key {
-            None => None,
+        match &self.key {
+            None => Ok(SealedUpload { inner: self.inner.begin_upload(key).await?, sealing: None }),
             Some(seal) => {
-                let refuse = |error: SealError| self.refused(key, error);
-                let header = Header::fresh(seal, false).map_err(refuse)?;
-                let cipher = seal.cipher(&header.salt).map_err(refuse)?;
-                Some((header, cipher, header.aad(key)))
+                let inner = self.inner.begin_upload(key).await?;
+                SealedUpload::new(inner, seal).map_err(|error| self.refused(key, error))
             }
-        };
-        Ok(SealedUpload { inner: self.inner.begin_upload(key).await?, sealing })
+        }
     }
 
     async fn put_small(&self, key: &str, body: Bytes, if_absent: bool) -> Result<(), StoreError> {

@@ -248,16 +248,7 @@ fn client_side_encryption_round_trips_and_refuses_what_it_cannot_open() {
             }
             // Prune cannot see these backups: it deletes nothing rather than treat them
             // as orphans (or their log as unreachable).
-            let pruned = fixture.lifeboat(&[
-                "snapshots",
-                "prune",
-                "--keep-last",
-                "1",
-                "--keep-hourly",
-                "0",
-                "--keep-daily",
-                "0",
-            ]);
+            let pruned = fixture.lifeboat(&PRUNE_TO_NEWEST);
             assert_eq!(pruned.status.code(), Some(6), "{kind:?} {label}: {}", stderr(&pruned));
             assert!(stderr(&pruned).contains("prune deletes nothing"), "{kind:?} {label}: {}", stderr(&pruned));
             assert_eq!(fixture.list_keys(), keys, "{kind:?} {label}: nothing deleted");

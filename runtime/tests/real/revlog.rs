@@ -250,18 +250,7 @@ fn restore_reaches_any_revision_exactly() {
 
         // Retention: keeping only the newest snapshot drops the segments that end at or
         // below it; the log after it still restores, a revision before it no longer does.
-        let pruned = fixture.lifeboat_ok(&[
-            "snapshots",
-            "prune",
-            "--keep-last",
-            "1",
-            "--keep-hourly",
-            "0",
-            "--keep-daily",
-            "0",
-            "--output",
-            "json",
-        ]);
+        let pruned = fixture.lifeboat_ok(&[&PRUNE_TO_NEWEST[..], &["--output", "json"]].concat());
         let pruned: serde_json::Value = serde_json::from_str(&pruned).unwrap();
         let dropped = pruned["segments_deleted"].as_array().map(Vec::len).unwrap_or(0);
         assert!(dropped >= 1, "{kind:?}: segments before the kept snapshot go: {pruned}");

@@ -16,6 +16,10 @@ pub enum StoreKind {
 
 pub const STORE_KINDS: [StoreKind; 2] = [StoreKind::S3, StoreKind::File];
 
+/// `snapshots prune` keeping only the newest snapshot.
+pub const PRUNE_TO_NEWEST: [&str; 8] =
+    ["snapshots", "prune", "--keep-last", "1", "--keep-hourly", "0", "--keep-daily", "0"];
+
 /// Everything one test needs, torn down on drop.
 pub struct Fixture {
     pub etcd: LocalEtcdCluster,
