@@ -700,6 +700,46 @@ mod tests {
         }
     }
 
+    /// Through the store port, as the pipeline uploads: parts of two chunks put out
+    /// of order, the last one short and marked; the object reads back whole, `head`
+    /// and `complete` report the plaintext size, and without the key it is refused.
+    #[test]
+    fn multipart_uploads_seal_and_open_through_a_real_directory_store() {
+        let directory = tempfile::tempdir().expect("a temp dir");
+        let store = SealedStore::new(
+            crate::store::FileStore::open(directory.path()).expect("a store"),
+            SealKey::parse(&[8u8; 32]),
+        );
+        let part = 2 * CHUNK;
+        let plain: Vec<u8> = (0..(3 * part + 1234)).map(|index| (index % 251) as u8).collect();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+        runtime.block_on(async {
+            let upload = store.begin_upload("snapshots/a.db").await.expect("begin");
+            let parts: Vec<&[u8]> = plain.chunks(part).collect();
+            for index in [2usize, 0, 3, 1] {
+                let bytes = Bytes::copy_from_slice(parts[index]);
+                let part = Part { number: index as i32 + 1, offset: (index * part) as u64, bytes, last: index == 3 };
+                upload.put_part(part).await.expect("a part");
+            }
+            let info = upload.complete().await.expect("complete");
+            assert_eq!(info.size_bytes, plain.len() as u64);
+            assert_eq!(
+                store.head("snapshots/a.db").await.expect("head").map(|info| info.size_bytes),
+                Some(plain.len() as u64)
+            );
+            let mut reader = store.get("snapshots/a.db").await.expect("get");
+            let mut read = Vec::new();
+            while let Some(chunk) = reader.next_chunk().await.expect("opens") {
+                read.extend_from_slice(&chunk);
+            }
+            assert_eq!(read, plain);
+            let keyless = SealedStore::new(crate::store::FileStore::open(directory.path()).expect("a store"), None);
+            let mut reader = keyless.get("snapshots/a.db").await.expect("get");
+            let refused = reader.next_chunk().await.expect_err("refused without the key").to_string();
+            assert!(refused.contains("LIFEBOAT_ENCRYPTION_KEY"), "{refused}");
+        });
+    }
+
     #[test]
     fn records_are_bound_to_their_key() {
         let key = key(4);
