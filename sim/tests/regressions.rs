@@ -23,6 +23,25 @@ const FOUND: &[(u64, MemberControl, &str)] = &[
     (61003273, MemberControl::Child, "a second membership change while a stalled learner was still joining"),
 ];
 
+/// Runs `scenario` at `seed` in `member_control` mode: it must break nothing.
+fn assert_passes(
+    scenario: lifeboat_scenarios::Scenario,
+    seed: u64,
+    random_faults: bool,
+    member_control: MemberControl,
+    what: &str,
+    finding: &str,
+) {
+    let config =
+        RunConfig { scenario, seed, random_faults, flaw: None, keep_trace: false, etcdadm: false, member_control };
+    let report = run(&config);
+    assert!(
+        report.violations.is_empty(),
+        "{what} ({member_control:?}: {finding}) fails again:\n{}",
+        violations_text(&report)
+    );
+}
+
 /// Catalogue seeds (with their seeded agent crash and store blip) that once failed.
 const CATALOGUE_FOUND: &[(&str, u64, MemberControl, &str)] = &[(
     "survivors-at-different-revisions",
@@ -35,41 +54,13 @@ const CATALOGUE_FOUND: &[(&str, u64, MemberControl, &str)] = &[(
 fn catalogue_seeds_that_once_failed_pass() {
     for (name, seed, member_control, finding) in CATALOGUE_FOUND {
         let scenario = lifeboat_scenarios::find(name).expect("a catalogue scenario");
-        let config = RunConfig {
-            scenario,
-            seed: *seed,
-            random_faults: true,
-            flaw: None,
-            keep_trace: false,
-            etcdadm: false,
-            member_control: *member_control,
-        };
-        let report = run(&config);
-        assert!(
-            report.violations.is_empty(),
-            "{name} seed {seed} ({member_control:?}: {finding}) fails again:\n{}",
-            violations_text(&report)
-        );
+        assert_passes(scenario, *seed, true, *member_control, &format!("{name} seed {seed}"), finding);
     }
 }
 
 #[test]
 fn schedules_that_once_failed_pass() {
     for (seed, member_control, finding) in FOUND {
-        let config = RunConfig {
-            scenario: draw(*seed),
-            seed: *seed,
-            random_faults: false,
-            flaw: None,
-            keep_trace: false,
-            etcdadm: false,
-            member_control: *member_control,
-        };
-        let report = run(&config);
-        assert!(
-            report.violations.is_empty(),
-            "nemesis seed {seed} ({member_control:?}: {finding}) fails again:\n{}",
-            violations_text(&report)
-        );
+        assert_passes(draw(*seed), *seed, false, *member_control, &format!("nemesis seed {seed}"), finding);
     }
 }

@@ -37,6 +37,7 @@
 //! object's own older body under its own name (a heartbeat that makes a dead
 //! member look alive delays a recovery; it cannot cause one).
 
+pub use super::settings::KeySource;
 use crate::ports::{BoxError, ByteSource, ObjectInfo, Part, SnapshotStore, StoreError, Upload};
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use aws_lc_rs::{hkdf, hmac};
@@ -373,10 +374,6 @@ impl<S: SnapshotStore> SealedStore<S> {
         SealedStore { inner, key: key.map(Arc::new) }
     }
 
-    pub fn inner(&self) -> &S {
-        &self.inner
-    }
-
     fn refused(&self, key: &str, error: SealError) -> StoreError {
         refusal(self.inner.location(key), error)
     }
@@ -603,8 +600,6 @@ pub fn read_key(source: &KeySource) -> Result<SealKey, StoreError> {
     SealKey::parse(&bytes)
         .ok_or_else(|| StoreError::KeyFile { what, detail: format!("{length} bytes, not a 256-bit key") })
 }
-
-pub use super::settings::KeySource;
 
 #[cfg(test)]
 mod tests {
