@@ -17,6 +17,8 @@ use anyhow::Context;
 use lifeboat::reconfigure::StartPlan;
 
 pub async fn run(resolved: &Resolved, args: &AgentArgs) -> anyhow::Result<Exit> {
+    // First: a stop that arrives while the agent starts is then a clean stop.
+    let shutdown = super::shutdown_signal();
     let mut settings = config::agent_settings(resolved, &args.member)?;
     if let Some(interval) = args.check_interval_ms {
         settings.policy.check_interval_ms = interval.max(100);
@@ -120,7 +122,7 @@ pub async fn run(resolved: &Resolved, args: &AgentArgs) -> anyhow::Result<Exit> 
         // Journaled either way; the agent's first check tries again.
         let _ = driver.reconfigure_and_start().await;
     }
-    driver.run(super::shutdown_signal()).await;
+    driver.run(shutdown).await;
     let _ = stop_log.send(true);
     if let Some(log_writer) = log_writer {
         // The writer flushes what it holds before it stops.

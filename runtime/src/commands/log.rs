@@ -14,6 +14,7 @@ use lifeboat::Compression;
 use std::time::Duration;
 
 pub async fn stream(resolved: &Resolved, args: &LogStreamArgs, format: Format) -> anyhow::Result<Exit> {
+    let shutdown = super::shutdown_signal();
     let etcd = resolved.etcd()?;
     let (store, layout) = open_store(resolved).await?;
     let settings = WriterSettings {
@@ -29,7 +30,7 @@ pub async fn stream(resolved: &Resolved, args: &LogStreamArgs, format: Format) -
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        super::shutdown_signal().await;
+        shutdown.await;
         let _ = stop.send(true);
     });
     // One line per minute at most: the log's progress, without a line per segment.

@@ -91,16 +91,31 @@ pub fn classify(error: &anyhow::Error) -> Exit {
 }
 
 /// Resolves on SIGTERM (systemd's stop) or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = terminate.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Both handlers are installed here, not at the first poll: a loop that first
+    // polls its shutdown future after its first round (seconds, on a slow store)
+    // would otherwise leave SIGTERM's default action in place that long, and a
+    // supervisor's stop in that window killed the agent outright. Its etcd, told by
+    // PR_SET_PDEATHSIG, was still shutting down when the next agent started one over
+    // the same ports and data dir; the restarts failed, three checks counted the
+    // member failed, and the agent replaced a member that had lost nothing (real
+    // chaos tests under CI load).
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (terminate, interrupt) {
+            (Ok(mut terminate), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+            (Ok(mut only), Err(_)) | (Err(_), Ok(mut only)) => {
+                only.recv().await;
+            }
+            // No handler could be installed: the default actions stand, nothing to wait for.
+            (Err(_), Err(_)) => std::future::pending().await,
         }
     }
 }
