@@ -21,6 +21,7 @@ pub mod membership;
 pub mod policy;
 pub mod reconfigure;
 pub mod recovery;
+pub mod replacement;
 pub mod retention;
 pub mod revlog;
 pub mod snapshot;

@@ -1,6 +1,7 @@
 //! What a member does before its etcd starts (kube-aws' etcdadm-reconfigure),
 //! decided from plain facts so the simulator and the runtime agree.
 
+use crate::replacement::is_ours;
 use crate::types::{Member, MemberId};
 use serde::{Deserialize, Serialize};
 
@@ -59,10 +60,6 @@ pub enum StartPlan {
     /// epoch (the agents decide disaster recovery, not a booting member alone).
     /// Also: this member holds for an undecided claim, data or not.
     AwaitRecovery,
-}
-
-fn is_ours(member: &Member, peer_url: &str) -> bool {
-    member.peer_urls.iter().any(|url| url.trim_end_matches('/') == peer_url.trim_end_matches('/'))
 }
 
 pub fn plan(facts: &Facts) -> StartPlan {

@@ -32,6 +32,7 @@
 //! joiners, whose revisions are checked against the snapshot.
 
 use crate::membership::quorum;
+use crate::snapshot::SnapshotName;
 use crate::types::Revision;
 use serde::{Deserialize, Serialize};
 
@@ -255,10 +256,49 @@ pub fn before_claim(epoch: u64, local: Option<Revision>, snapshot: Revision, pee
     }
 }
 
+/// The snapshots a claim may name, in the order to try them: those at or below
+/// `chosen` (what the claimer arrived at: the newest verified snapshot, its own
+/// save, or the revision log's extension of either), newest by revision first.
+/// The claimer names the first whose bytes hash to its manifest, so a damaged
+/// newest snapshot cannot block a recovery; nothing above `chosen` is named, since
+/// the claimer's checks (its own data, its peers', the log) were made against it.
+pub fn claim_candidates(listed: &[SnapshotName], chosen: &SnapshotName) -> Vec<SnapshotName> {
+    let mut candidates: Vec<SnapshotName> = listed.iter().filter(|name| *name <= chosen).cloned().collect();
+    candidates.sort_by(|newer, older| older.cmp(newer));
+    candidates.dedup();
+    candidates
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn snapshot_name() -> impl Strategy<Value = SnapshotName> {
+        (0u64..4_000_000_000_000, 0i64..60, any::<bool>()).prop_map(|(created, revision, zstd)| {
+            let compression = if zstd { crate::Compression::Zstd } else { crate::Compression::None };
+            SnapshotName::new(crate::Millis(created), Revision(revision), compression)
+        })
+    }
+
+    proptest! {
+        /// Fallback past damaged snapshots: every listed snapshot at or below the
+        /// chosen one is tried, once, newest revision first (whatever the names'
+        /// clocks say), and nothing above it ever is.
+        #[test]
+        fn claims_fall_back_newest_first_and_never_above_the_choice(
+            listed in proptest::collection::vec(snapshot_name(), 0..12),
+            chosen in snapshot_name(),
+        ) {
+            let order = claim_candidates(&listed, &chosen);
+            prop_assert!(order.iter().all(|name| *name <= chosen && listed.contains(name)));
+            prop_assert!(order.windows(2).all(|pair| pair[0] > pair[1]), "strictly newest first: {order:?}");
+            prop_assert!(order.windows(2).all(|pair| pair[0].revision() >= pair[1].revision()));
+            for name in listed.iter().filter(|name| **name <= chosen) {
+                prop_assert!(order.contains(name), "{name} is never tried");
+            }
+        }
+    }
 
     proptest! {
         /// Whatever the survivors report: a claim never starts from data older than

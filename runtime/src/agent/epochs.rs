@@ -254,7 +254,11 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         // The chosen snapshot, else the newest older one whose hash verifies: a corrupt
         // newest snapshot must not block the recovery forever.
         let catalog = catalog::load(&self.store, &self.layout).await?;
-        let candidates = catalog.snapshots.iter().filter(|entry| entry.name <= snapshot && entry.manifest.is_some());
+        let listed: Vec<SnapshotName> =
+            catalog.snapshots.iter().filter(|entry| entry.manifest.is_some()).map(|entry| entry.name.clone()).collect();
+        let candidates = recovery::claim_candidates(&listed, &snapshot)
+            .into_iter()
+            .filter_map(|name| catalog.snapshots.iter().find(|entry| entry.name == name));
         let mut chosen = None;
         for entry in candidates {
             match catalog::verify_entry(&self.store, entry).await {

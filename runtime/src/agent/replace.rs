@@ -15,8 +15,9 @@ use crate::member::{self, Launch, MemberError, MemberSpec};
 use crate::ports::LocalMember;
 use crate::ports::{EtcdCluster, EtcdError};
 use lifeboat::membership::{quorum, replacement_keeps_quorum};
-use lifeboat::{Member, MemberId};
-use serde::{Deserialize, Serialize};
+use lifeboat::replacement::{self, is_ours, Facts, ReplaceState, RunProgress, Step};
+use lifeboat::Member;
+use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -56,17 +57,6 @@ impl Classify for ReplaceError {
             ReplaceError::AddRefused { .. } => Exit::Refused,
         }
     }
-}
-
-/// How far a replacement got; persisted so a restarted agent resumes.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplaceState {
-    /// The incarnation being replaced (absent when the member was already gone).
-    pub old_id: Option<MemberId>,
-    /// The new incarnation, once added.
-    pub new_id: Option<MemberId>,
-    /// Whether the old data dir has been moved aside.
-    pub wiped: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -123,10 +113,6 @@ pub fn resumes_past_wipe(spec: &MemberSpec) -> bool {
     matches!(load_state(spec), Ok(Some(state)) if state.wiped)
 }
 
-fn is_ours(member: &Member, spec: &MemberSpec) -> bool {
-    member.peer_urls.iter().any(|url| url.trim_end_matches('/') == spec.peer_url.trim_end_matches('/'))
-}
-
 /// `--initial-cluster` for joining: every member's name and first peer URL; the
 /// unstarted entry that is us gets our name.
 pub fn initial_cluster(members: &[Member], spec: &MemberSpec) -> String {
@@ -134,8 +120,11 @@ pub fn initial_cluster(members: &[Member], spec: &MemberSpec) -> String {
         .iter()
         .filter_map(|member| {
             let url = member.peer_urls.first()?;
-            let name =
-                if is_ours(member, spec) || member.name.is_empty() { spec.name.clone() } else { member.name.clone() };
+            let name = if is_ours(member, &spec.peer_url) || member.name.is_empty() {
+                spec.name.clone()
+            } else {
+                member.name.clone()
+            };
             Some(format!("{name}={url}"))
         })
         .collect::<Vec<_>>()
@@ -180,7 +169,8 @@ pub fn lock_key(cluster: &str) -> String {
 /// Healthy voters other than `spec`'s member, and the voter count.
 async fn other_voters_health<E: EtcdCluster>(etcd: &E, members: &[Member], spec: &MemberSpec) -> (usize, usize) {
     let voters: Vec<&Member> = members.iter().filter(|member| member.is_voter()).collect();
-    let checks = voters.iter().filter(|member| !is_ours(member, spec)).filter_map(|member| member.client_urls.first());
+    let checks =
+        voters.iter().filter(|member| !is_ours(member, &spec.peer_url)).filter_map(|member| member.client_urls.first());
     let results = futures::future::join_all(checks.map(|url| etcd.endpoint_health(url))).await;
     (results.iter().filter(|health| health.healthy).count(), voters.len())
 }
@@ -199,13 +189,13 @@ pub async fn replace<E: EtcdCluster, L: LocalMember>(
     // Before the state file is read, so two processes never act on the same state.
     let _local = if settings.dry_run { None } else { Some(lock_locally(&spec)?) };
     let members = etcd.member_list().await?;
-    let current = members.iter().find(|member| is_ours(member, &spec)).cloned();
+    let current = members.iter().find(|member| is_ours(member, &spec.peer_url)).cloned();
     let mut state = match load_state(&spec)? {
         Some(state) => {
             report.steps.push(format!("resuming: {state:?}"));
             state
         }
-        None => ReplaceState { old_id: current.as_ref().map(|member| member.id), ..ReplaceState::default() },
+        None => ReplaceState::begin(&members, &spec.peer_url),
     };
     report.old_id = state.old_id.map(|id| id.to_string());
 
@@ -265,6 +255,9 @@ pub async fn replace<E: EtcdCluster, L: LocalMember>(
     Ok(report)
 }
 
+/// Carries out [`replacement::next`]'s steps, each decided on a fresh member list,
+/// until one ends the run. The state file is written before every step that a
+/// later run must not repeat, so a process killed anywhere resumes.
 async fn replace_locked<E: EtcdCluster, L: LocalMember>(
     etcd: &E,
     local: &L,
@@ -275,150 +268,156 @@ async fn replace_locked<E: EtcdCluster, L: LocalMember>(
     report: &mut ReplaceReport,
 ) -> Result<(), ReplaceError> {
     save_state(spec, state)?;
-    if settings.start {
-        local.stop().await?;
-        report.steps.push("stopped the local member".into());
-    }
-
-    // Under the lock no other change can be running (a live replacer keeps its lease
-    // alive), so another member's learner here belongs to a change whose replacer
-    // died and lost its lease: roll it back before this change adds anything, so at
-    // most one change is ever in flight (found by the nemesis, seed 61003273). Its
-    // own agent re-adds it when it resumes. Learners hold no vote: quorum is unchanged.
-    let members = etcd.member_list().await?;
-    for stalled in members.iter().filter(|member| member.is_learner && !is_ours(member, spec)) {
-        etcd.member_remove(stalled.id).await?;
-        report.steps.push(format!(
-            "removed learner {} ({}): its replacement had stalled (its lock had expired)",
-            stalled.id,
-            stalled.peer_urls.first().map(String::as_str).unwrap_or("?")
-        ));
-    }
-
-    // Our own learner from an earlier run may have been rolled back that way: its
-    // data belongs to an incarnation the cluster no longer has, so it goes aside and
-    // a fresh incarnation is added below. (The list above still holds it: only
-    // other members' learners were removed.)
-    if let Some(new_id) = state.new_id {
-        if !members.iter().any(|member| member.id == new_id) {
-            if let Some(aside) = member::move_data_dir_aside(spec, &spec.data_dir, now_ms)? {
+    let mut run = RunProgress::default();
+    for _ in 0..replacement::MAX_STEPS {
+        let members = etcd.member_list().await?;
+        let facts = Facts {
+            state,
+            members: &members,
+            peer_url: &spec.peer_url,
+            has_data: member::has_data(spec),
+            run,
+            learner: settings.learner,
+            start: settings.start,
+        };
+        match replacement::next(&facts) {
+            Step::StopLocal => {
+                local.stop().await?;
+                run.stopped = true;
+                report.steps.push("stopped the local member".into());
+            }
+            Step::RemoveStalledLearner(stalled) => {
+                etcd.member_remove(stalled).await?;
+                let url =
+                    members.iter().find(|member| member.id == stalled).and_then(|member| member.peer_urls.first());
                 report.steps.push(format!(
-                    "moved {} aside to {}: member {new_id} is no longer in the cluster",
-                    spec.data_dir.display(),
-                    aside.display()
+                    "removed learner {stalled} ({}): its replacement had stalled (its lock had expired)",
+                    url.map(String::as_str).unwrap_or("?")
                 ));
             }
-            state.new_id = None;
-            save_state(spec, state)?;
-        }
-    }
-
-    // Remove the old incarnation (idempotent: skip when it is already gone).
-    if let Some(old) = state.old_id {
-        let still_there = etcd.member_list().await?.iter().any(|member| member.id == old);
-        if still_there && state.new_id != Some(old) {
-            etcd.member_remove(old).await?;
-            report.steps.push(format!("removed member {old}"));
-        }
-    }
-
-    // Only now, with the member proven gone from the cluster, its data can go.
-    if !state.wiped {
-        if let Some(aside) = member::move_data_dir_aside(spec, &spec.data_dir, now_ms)? {
-            report.steps.push(format!("moved {} aside to {}", spec.data_dir.display(), aside.display()));
-            report.moved_aside = Some(aside);
-        }
-        state.wiped = true;
-        save_state(spec, state)?;
-    }
-
-    // A previous run's incarnation that started and has lost its disk since cannot
-    // start again (raft refuses an empty log for a member that had one; found by the
-    // nemesis: a learner wiped while catching up): remove it, then add a fresh one.
-    let members = etcd.member_list().await?;
-    let lost_incarnation = members
-        .iter()
-        .find(|member| is_ours(member, spec) && Some(member.id) != state.old_id && !member.client_urls.is_empty())
-        .filter(|_| !member::has_data(spec))
-        .map(|member| member.id);
-    if let Some(lost) = lost_incarnation {
-        etcd.member_remove(lost).await?;
-        report.steps.push(format!("removed member {lost}: it had started and its data dir is empty now"));
-        state.new_id = None;
-        save_state(spec, state)?;
-    }
-
-    // Add the new incarnation, unless a previous run already did.
-    let members = etcd.member_list().await?;
-    let added = members.iter().find(|member| is_ours(member, spec) && Some(member.id) != state.old_id).cloned();
-    let (new_member, members) = match added {
-        Some(member) => (member, members),
-        None => {
-            let added = etcd.member_add(std::slice::from_ref(&spec.peer_url), settings.learner).await;
-            let (member, members) = match added {
-                Ok(added) => added,
-                Err(error) if error.to_string().contains("unhealthy cluster") => {
-                    return Err(ReplaceError::AddRefused { name: spec.name.clone(), detail: error.to_string() })
+            Step::SetAsideRolledBack(rolled_back) => {
+                if let Some(aside) = member::move_data_dir_aside(spec, &spec.data_dir, now_ms)? {
+                    report.steps.push(format!(
+                        "moved {} aside to {}: member {rolled_back} is no longer in the cluster",
+                        spec.data_dir.display(),
+                        aside.display()
+                    ));
                 }
-                Err(error) => return Err(error.into()),
-            };
-            report.steps.push(format!(
-                "added member {} as a {}",
-                member.id,
-                if member.is_learner { "learner" } else { "voter" }
-            ));
-            (member, members)
-        }
-    };
-    state.new_id = Some(new_member.id);
-    save_state(spec, state)?;
-    report.new_id = Some(new_member.id.to_string());
-
-    // etcd ignores the token when joining an existing cluster; it is recorded for the journal.
-    let launch = Launch {
-        initial_cluster: initial_cluster(&members, spec),
-        initial_cluster_state: "existing".into(),
-        initial_cluster_token: format!("{}-join", settings.cluster),
-    };
-    report.launch = Some(launch.clone());
-    if !settings.start {
-        report.steps.push("left the member stopped: start etcd with the launch settings shown".into());
-        files::clear_replacement(spec);
-        return Ok(());
-    }
-    local.start(&launch).await?;
-    report.steps.push("started the local member with initial-cluster-state=existing".into());
-
-    if new_member.is_learner && !settings.learner {
-        // A learner from an earlier run, resumed where etcd starts only after we
-        // return (`reconfigure` as ExecStartPre): it cannot catch up while we wait.
-        // The progress file stays, so the agent resumes and promotes it once etcd runs.
-        report.steps.push(format!("left learner {} for the agent to promote once etcd runs", new_member.id));
-        return Ok(());
-    }
-    if new_member.is_learner {
-        let catching_up = Stopwatch::start();
-        loop {
-            match etcd.member_promote(new_member.id).await {
-                Ok(()) => {
-                    report.steps.push(format!("promoted member {} to voter", new_member.id));
-                    break;
+                state.new_id = None;
+                save_state(spec, state)?;
+            }
+            Step::RemoveOld(old) => {
+                etcd.member_remove(old).await?;
+                report.steps.push(format!("removed member {old}"));
+            }
+            Step::SetAsideData => {
+                if let Some(aside) = member::move_data_dir_aside(spec, &spec.data_dir, now_ms)? {
+                    report.steps.push(format!("moved {} aside to {}", spec.data_dir.display(), aside.display()));
+                    report.moved_aside = Some(aside);
                 }
-                Err(error) if catching_up.elapsed() < settings.catch_up_timeout => {
-                    tracing::debug!(error = %error, "learner not caught up yet");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(_) => {
-                    return Err(ReplaceError::CatchUpTimeout {
-                        name: spec.name.clone(),
-                        seconds: settings.catch_up_timeout.as_secs(),
-                    })
-                }
+                state.wiped = true;
+                save_state(spec, state)?;
+            }
+            Step::RemoveLostIncarnation(lost) => {
+                etcd.member_remove(lost).await?;
+                report.steps.push(format!("removed member {lost}: it had started and its data dir is empty now"));
+                state.new_id = None;
+                save_state(spec, state)?;
+            }
+            Step::Add { learner } => {
+                let (member, _) = match etcd.member_add(std::slice::from_ref(&spec.peer_url), learner).await {
+                    Ok(added) => added,
+                    Err(error) if error.to_string().contains("unhealthy cluster") => {
+                        return Err(ReplaceError::AddRefused { name: spec.name.clone(), detail: error.to_string() })
+                    }
+                    Err(error) => return Err(error.into()),
+                };
+                report.steps.push(format!(
+                    "added member {} as a {}",
+                    member.id,
+                    if member.is_learner { "learner" } else { "voter" }
+                ));
+            }
+            Step::Record(added) => {
+                state.new_id = Some(added);
+                save_state(spec, state)?;
+                report.new_id = Some(added.to_string());
+            }
+            Step::LeaveStopped => {
+                report.launch = Some(launch(&members, spec, settings));
+                report.steps.push("left the member stopped: start etcd with the launch settings shown".into());
+                files::clear_replacement(spec);
+                return Ok(());
+            }
+            Step::StartLocal => {
+                let launch = launch(&members, spec, settings);
+                report.launch = Some(launch.clone());
+                report.new_id = state.new_id.map(|id| id.to_string());
+                local.start(&launch).await?;
+                run.started = true;
+                report.steps.push("started the local member with initial-cluster-state=existing".into());
+            }
+            Step::Promote(learner) => {
+                promote_once_caught_up(etcd, learner, settings, spec).await?;
+                run.promoted = true;
+                report.steps.push(format!("promoted member {learner} to voter"));
+            }
+            Step::LeaveLearner(learner) => {
+                // Resumed where etcd starts only after we return (`reconfigure` as
+                // ExecStartPre): the learner cannot catch up while we wait. The progress
+                // file stays, so the agent resumes and promotes it once etcd runs.
+                report.steps.push(format!("left learner {learner} for the agent to promote once etcd runs"));
+                return Ok(());
+            }
+            Step::Done => {
+                files::clear_replacement(spec);
+                return Ok(());
             }
         }
     }
-    files::clear_replacement(spec);
-    Ok(())
+    Err(ReplaceError::State {
+        path: files::replacement_state_path(spec),
+        detail: format!(
+            "the replacement did not finish within {} steps (the cluster kept changing under it); run replace again",
+            replacement::MAX_STEPS
+        ),
+    })
+}
+
+/// How the new incarnation starts. etcd ignores the token when joining an existing
+/// cluster; it is recorded for the journal.
+fn launch(members: &[Member], spec: &MemberSpec, settings: &ReplaceSettings) -> Launch {
+    Launch {
+        initial_cluster: initial_cluster(members, spec),
+        initial_cluster_state: "existing".into(),
+        initial_cluster_token: format!("{}-join", settings.cluster),
+    }
+}
+
+/// Promotes `learner`, retrying while etcd says it has not caught up, for at most
+/// the catch-up timeout.
+async fn promote_once_caught_up<E: EtcdCluster>(
+    etcd: &E,
+    learner: lifeboat::MemberId,
+    settings: &ReplaceSettings,
+    spec: &MemberSpec,
+) -> Result<(), ReplaceError> {
+    let catching_up = Stopwatch::start();
+    loop {
+        match etcd.member_promote(learner).await {
+            Ok(()) => return Ok(()),
+            Err(error) if catching_up.elapsed() < settings.catch_up_timeout => {
+                tracing::debug!(error = %error, "learner not caught up yet");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(_) => {
+                return Err(ReplaceError::CatchUpTimeout {
+                    name: spec.name.clone(),
+                    seconds: settings.catch_up_timeout.as_secs(),
+                })
+            }
+        }
+    }
 }
 
 #[cfg(test)]
