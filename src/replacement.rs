@@ -231,6 +231,10 @@ mod tests {
         /// One run: at most `budget` steps (then the process dies), each checked
         /// against the rules; true when the run ended on its own.
         fn run(&mut self, budget: usize, learner: bool) -> Result<bool, TestCaseError> {
+            self.run_with(budget, learner, true)
+        }
+
+        fn run_with(&mut self, budget: usize, learner: bool, start: bool) -> Result<bool, TestCaseError> {
             let mut state = self.state.clone().unwrap_or_else(|| ReplaceState::begin(&self.members, OURS));
             self.state = Some(state.clone());
             let mut run = RunProgress::default();
@@ -242,7 +246,7 @@ mod tests {
                     has_data: self.has_data,
                     run,
                     learner,
-                    start: true,
+                    start,
                 };
                 let step = next(&facts);
                 let ours_listed = self.members.iter().filter(|member| is_ours(member, OURS)).count();
@@ -311,7 +315,7 @@ mod tests {
                 }
                 self.state = Some(state.clone());
                 if step.ends_run() {
-                    if step == Step::Done {
+                    if matches!(step, Step::Done | Step::LeaveStopped) {
                         self.state = None;
                     }
                     return Ok(true);
@@ -353,6 +357,20 @@ mod tests {
             prop_assert!(!world.members.iter().any(|member| member.is_learner), "no learner left");
             prop_assert_eq!(world.members.len(), others + 1);
             prop_assert!(world.has_data, "the new incarnation runs on a data dir of its own");
+        }
+
+        /// Unmanaged (`--member-control none`): the old incarnation leaves, the data goes
+        /// aside, a voter is added, and the member is left stopped for the operator.
+        #[test]
+        fn unmanaged_the_member_is_added_and_left_stopped(others in 2usize..5, ours_listed in any::<bool>()) {
+            let mut world = World::new(others, ours_listed, true);
+            let old = world.members.iter().find(|member| is_ours(member, OURS)).map(|member| member.id);
+            prop_assert!(world.run_with(MAX_STEPS, false, false)?);
+            let ours: Vec<&Member> = world.members.iter().filter(|member| is_ours(member, OURS)).collect();
+            prop_assert_eq!(ours.len(), 1);
+            prop_assert!(Some(ours[0].id) != old && !ours[0].is_learner && ours[0].client_urls.is_empty());
+            prop_assert!(!world.has_data, "the old data is aside and nothing started");
+            prop_assert!(world.state.is_none());
         }
 
         /// Told to add voters (the one-shot `reconfigure` before etcd starts), the plan

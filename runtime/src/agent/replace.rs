@@ -345,6 +345,7 @@ async fn replace_locked<E: EtcdCluster, L: LocalMember>(
             }
             Step::LeaveStopped => {
                 report.launch = Some(launch(&members, spec, settings));
+                report.new_id = state.new_id.map(|id| id.to_string());
                 report.steps.push("left the member stopped: start etcd with the launch settings shown".into());
                 files::clear_replacement(spec);
                 return Ok(());
