@@ -105,6 +105,8 @@ pub struct Agent {
     leader: Option<MemberId>,
     quorum_holds: bool,
     quorum_lost_checks: u32,
+    /// When the current run of checks without quorum began.
+    quorum_lost_since: Option<Millis>,
     snapshots: Vec<SnapshotMeta>,
     check_next: Millis,
     check_in_flight: bool,
@@ -134,6 +136,7 @@ impl Agent {
             leader: None,
             quorum_holds: false,
             quorum_lost_checks: 0,
+            quorum_lost_since: None,
             snapshots: Vec::new(),
             check_next: now,
             check_in_flight: false,
@@ -193,7 +196,7 @@ impl Agent {
             observation.health.iter().filter(|check| voters.contains(&check.id)).copied().collect();
         // Failures count only in rounds where this agent sees a quorum answer.
         let sees_quorum = checks.iter().filter(|check| check.healthy).count() >= quorum(voters.len().max(1));
-        self.tracker.record(&checks, sees_quorum);
+        self.tracker.record(now, &checks, sees_quorum);
         self.leader = observation.leader;
         if observation.store.reachable {
             self.snapshots = observation.store.snapshots.clone();
@@ -204,12 +207,24 @@ impl Agent {
         if self.quorum_holds {
             self.recovered_at = None;
         }
-        self.quorum_lost_checks = if self.quorum_holds { 0 } else { self.quorum_lost_checks.saturating_add(1) };
+        // A voter whose raft index rose since the last round proves a leader commits:
+        // the cluster lives (its members are catching up), so this round is not one
+        // more without quorum, even though too few answered their reads.
+        let committing = voters.iter().any(|id| self.tracker.is_advancing(*id));
+        if self.quorum_holds || committing {
+            self.quorum_lost_checks = 0;
+            self.quorum_lost_since = None;
+        } else {
+            self.quorum_lost_checks = self.quorum_lost_checks.saturating_add(1);
+            self.quorum_lost_since.get_or_insert(now);
+        }
+        let quorum_lost_for_good = self.quorum_lost_checks >= self.policy.failures_max.max(1)
+            && self.quorum_lost_since.is_some_and(|since| now >= since.saturating_add(self.policy.failure_grace_ms));
 
         if self.change_in_flight.is_none() && !self.recovery_in_flight {
             if self.quorum_holds {
-                self.plan_replacement(voters.len(), healthy_voters);
-            } else if self.quorum_lost_checks >= self.policy.failures_max.max(1) {
+                self.plan_replacement(now, voters.len(), healthy_voters);
+            } else if quorum_lost_for_good {
                 self.plan_disaster_recovery(now, &observation.store);
             }
         }
@@ -242,11 +257,13 @@ impl Agent {
             Outcome::RecoveryPending => {
                 self.recovery_in_flight = false;
                 self.quorum_lost_checks = 0;
+                self.quorum_lost_since = None;
             }
             Outcome::Recovered | Outcome::RecoveryFailed => {
                 self.recovery_in_flight = false;
                 self.recovered_at = matches!(outcome, Outcome::Recovered).then_some(now);
                 self.quorum_lost_checks = 0;
+                self.quorum_lost_since = None;
                 self.tracker = FailureTracker::default();
             }
         }
@@ -295,10 +312,10 @@ impl Agent {
         self.actions.push_back(Action::Save { source });
     }
 
-    fn plan_replacement(&mut self, voters: usize, healthy_voters: usize) {
+    fn plan_replacement(&mut self, now: Millis, voters: usize, healthy_voters: usize) {
         let failed: Vec<MemberId> = self
             .tracker
-            .failed(self.policy.failures_max)
+            .failed(self.policy.failures_max, self.policy.failure_grace_ms, now)
             .into_iter()
             .filter(|id| self.voters().any(|voter| voter == *id))
             .filter(|id| self.local_member.is_none_or(|local| local == *id))

@@ -11,6 +11,13 @@ pub struct Policy {
     /// A member is failed after this many successive failed checks (K); quorum is
     /// lost for good after this many successive checks without it.
     pub failures_max: u32,
+    /// ... and only once those checks span at least this long. etcd heals itself
+    /// within seconds after a partition or a restart: a leader notices a dead peer
+    /// connection after its 5 s write timeout, then redials, then the member catches
+    /// up. On real containers a member back from a one-minute partition answered no
+    /// read for 3 to 6 s with its raft index frozen; with checks every 0.5 s and
+    /// K = 3 it was replaced. With the default interval K checks span 20 s anyway.
+    pub failure_grace_ms: u64,
     /// A save this often while the cluster has quorum (kube-aws: every minute).
     pub snapshot_interval_ms: u64,
     /// Whether this agent may replace failed members on its own.
@@ -31,6 +38,7 @@ impl Default for Policy {
         Policy {
             check_interval_ms: 10_000,
             failures_max: 3,
+            failure_grace_ms: 15_000,
             snapshot_interval_ms: 60_000,
             automatic_replace: true,
             automatic_disaster_recovery: true,

@@ -47,7 +47,19 @@ impl Member {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberHealth {
     pub id: MemberId,
+    /// A linearizable read through the member answered: it is in a quorum that commits.
     pub healthy: bool,
+    /// The raft index the member's status reported this round, when it answered. A
+    /// member that fails the read while this moves is catching up, not failed.
+    #[serde(default)]
+    pub progress: Option<u64>,
+}
+
+impl MemberHealth {
+    /// A probe with no status answer (most tests and the fault-free paths).
+    pub fn new(id: MemberId, healthy: bool) -> MemberHealth {
+        MemberHealth { id, healthy, progress: None }
+    }
 }
 
 #[cfg(test)]

@@ -21,10 +21,7 @@ fn observation(members: &[Member], failing: Option<MemberId>) -> Observation {
     Observation {
         // The member list is unchanged between checks: the driver passes `None` then.
         members: None,
-        health: members
-            .iter()
-            .map(|member| MemberHealth { id: member.id, healthy: Some(member.id) != failing })
-            .collect(),
+        health: members.iter().map(|member| MemberHealth::new(member.id, Some(member.id) != failing)).collect(),
         leader: Some(MemberId(1)),
         store: StoreObservation { reachable: true, ..StoreObservation::default() },
     }

@@ -51,6 +51,9 @@ pub struct EndpointHealth {
     pub took_ms: u64,
     /// Why it is unhealthy.
     pub error: Option<String>,
+    /// The cluster's active alarms as this member lists them ("NOSPACE on member
+    /// 8e9e05c52164694d"): they need a human, but do not make the member unhealthy.
+    pub alarms: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

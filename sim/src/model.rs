@@ -84,7 +84,22 @@ pub struct Node {
     pub disk: Option<u64>,
     /// Machines talk (peer and client traffic) only within one zone; clients sit in zone 0.
     pub zone: u32,
+    /// Set when the running member rejoined its leader far behind: the log length it
+    /// had then, and when. It is "up but behind" until it has streamed the rest.
+    pub catch_up: Option<(usize, u64)>,
 }
+
+/// A follower that missed more than this many entries is behind for a while when it
+/// rejoins (fewer stream within a heartbeat or two, as in etcd's pipeline).
+pub const CATCH_UP_FREE_ENTRIES: usize = 100;
+/// How fast a follower that is behind applies the entries it missed: about 140 a
+/// second, under three times the catalogue's write rate, so a minute's partition
+/// takes over 30 s to make up: more than K = 3 checks of 10 s (the case found on
+/// real containers).
+pub const CATCH_UP_MS_PER_ENTRY: u64 = 7;
+/// Beyond this many missed entries the leader sends a snapshot instead of entries
+/// (etcd's `--snapshot-catchup-entries` is 5,000): catching up takes at most this long.
+pub const CATCH_UP_MAX_ENTRIES: usize = 5_000;
 
 #[derive(Clone, Debug)]
 pub struct Disk {
@@ -400,9 +415,40 @@ impl World {
         self.clusters.get(&disk.cluster)?.members.iter().find(|member| member.id == disk.member)
     }
 
-    /// `endpoint health`: a linearizable read through a leader; learners refuse it.
+    /// `endpoint health`: a linearizable read through a leader; learners refuse it, and
+    /// a member that is behind times out waiting to apply up to the leader's index.
     pub fn healthy(&self, node: usize) -> bool {
-        self.leader_seen_by(node).is_some() && self.is_member(node).is_some_and(|member| !member.learner)
+        self.leader_seen_by(node).is_some()
+            && self.is_member(node).is_some_and(|member| !member.learner)
+            && !self.behind(node)
+    }
+
+    /// The log length `node` has applied as its status reports it: all of its disk,
+    /// unless it is catching up, when it climbs at the catch-up rate.
+    pub fn applied_len(&self, node: usize) -> Option<usize> {
+        let len = self.disk_of(node)?.len;
+        Some(match self.nodes[node].catch_up {
+            Some((from, since)) => {
+                let streamed = self.now_ms().saturating_sub(since) / CATCH_UP_MS_PER_ENTRY;
+                len.min(from.saturating_add(usize::try_from(streamed).unwrap_or(usize::MAX)))
+            }
+            None => len,
+        })
+    }
+
+    /// Whether `node` is up but behind its leader (see [`Node::catch_up`]).
+    pub fn behind(&self, node: usize) -> bool {
+        let Some(len) = self.disk_of(node).map(|disk| disk.len) else { return false };
+        self.nodes[node].catch_up.is_some() && self.applied_len(node).is_some_and(|applied| applied < len)
+    }
+
+    /// What `endpoint status` reports of a running member: its revision and raft index
+    /// as applied so far (behind its disk while it catches up).
+    pub fn status_of(&self, node: usize) -> Option<(i64, usize)> {
+        let disk = self.disk_of(node)?;
+        let cluster = self.clusters.get(&disk.cluster)?;
+        let applied = self.applied_len(node)?;
+        Some((cluster.revision(applied), applied))
     }
 
     // ---- the replicated log -------------------------------------------------
@@ -491,13 +537,25 @@ impl World {
         }
         let zone = self.nodes[leader].zone;
         let members: Vec<MemberId> = self.clusters[&id].members.iter().map(|member| member.id).collect();
+        let now = self.now_ms();
         for node in 0..self.nodes.len() {
             if self.nodes[node].zone != zone || !self.nodes[node].running {
                 continue;
             }
+            let caught_up = !self.behind(node);
             if let Some(disk) = self.nodes[node].disk.and_then(|disk| self.disks.get_mut(&disk)) {
                 if disk.cluster == id && members.contains(&disk.member) {
+                    // The entries count as on the disk at once (the model's durability is
+                    // unchanged); what lags is what the member answers: its reads time out
+                    // and its status index climbs until it has applied them.
+                    let missed = leader_len.saturating_sub(disk.len);
+                    let from = disk.len.max(leader_len.saturating_sub(CATCH_UP_MAX_ENTRIES));
                     disk.len = leader_len;
+                    if node != leader && missed > CATCH_UP_FREE_ENTRIES && caught_up {
+                        self.nodes[node].catch_up = Some((from, now));
+                    } else if caught_up {
+                        self.nodes[node].catch_up = None;
+                    }
                 }
             }
         }
@@ -579,6 +637,7 @@ impl World {
         };
         self.nodes[node].disk = Some(disk);
         self.nodes[node].running = true;
+        self.nodes[node].catch_up = None;
         let (cluster, member) = (self.disks[&disk].cluster, self.disks[&disk].member);
         let client_url = self.nodes[node].client_url.clone();
         if let Some(entry) =

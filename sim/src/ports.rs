@@ -162,7 +162,7 @@ impl EtcdCluster for SimEtcd {
             .and_then(|leader| world.serving(leader))
             .map(|(_, leader)| leader)
             .unwrap_or(MemberId(0));
-        let (revision, index) = world.revision_of(node).unwrap_or((0, 0));
+        let (revision, index) = world.status_of(node).unwrap_or((0, 0));
         let is_learner = world
             .clusters
             .get(&cluster)
@@ -187,7 +187,13 @@ impl EtcdCluster for SimEtcd {
         latency(1, 5).await;
         let own = self.endpoints.first().is_some_and(|own| own == endpoint);
         if self.flaw == Some(Flaw::PeersAlwaysHealthy) && !own {
-            return EndpointHealth { endpoint: endpoint.into(), healthy: true, took_ms: 1, error: None };
+            return EndpointHealth {
+                endpoint: endpoint.into(),
+                healthy: true,
+                took_ms: 1,
+                error: None,
+                alarms: vec![],
+            };
         }
         let (healthy, error) = match self.reach(endpoint) {
             Reach::Serving(node) => {
@@ -200,7 +206,7 @@ impl EtcdCluster for SimEtcd {
                 (false, Some("context deadline exceeded".into()))
             }
         };
-        EndpointHealth { endpoint: endpoint.into(), healthy, took_ms: 1, error }
+        EndpointHealth { endpoint: endpoint.into(), healthy, took_ms: 1, error, alarms: vec![] }
     }
 
     async fn snapshot(&self, endpoint: &str) -> Result<SimReader, EtcdError> {

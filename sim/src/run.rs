@@ -91,6 +91,7 @@ fn machine(base: &Path, index: usize) -> (Node, PathBuf) {
         running: false,
         disk: None,
         zone: 0,
+        catch_up: None,
     };
     (node, base.join(&name).join("state"))
 }

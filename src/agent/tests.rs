@@ -20,7 +20,13 @@ fn member(id: u64) -> Member {
 }
 
 fn policy() -> Policy {
-    Policy { check_interval_ms: 1_000, failures_max: K, snapshot_interval_ms: 5_000, ..Policy::default() }
+    Policy {
+        check_interval_ms: 1_000,
+        failures_max: K,
+        failure_grace_ms: 0,
+        snapshot_interval_ms: 5_000,
+        ..Policy::default()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -209,7 +215,7 @@ proptest! {
             for (index, ok) in healthy.into_iter().enumerate() {
                 let ok = ok || run_lengths[index] + 1 >= K;
                 run_lengths[index] = if ok { 0 } else { run_lengths[index] + 1 };
-                checks.push(MemberHealth { id: members[index].id, healthy: ok });
+                checks.push(MemberHealth::new(members[index].id, ok));
             }
             agent.handle_observation(Millis(round as u64 * 1_000), Observation {
                 members: Some(members.clone()),
@@ -267,7 +273,7 @@ fn check_steps(
                         health: members
                             .iter()
                             .zip(healthy)
-                            .map(|(member, ok)| MemberHealth { id: member.id, healthy: *ok })
+                            .map(|(member, ok)| MemberHealth::new(member.id, *ok))
                             .collect(),
                         leader: leader.map(|index| members[index].id),
                         store: StoreObservation {
@@ -353,7 +359,7 @@ fn the_properties_reach_every_decision() {
 fn observation(members: &[Member], healthy: impl Fn(MemberId) -> bool, leader: Option<MemberId>) -> Observation {
     Observation {
         members: Some(members.to_vec()),
-        health: members.iter().map(|member| MemberHealth { id: member.id, healthy: healthy(member.id) }).collect(),
+        health: members.iter().map(|member| MemberHealth::new(member.id, healthy(member.id))).collect(),
         leader,
         store: StoreObservation { reachable: true, ..StoreObservation::default() },
     }
@@ -379,6 +385,37 @@ fn a_dead_member_of_three_is_replaced_after_k_checks() {
     }
     assert_eq!(replaced_at, Some(u64::from(K) - 1), "replaced on the K-th failed check");
     assert_eq!(agent.change_in_flight(), Some(MemberId(3)));
+}
+
+/// K failed checks are not enough while they span less than the grace: etcd
+/// reconnects a peer within seconds after a partition heals, and a member that is
+/// only reconnecting must not be replaced, nor a cluster that is only re-forming be
+/// recovered. Checks every second, K = 3, grace 5 s: both wait for t = 5 s.
+#[test]
+fn failed_checks_must_span_the_grace() {
+    let members: Vec<Member> = (1..=3).map(member).collect();
+    let policy = Policy { failure_grace_ms: 5_000, ..policy() };
+    let mut replacing = Agent::new(policy.clone(), members.clone(), Millis(0));
+    let mut recovering = Agent::new(policy, members.clone(), Millis(0));
+    let snapshots = snapshot_metas(&[(10, true)]);
+    let (mut replaced_at, mut recovered_at) = (None, None);
+    for round in 0..10u64 {
+        let now = Millis(round * 1_000);
+        replacing.handle_observation(now, observation(&members, |id| id != MemberId(3), Some(MemberId(1))));
+        let mut lost = observation(&members, |id| id == MemberId(1), None);
+        lost.store.snapshots = snapshots.clone();
+        recovering.handle_observation(now, lost);
+        if std::iter::from_fn(|| replacing.poll_action()).any(|action| matches!(action, Action::Replace { .. })) {
+            replaced_at.get_or_insert(round);
+        }
+        if std::iter::from_fn(|| recovering.poll_action())
+            .any(|action| matches!(action, Action::DisasterRecovery { .. }))
+        {
+            recovered_at.get_or_insert(round);
+        }
+    }
+    assert_eq!(replaced_at, Some(5), "K failed checks, the first 5 s before");
+    assert_eq!(recovered_at, Some(5), "K checks without quorum, the first 5 s before");
 }
 
 /// An agent cut off with its member sees every check fail. Those rounds are not
@@ -409,6 +446,33 @@ fn an_isolated_agent_counts_no_failures_until_it_sees_quorum() {
     assert_eq!(replaced_at, Some(10 + u64::from(K) - 1), "K checks after the network came back");
 }
 
+/// Back from a long partition, the local member fails its reads for many more than
+/// K checks while its raft index climbs: it is catching up and is not replaced. Once
+/// its index stops moving (it crashed, or is stuck), K failed checks replace it.
+#[test]
+fn a_rejoined_member_that_is_catching_up_is_not_replaced() {
+    let members: Vec<Member> = (1..=3).map(member).collect();
+    let mut agent = Agent::new(policy(), members.clone(), Millis(0)).with_local_member(MemberId(1));
+    let mut replaced_at = None;
+    for round in 0..40u64 {
+        // Rounds 0-9: cut off; 10-29: back and behind, its index rising; 30-: stalled.
+        let isolated = round < 10;
+        let index = if isolated { 105 } else { 100 + round.min(29) };
+        let mut seen = observation(&members, |id| !isolated && id != MemberId(1), (!isolated).then_some(MemberId(2)));
+        for check in &mut seen.health {
+            check.progress = Some(if check.id == MemberId(1) { index } else { 1_000 + round });
+        }
+        agent.handle_observation(Millis(round * 1_000), seen);
+        while let Some(action) = agent.poll_action() {
+            if let Action::Replace { member } = action {
+                assert_eq!(member.id, MemberId(1));
+                replaced_at.get_or_insert(round);
+            }
+        }
+    }
+    assert_eq!(replaced_at, Some(29 + u64::from(K)), "K checks after its index stopped moving");
+}
+
 #[test]
 fn lost_quorum_restores_the_newest_verified_snapshot() {
     let members: Vec<Member> = (1..=3).map(member).collect();
@@ -420,10 +484,7 @@ fn lost_quorum_restores_the_newest_verified_snapshot() {
             Millis(round * 1_000),
             Observation {
                 members: None,
-                health: members
-                    .iter()
-                    .map(|member| MemberHealth { id: member.id, healthy: member.id == MemberId(1) })
-                    .collect(),
+                health: members.iter().map(|member| MemberHealth::new(member.id, member.id == MemberId(1))).collect(),
                 leader: None,
                 store: StoreObservation {
                     reachable: true,

@@ -31,6 +31,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             local_id: None,
             last_step: EpochStep::Nothing,
             malformed_seen: Vec::new(),
+            alarms: Vec::new(),
             newest_committed_seen: 0,
             conditional_puts: None,
             key_mismatch: None,
@@ -228,13 +229,20 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                     Some(url) => {
                         let (health, status) =
                             futures::join!(this.etcd.endpoint_health(&url), this.etcd.endpoint_status(&url));
-                        (MemberHealth { id: member.id, healthy: health.healthy }, status.ok())
+                        let status = status.ok();
+                        let progress = status.as_ref().map(|status| status.raft_index);
+                        (MemberHealth { id: member.id, healthy: health.healthy, progress }, status, health.alarms)
                     }
-                    None => (MemberHealth { id: member.id, healthy: false }, None),
+                    None => (MemberHealth::new(member.id, false), None, Vec::new()),
                 }
             }
         });
-        let results = futures::future::join_all(probes).await;
+        let probed = futures::future::join_all(probes).await;
+        let alarms: std::collections::BTreeSet<String> =
+            probed.iter().flat_map(|(_, _, alarms)| alarms.iter().cloned()).collect();
+        self.note_alarms(alarms.into_iter().collect());
+        let results: Vec<(MemberHealth, Option<crate::ports::EndpointStatus>)> =
+            probed.into_iter().map(|(health, status, _)| (health, status)).collect();
         let leader = results
             .iter()
             .filter_map(|(_, status)| status.as_ref())
@@ -272,7 +280,12 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         // The old cluster has quorum when a quorum of its voters answered healthy this round.
         let voters: Vec<MemberId> = known.iter().filter(|member| member.is_voter()).map(|member| member.id).collect();
         let healthy_voters = health.iter().filter(|check| check.healthy && voters.contains(&check.id)).count();
-        let old_cluster_has_quorum = !voters.is_empty() && healthy_voters >= lifeboat::membership::quorum(voters.len());
+        // So it has when a voter's raft index rose since the last round: only a leader
+        // with a quorum commits (its members are catching up, not lost).
+        let committing =
+            health.iter().any(|check| voters.contains(&check.id) && self.agent.tracker().would_advance(check));
+        let old_cluster_has_quorum =
+            !voters.is_empty() && (healthy_voters >= lifeboat::membership::quorum(voters.len()) || committing);
         let local_revision = local_status.as_ref().map(|status| status.revision);
         if store.is_ok() && self.conditional_puts.is_none() && !self.settings.dry_run {
             self.probe_conditional_puts().await;
@@ -302,10 +315,36 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             "observation",
             json!({ "members": known.len(), "healthy": healthy, "leader": leader.map(|id| id.to_string()),
                     "unhealthy": health.iter().filter(|check| !check.healthy).map(|check| check.id.to_string()).collect::<Vec<_>>(),
+                    // The raft index of each unhealthy member that answered its status: rising, it is catching up.
+                    "unhealthy_raft_index": health.iter().filter(|check| !check.healthy)
+                        .filter_map(|check| check.progress.map(|index| (check.id.to_string(), index)))
+                        .collect::<std::collections::BTreeMap<_, _>>(),
                     "store_reachable": store.reachable, "snapshots": store.snapshots.len(),
-                    "healthy_peer_heartbeats": store.healthy_peer_heartbeats.len(), "epoch": self.epoch }),
+                    "healthy_peer_heartbeats": store.healthy_peer_heartbeats.len(), "epoch": self.epoch,
+                    "alarms": self.alarms.len() }),
         );
         Observation { members, health, leader, store }
+    }
+
+    /// Journals the cluster's alarms when they change. An alarm needs a human (NOSPACE:
+    /// compact, defragment, then disarm) and changes no decision: a member with an
+    /// alarm still serves, so it counts as healthy for quorum and replacement.
+    fn note_alarms(&mut self, alarms: Vec<String>) {
+        if alarms == self.alarms {
+            return;
+        }
+        if alarms.is_empty() {
+            tracing::info!("the cluster's alarms are cleared");
+            self.record("alarms-cleared", json!({ "was": self.alarms }));
+        } else {
+            tracing::warn!(?alarms, "etcd raised an alarm: it needs a human, lifeboat changes nothing for it");
+            self.record(
+                "alarm",
+                json!({ "alarms": alarms,
+                        "fix": "NOSPACE: `etcdctl compact` to the current revision, `etcdctl defrag` on each member, raise --quota-backend-bytes if the data needs it, then `etcdctl alarm disarm`; CORRUPT: find the member whose hash differs (`etcdctl endpoint hashkv`), replace it with `lifeboat replace`, then disarm" }),
+            );
+        }
+        self.alarms = alarms;
     }
 
     /// Replaces the local member (remove, wipe, re-add, start, promote).

@@ -41,6 +41,7 @@ pub struct AgentMetrics {
     members: Gauge,
     members_healthy: Gauge,
     store_reachable: Gauge,
+    etcd_alarms: Gauge,
     snapshots: Gauge,
     epoch: Gauge,
     last_observation_timestamp: Gauge<f64, AtomicU64>,
@@ -77,6 +78,7 @@ impl AgentMetrics {
             members: Gauge::default(),
             members_healthy: Gauge::default(),
             store_reachable: Gauge::default(),
+            etcd_alarms: Gauge::default(),
             snapshots: Gauge::default(),
             epoch: Gauge::default(),
             last_observation_timestamp: Gauge::default(),
@@ -128,6 +130,11 @@ impl AgentMetrics {
                 "store_reachable",
                 "1 when the last observation reached the store",
                 metrics.store_reachable.clone(),
+            );
+            registry.register(
+                "etcd_alarms",
+                "Alarms active in the cluster (NOSPACE, CORRUPT) at the last observation: each needs a human",
+                metrics.etcd_alarms.clone(),
             );
             registry.register("snapshots", "Versioned snapshots in the store", metrics.snapshots.clone());
             registry.register(
@@ -237,6 +244,7 @@ impl AgentMetrics {
                 if let Some(snapshots) = number("snapshots") {
                     self.snapshots.set(snapshots);
                 }
+                self.etcd_alarms.set(number("alarms").unwrap_or(0));
                 if let Some(epoch) = number("epoch") {
                     self.epoch.set(epoch);
                 }

@@ -165,6 +165,8 @@ pub struct Driver<E, S, L, C, B> {
     last_step: EpochStep,
     /// Malformed coordination records already journaled.
     malformed_seen: Vec<String>,
+    /// The cluster's alarms at the last observation, journaled when they change.
+    alarms: Vec<String>,
     /// The newest committed recovery epoch any listing showed (0: none).
     newest_committed_seen: u64,
     /// Whether the store honours create-if-absent; `None` until probed (the first

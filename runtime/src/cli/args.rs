@@ -287,6 +287,11 @@ pub struct AgentArgs {
     /// Successive failed checks before a member is failed (K)
     #[arg(long, env = "LIFEBOAT_FAILURES_MAX", value_name = "K")]
     pub failures_max: Option<u32>,
+    /// ...and how long those K checks must span at least (default 15000). etcd takes
+    /// seconds to reconnect a member after a partition heals; a member that is only
+    /// reconnecting (or a cluster only re-forming) is never replaced (or recovered)
+    #[arg(long, env = "LIFEBOAT_FAILURE_GRACE_MS", value_name = "MS")]
+    pub failure_grace_ms: Option<u64>,
     /// A save this often (kube-aws default: one minute)
     #[arg(long, env = "LIFEBOAT_SNAPSHOT_INTERVAL_MS", value_name = "MS")]
     pub snapshot_interval_ms: Option<u64>,

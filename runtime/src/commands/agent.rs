@@ -26,6 +26,9 @@ pub async fn run(resolved: &Resolved, args: &AgentArgs) -> anyhow::Result<Exit> 
     if let Some(failures) = args.failures_max {
         settings.policy.failures_max = failures.max(1);
     }
+    if let Some(grace) = args.failure_grace_ms {
+        settings.policy.failure_grace_ms = grace;
+    }
     if let Some(interval) = args.snapshot_interval_ms {
         settings.policy.snapshot_interval_ms = interval.max(1000);
     }

@@ -52,6 +52,9 @@ pub async fn run(resolved: &Resolved, format: Format) -> anyhow::Result<Exit> {
                 if report.quorum { "holds" } else { "LOST" },
                 report.leader.as_deref().unwrap_or("none"),
             );
+            for alarm in &report.alarms {
+                println!("ALARM: {alarm}: etcd needs a human (NOSPACE: compact, defragment each member, then `etcdctl alarm disarm`)");
+            }
             for member in &report.unchecked_members {
                 println!("note: member {} ({}) is not among --endpoints and was not checked", member.id, member.name);
             }

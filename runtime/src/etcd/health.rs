@@ -32,6 +32,8 @@ pub struct ClusterCheck {
     pub members: Vec<MemberCheck>,
     /// Members in the member list whose client URL is not among --endpoints.
     pub unchecked_members: Vec<Member>,
+    /// The cluster's active alarms ("NOSPACE on member …"); any makes it unhealthy.
+    pub alarms: Vec<String>,
 }
 
 /// Checks every endpoint concurrently; never fails: unreachable members are
@@ -46,9 +48,11 @@ pub async fn check<E: EtcdCluster>(etcd: &E) -> ClusterCheck {
     let members_known = member_list.as_ref().ok();
 
     let mut checks = Vec::new();
+    let mut alarms = std::collections::BTreeSet::new();
     let mut leader = None;
     let mut cluster_id = None;
     for (health, status) in results {
+        alarms.extend(health.alarms.iter().cloned());
         let status = status.ok();
         if let Some(status) = &status {
             if status.leader.0 != 0 {
@@ -95,7 +99,7 @@ pub async fn check<E: EtcdCluster>(etcd: &E) -> ClusterCheck {
         .unwrap_or_default();
     let has_quorum = voting_members > 0 && healthy_members >= quorum(voting_members);
     ClusterCheck {
-        healthy: has_quorum && checks.iter().all(|check| check.healthy),
+        healthy: has_quorum && checks.iter().all(|check| check.healthy) && alarms.is_empty(),
         quorum: has_quorum,
         healthy_members,
         voting_members,
@@ -103,5 +107,6 @@ pub async fn check<E: EtcdCluster>(etcd: &E) -> ClusterCheck {
         cluster_id,
         members: checks,
         unchecked_members,
+        alarms: alarms.into_iter().collect(),
     }
 }

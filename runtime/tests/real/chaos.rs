@@ -53,12 +53,16 @@ struct AgentCluster {
     auth: Option<(String, PathBuf)>,
     /// Client-side encryption (agents started afterwards): the key, and its file.
     encryption: Option<(std::sync::Arc<SealKey>, PathBuf)>,
+    /// etcd flags a test adds to every member's (a small backend quota, say).
+    extra_etcd_flags: Vec<String>,
 }
 
 /// The shipped drop-in's `RestartSec=`.
 const RESTART_SEC: &str = "5";
 
 const CHECK_INTERVAL_MS: u64 = 300;
+/// The agents' `--failure-grace-ms`: K = 3 checks span 600 ms, the grace a little more.
+const FAILURE_GRACE_MS: u64 = 1_000;
 /// etcd's `--auth-token-ttl` once auth is on (etcd's default is 300).
 const AUTH_TOKEN_TTL_SECONDS: u64 = 2;
 /// etcd's flags besides the launch settings lifeboat chooses.
@@ -78,6 +82,22 @@ impl AgentCluster {
     /// With `tls`, every member serves clients and peers over mutual TLS (as kubeadm's
     /// etcd does) and the agents connect with the healthcheck-client certificate.
     fn start_full(size: usize, isolation: Option<&Isolation>, control: Control, tls: bool) -> Option<AgentCluster> {
+        AgentCluster::start_inner(size, isolation, control, tls, &[])
+    }
+
+    /// Child mode, with `etcd_flags` added to every member's etcd.
+    fn start_with_etcd_flags(size: usize, etcd_flags: &[&str]) -> Option<AgentCluster> {
+        let flags: Vec<String> = etcd_flags.iter().map(|flag| (*flag).to_owned()).collect();
+        AgentCluster::start_inner(size, None, Control::Child, false, &flags)
+    }
+
+    fn start_inner(
+        size: usize,
+        isolation: Option<&Isolation>,
+        control: Control,
+        tls: bool,
+        extra_etcd_flags: &[String],
+    ) -> Option<AgentCluster> {
         if !testkit::require(&["etcd", "etcdctl", "etcdutl", "weed"]) {
             return None;
         }
@@ -118,6 +138,7 @@ impl AgentCluster {
             trial_interval_ms: None,
             auth: None,
             encryption: None,
+            extra_etcd_flags: extra_etcd_flags.to_vec(),
         };
         if control == Control::Systemd {
             cluster.boot_units();
@@ -268,6 +289,9 @@ impl AgentCluster {
             .arg("agent")
             .args(&args)
             .args(["--check-interval-ms", &CHECK_INTERVAL_MS.to_string(), "--failures-max", "3"])
+            // Scaled down with the checks (production: 15 s against 10 s checks), so each
+            // test still takes the path it names rather than the unit's Restart= loop.
+            .args(["--failure-grace-ms", &FAILURE_GRACE_MS.to_string()])
             .args(["--metrics-listen", &node.metrics])
             .args(["--snapshot-interval-ms", &self.snapshot_interval_ms.to_string()])
             .args(
@@ -293,6 +317,7 @@ impl AgentCluster {
     /// TLS kubeadm's certificate flags plus a plain-HTTP `/health` for the test.
     fn etcd_flags(&self, index: usize) -> Vec<String> {
         let mut flags: Vec<String> = ETCD_FLAGS.iter().map(|flag| (*flag).to_owned()).collect();
+        flags.extend(self.extra_etcd_flags.iter().cloned());
         if let Some(pki) = &self.pki {
             flags.extend(pki.etcd_flags());
             flags.push(format!("--listen-metrics-urls=http://{}", self.nodes[index].etcd_metrics));
@@ -1665,6 +1690,57 @@ fn a_stop_while_the_agent_starts_is_a_clean_stop() {
         cluster.wait_all_healthy(Duration::from_secs(60));
     }
     assert!(!cluster.journal(0).contains("replace-started"), "the member was never replaced");
+}
+
+/// A cluster that reached its backend quota raises NOSPACE and refuses writes, but
+/// every member still serves reads and the cluster keeps its quorum. The agents
+/// journal the alarm with its fix, keep saving, and neither replace a member nor
+/// start a recovery (before, an alarm made every member count as unhealthy: every
+/// agent saw quorum lost and a disaster recovery was claimed within K checks).
+#[test]
+fn a_nospace_alarm_is_reported_and_recovers_nothing() {
+    let Some(cluster) = AgentCluster::start_with_etcd_flags(3, &["--quota-backend-bytes=4194304"]) else { return };
+    let saved =
+        wait_until(Duration::from_secs(30), || (0..3).any(|index| cluster.journal(index).contains("\"saved\"")));
+    assert!(saved, "no save before the alarm");
+    let value = aws_smithy_types::base64::encode(vec![b'x'; 256 * 1024]);
+    let mut refused = false;
+    for put in 0..200 {
+        let body =
+            serde_json::json!({ "key": aws_smithy_types::base64::encode(format!("fill/{put:04}")), "value": value });
+        if gateway(&cluster.nodes[0].client_url, "/v3/kv/put", &body, Duration::from_secs(10)).is_none() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "200 puts of 256 KiB fitted in a 4 MiB quota");
+    let alarmed = wait_until(Duration::from_secs(30), || {
+        (0..3).all(|index| {
+            let journal = cluster.journal(index);
+            journal.contains("\"alarm\"") && journal.contains("NOSPACE")
+        })
+    });
+    assert!(alarmed, "an agent did not journal the alarm:\n{}", cluster.logs());
+    let saves = || (0..3).map(|index| cluster.journal(index).matches("\"saved\"").count()).sum::<usize>();
+    let saves_before = saves();
+    // Many rounds of K checks with the alarm raised.
+    let more_saves = wait_until(Duration::from_secs(30), || saves() > saves_before + 1);
+    std::thread::sleep(Duration::from_millis(10 * CHECK_INTERVAL_MS));
+    for index in 0..3 {
+        let journal = cluster.journal(index);
+        for decision in ["\"disaster-recovery\"", "replace-started", "\"epoch-claim\""] {
+            assert!(!journal.contains(decision), "n{index} acted on an alarm ({decision}):\n{journal}");
+        }
+    }
+    assert!(cluster.claims().is_empty(), "a recovery was claimed for an alarm");
+    assert!(more_saves, "saves stopped under the alarm:\n{}", cluster.logs());
+    let metrics = http_get(&cluster.nodes[0].metrics, "/metrics").map(|(_, body)| body).unwrap_or_default();
+    // etcd lists one NOSPACE per member that hit the quota.
+    let alarms = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("lifeboat_etcd_alarms "))
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    assert!(alarms.is_some_and(|count| count >= 1), "the alarm is not in the metrics ({alarms:?}):\n{metrics}");
 }
 
 /// Scenario `isolated-agent-sees-store`: one member and its agent are cut off from
