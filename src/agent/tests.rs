@@ -33,6 +33,8 @@ fn policy() -> Policy {
 enum Step {
     Observe {
         healthy: Vec<bool>,
+        /// Each member's raft index as its status answered, if it did.
+        progress: Vec<Option<u64>>,
         leader: Option<usize>,
         store_reachable: bool,
         snapshots: Vec<(u64, bool)>,
@@ -51,13 +53,16 @@ fn step(members: usize) -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => (
             proptest::collection::vec(prop::bool::weighted(0.6), members),
+            // Small indexes, so a member's index often rises, stalls or goes back.
+            proptest::collection::vec(proptest::option::weighted(0.7, 0u64..6), members),
             proptest::option::of(0..members),
             prop::bool::weighted(0.8),
             proptest::collection::vec((0u64..1_000_000, any::<bool>()), 0..4),
             prop::bool::weighted(0.2),
         )
-            .prop_map(|(healthy, leader, store_reachable, snapshots, peers_healthy)| Step::Observe {
+            .prop_map(|(healthy, progress, leader, store_reachable, snapshots, peers_healthy)| Step::Observe {
                 healthy,
+                progress,
                 leader,
                 store_reachable,
                 snapshots,
@@ -90,6 +95,11 @@ struct Model {
     members: Vec<Member>,
     /// Per observation: which members were healthy.
     history: Vec<Vec<bool>>,
+    /// Per observation: which members' raft index rose above every one they showed
+    /// before (since the agent last forgot them: a replacement, a recovery).
+    advanced: Vec<Vec<bool>>,
+    /// Each member's highest raft index so far, in the same sense.
+    highest: Vec<Option<u64>>,
     /// Observations since each member's failure count was last reset by a replacement.
     counted_from: Vec<usize>,
     last: Option<Step>,
@@ -122,6 +132,15 @@ impl Model {
                     "replaced {} without K successive failures",
                     member.id
                 );
+                // Of the trailing failures, at least K showed no rise of the raft index.
+                let stalled = counted
+                    .iter()
+                    .zip(&self.advanced[self.counted_from[index]..])
+                    .rev()
+                    .take_while(|(healthy, _)| !healthy[index])
+                    .filter(|(_, advanced)| !advanced[index])
+                    .count();
+                prop_assert!(stalled >= K as usize, "replaced {} while it was catching up", member.id);
                 let healthy_left = self.healthy_in_last();
                 prop_assert!(
                     healthy_left >= quorum(voters),
@@ -144,6 +163,10 @@ impl Model {
                         .take(K as usize)
                         .all(|healthy| healthy.iter().filter(|ok| **ok).count() < quorum(voters)),
                     "disaster recovery without K checks of lost quorum"
+                );
+                prop_assert!(
+                    self.advanced.iter().rev().take(K as usize).all(|advanced| !advanced.iter().any(|up| *up)),
+                    "disaster recovery although a member's raft index rose (its cluster commits)"
                 );
                 let Some(Step::Observe { store_reachable, snapshots, peers_healthy, .. }) = &self.last else {
                     return Err(TestCaseError::fail("disaster recovery outside an observation"));
@@ -248,6 +271,8 @@ fn check_steps(
     let mut model = Model {
         members: members.clone(),
         history: Vec::new(),
+        advanced: Vec::new(),
+        highest: vec![None; members_count],
         counted_from: vec![0; members_count],
         last: None,
         last_observation: None,
@@ -260,8 +285,17 @@ fn check_steps(
     let mut seen = Vec::new();
     for step in steps {
         match &step {
-            Step::Observe { healthy, leader, store_reachable, snapshots, peers_healthy } => {
+            Step::Observe { healthy, progress, leader, store_reachable, snapshots, peers_healthy } => {
                 model.history.push(healthy.clone());
+                let mut advanced = Vec::new();
+                for (highest, now) in model.highest.iter_mut().zip(progress) {
+                    advanced.push(matches!((*highest, now), (Some(before), Some(now)) if *now > before));
+                    *highest = match (*highest, now) {
+                        (Some(before), Some(now)) => Some(before.max(*now)),
+                        (before, now) => before.or(*now),
+                    };
+                }
+                model.advanced.push(advanced);
                 if healthy.iter().filter(|ok| **ok).count() >= quorum(members_count) {
                     model.recovered_at = None;
                 }
@@ -272,8 +306,12 @@ fn check_steps(
                         members: Some(members.clone()),
                         health: members
                             .iter()
-                            .zip(healthy)
-                            .map(|(member, ok)| MemberHealth::new(member.id, *ok))
+                            .zip(healthy.iter().zip(progress))
+                            .map(|(member, (ok, progress))| MemberHealth {
+                                id: member.id,
+                                healthy: *ok,
+                                progress: *progress,
+                            })
                             .collect(),
                         leader: leader.map(|index| members[index].id),
                         store: StoreObservation {
@@ -303,9 +341,11 @@ fn check_steps(
                     if let Action::Replace { member } = &action {
                         let index = members.iter().position(|known| known.id == member.id).expect("known");
                         model.counted_from[index] = model.history.len();
+                        model.highest[index] = None;
                     }
                     if matches!(action, Action::DisasterRecovery { .. }) {
                         model.counted_from = vec![model.history.len(); members_count];
+                        model.highest = vec![None; members_count];
                         model.recovered_at = success.then_some(now);
                     }
                     agent.handle_outcome(now, outcome);
