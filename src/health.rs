@@ -35,9 +35,11 @@ impl FailureTracker {
     /// observer saw no quorum: it may be the one cut off), a failure says nothing
     /// about the member and is not counted, so an isolated agent's own member is
     /// not closer to a replacement the moment its network comes back. A failure
-    /// whose status shows a raft index above the highest seen before is not counted
-    /// either (catching up), nor does it reset the count: a member that crashes
-    /// between short bursts of progress still reaches K.
+    /// whose status shows a raft index above the highest seen before resets the count
+    /// like a passed check: the member works and is catching up. (It must reset: a
+    /// member that flaps, each outage shorter than K checks, spends its time between
+    /// outages catching up; counts carried across those would add up to a
+    /// replacement, which the catalogue's `flapping-member` caught in systemd mode.)
     pub fn record(&mut self, now: Millis, checks: &[MemberHealth], count_failures: bool) {
         for check in checks {
             self.last_healthy.insert(check.id, check.healthy);
@@ -48,10 +50,10 @@ impl FailureTracker {
             }
             self.advancing.insert(check.id, advancing);
             let count = self.successive_failures.entry(check.id).or_insert(0);
-            if check.healthy {
+            if check.healthy || advancing {
                 *count = 0;
                 self.failing_since.remove(&check.id);
-            } else if count_failures && !advancing {
+            } else if count_failures {
                 *count = count.saturating_add(1);
                 self.failing_since.entry(check.id).or_insert(now);
             }
@@ -69,8 +71,17 @@ impl FailureTracker {
 
     /// Whether `check` shows its member's raft index above every one recorded so far
     /// (asked before recording it): the member is catching up, and its cluster commits.
+    /// The first index a member shows counts too: its status answered naming a leader
+    /// (the driver reports an index only then), and a member just back from an outage
+    /// spends its first checks catching up. Without this, an agent that restarted while
+    /// its member flapped counted a member in the middle of a catch-up as failed (the
+    /// catalogue's `flapping-member`, systemd mode, 12 of 200 seeds).
     pub fn would_advance(&self, check: &MemberHealth) -> bool {
-        matches!((self.progress.get(&check.id), check.progress), (Some(before), Some(now)) if now > *before)
+        match (self.progress.get(&check.id), check.progress) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(before), Some(now)) => now > *before,
+        }
     }
 
     /// Whether the last check of `id` showed its raft index above every one it showed
@@ -137,7 +148,7 @@ mod tests {
         }
 
         /// With status answers: a failure counts only when the raft index did not rise
-        /// above every index seen before; a healthy check still resets. So a member that
+        /// above every index seen before, and a rise resets like a healthy check. So a member that
         /// keeps catching up is never failed, and one that stalls (down, cut off, or
         /// answering with an index it already showed) is, after K such checks.
         #[test]
@@ -149,10 +160,13 @@ mod tests {
             let mut highest: Option<u64> = None;
             for (healthy, progress) in &history {
                 tracker.record(Millis(0), &[MemberHealth { id: MemberId(1), healthy: *healthy, progress: *progress }], true);
-                let advancing = matches!((highest, progress), (Some(before), Some(now)) if now > &before);
+                let advancing = match (highest, progress) {
+                    (_, None) => false,
+                    (None, Some(_)) => true,
+                    (Some(before), Some(now)) => *now > before,
+                };
                 expected = match (healthy, advancing) {
-                    (true, _) => 0,
-                    (false, true) => expected,
+                    (true, _) | (false, true) => 0,
                     (false, false) => expected + 1,
                 };
                 highest = match (highest, progress) {

@@ -49,8 +49,9 @@ pub struct MemberHealth {
     pub id: MemberId,
     /// A linearizable read through the member answered: it is in a quorum that commits.
     pub healthy: bool,
-    /// The raft index the member's status reported this round, when it answered. A
-    /// member that fails the read while this moves is catching up, not failed.
+    /// The raft index (etcd's committed index) the member's status reported this
+    /// round, when it answered naming a leader. A member that fails the read while
+    /// this moves is catching up, not failed.
     #[serde(default)]
     pub progress: Option<u64>,
 }

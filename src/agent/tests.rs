@@ -132,13 +132,13 @@ impl Model {
                     "replaced {} without K successive failures",
                     member.id
                 );
-                // Of the trailing failures, at least K showed no rise of the raft index.
+                // At least K trailing failures with no rise of the raft index: a rise,
+                // like a passed check, resets the count.
                 let stalled = counted
                     .iter()
                     .zip(&self.advanced[self.counted_from[index]..])
                     .rev()
-                    .take_while(|(healthy, _)| !healthy[index])
-                    .filter(|(_, advanced)| !advanced[index])
+                    .take_while(|(healthy, advanced)| !healthy[index] && !advanced[index])
                     .count();
                 prop_assert!(stalled >= K as usize, "replaced {} while it was catching up", member.id);
                 let healthy_left = self.healthy_in_last();
@@ -289,7 +289,11 @@ fn check_steps(
                 model.history.push(healthy.clone());
                 let mut advanced = Vec::new();
                 for (highest, now) in model.highest.iter_mut().zip(progress) {
-                    advanced.push(matches!((*highest, now), (Some(before), Some(now)) if *now > before));
+                    advanced.push(match (*highest, now) {
+                        (_, None) => false,
+                        (None, Some(_)) => true,
+                        (Some(before), Some(now)) => *now > before,
+                    });
                     *highest = match (*highest, now) {
                         (Some(before), Some(now)) => Some(before.max(*now)),
                         (before, now) => before.or(*now),

@@ -230,7 +230,10 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                         let (health, status) =
                             futures::join!(this.etcd.endpoint_health(&url), this.etcd.endpoint_status(&url));
                         let status = status.ok();
-                        let progress = status.as_ref().map(|status| status.raft_index);
+                        // Progress only from a member that names a leader: one cut off answers
+                        // its status with an index that means nothing about catching up.
+                        let progress =
+                            status.as_ref().filter(|status| status.leader.0 != 0).map(|status| status.raft_index);
                         (MemberHealth { id: member.id, healthy: health.healthy, progress }, status, health.alarms)
                     }
                     None => (MemberHealth::new(member.id, false), None, Vec::new()),
