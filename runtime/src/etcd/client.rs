@@ -225,7 +225,7 @@ impl EtcdClient {
             Ok(Ok(alarms)) => Ok(alarms
                 .alarms()
                 .iter()
-                .map(|alarm| format!("{:?} on member {:x}", alarm.alarm(), alarm.member_id()))
+                .map(|alarm| format!("{} on member {:x}", alarm.alarm().as_str_name(), alarm.member_id()))
                 .collect()),
             Ok(Err(etcd_client::Error::GRpcStatus(status))) if i32::from(status.code()) == GRPC_PERMISSION_DENIED => {
                 Ok(Vec::new())

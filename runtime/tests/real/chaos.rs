@@ -1717,7 +1717,7 @@ fn a_nospace_alarm_is_reported_and_recovers_nothing() {
     let alarmed = wait_until(Duration::from_secs(30), || {
         (0..3).all(|index| {
             let journal = cluster.journal(index);
-            journal.contains("\"alarm\"") && journal.contains("NOSPACE")
+            journal.contains("\"alarm\"") && journal.contains("NOSPACE on member")
         })
     });
     assert!(alarmed, "an agent did not journal the alarm:\n{}", cluster.logs());
@@ -1741,6 +1741,16 @@ fn a_nospace_alarm_is_reported_and_recovers_nothing() {
         .find_map(|line| line.strip_prefix("lifeboat_etcd_alarms "))
         .and_then(|value| value.trim().parse::<u64>().ok());
     assert!(alarms.is_some_and(|count| count >= 1), "the alarm is not in the metrics ({alarms:?}):\n{metrics}");
+    // `lifeboat check` names the alarm and its fix, and exits 3 (unhealthy), as a script expects.
+    let check = lifeboat_command().args(["check", "--endpoints", &cluster.endpoints()]).output().unwrap();
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(3), "check under an alarm:\n{text}");
+    assert!(text.contains("ALARM: NOSPACE") && text.contains("etcdctl alarm disarm"), "check under an alarm:\n{text}");
+    let json =
+        lifeboat_command().args(["check", "--endpoints", &cluster.endpoints(), "--output", "json"]).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap_or_default();
+    assert!(report["alarms"].as_array().is_some_and(|alarms| !alarms.is_empty()), "check --output json: {report}");
+    assert_eq!(report["quorum"], true, "an alarm is not a lost quorum: {report}");
 }
 
 /// Scenario `isolated-agent-sees-store`: one member and its agent are cut off from
