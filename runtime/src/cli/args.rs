@@ -287,9 +287,10 @@ pub struct AgentArgs {
     /// Successive failed checks before a member is failed (K)
     #[arg(long, env = "LIFEBOAT_FAILURES_MAX", value_name = "K")]
     pub failures_max: Option<u32>,
-    /// ...and how long those K checks must span at least (default 15000). etcd takes
-    /// seconds to reconnect a member after a partition heals; a member that is only
-    /// reconnecting (or a cluster only re-forming) is never replaced (or recovered)
+    /// How long K failed checks must span before a member counts as failed, and K
+    /// checks without quorum before a recovery (default 15000). etcd takes seconds to
+    /// reconnect a member after a partition heals: a member only reconnecting is never
+    /// replaced, a cluster only re-forming never recovered
     #[arg(long, env = "LIFEBOAT_FAILURE_GRACE_MS", value_name = "MS")]
     pub failure_grace_ms: Option<u64>,
     /// A save this often (kube-aws default: one minute)
