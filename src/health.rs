@@ -1,10 +1,11 @@
 //! Successive-failure counting: a member is failed only after K checks in a row
 //! fail, so a transient blip (a restart, a slow disk) never triggers recovery.
 //!
-//! A failed check counts only when the member shows no progress: a member whose
-//! status answers with a raft index above the one it answered last is catching up
-//! (back from a partition, or from a restart with a stale disk), and that takes as
-//! long as the entries it missed. Replacing it would throw away a member that is
+//! A check that shows progress resets the count as a passed check does: a member
+//! whose status names a leader with a raft index above every one it answered before
+//! (or its first since this tracker started) is catching up (back from a partition,
+//! or from a restart with a stale disk), and that takes as long as the entries it
+//! missed. Replacing it would throw away a member that is
 //! converging and make a learner start the same catch-up from nothing (found on
 //! real containers: a member cut off for a minute failed more than K one-second
 //! checks after it rejoined, and was replaced).
