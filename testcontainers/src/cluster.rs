@@ -8,6 +8,7 @@
 //! dirs, removed with the cluster.
 
 use crate::images::{images, Images, S3Flavour, S3_ACCESS_KEY, S3_PORT, S3_SECRET_KEY};
+use crate::watchdog::{docker_within, Watchdog, DOCKER_CALL_LIMIT};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -39,6 +40,8 @@ pub struct DockerCluster {
     directory: PathBuf,
     /// The agents' `--failures-max` (K).
     failures_max: u32,
+    /// The test's deadline and the trail of its steps (faults and waits).
+    pub watchdog: Watchdog,
 }
 
 /// Polls `probe` until it holds or `timeout` passes.
@@ -56,12 +59,7 @@ pub async fn wait_for<F: std::future::Future<Output = bool>>(timeout: Duration, 
 }
 
 fn docker(args: &[&str]) -> Result<String, String> {
-    let output = std::process::Command::new("docker").args(args).output().map_err(|error| error.to_string())?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-    } else {
-        Err(format!("docker {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim()))
-    }
+    docker_within(args, DOCKER_CALL_LIMIT)
 }
 
 impl DockerCluster {
@@ -73,11 +71,14 @@ impl DockerCluster {
     /// As `start`, with agents that replace a member after `failures_max` failed checks.
     pub async fn start_with_failures_max(size: usize, failures_max: u32) -> DockerCluster {
         let images = images().await.clone();
+        let watchdog = Watchdog::arm();
         let id = format!("lbtc{}x{}", std::process::id(), CLUSTERS.fetch_add(1, Ordering::Relaxed));
         let network = format!("{id}-net");
         let directory = std::env::temp_dir().join(&id);
         std::fs::create_dir_all(&directory).expect("create the cluster's temp dir");
         let s3_host = format!("{id}-s3");
+        watchdog.step(format!("start S3 {s3_host}"));
+        watchdog.watch(&s3_host);
         let s3 = start_s3(&images, &network, &s3_host, &directory).await;
         let members = (0..size)
             .map(|index| Member {
@@ -87,7 +88,7 @@ impl DockerCluster {
                 disk: directory.join(format!("m{index}")),
             })
             .collect();
-        let mut cluster = DockerCluster { images, network, s3, s3_host, members, directory, failures_max };
+        let mut cluster = DockerCluster { images, network, s3, s3_host, members, directory, failures_max, watchdog };
         cluster.create_bucket().await;
         for index in 0..size {
             cluster.start_member(index).await;
@@ -104,7 +105,15 @@ impl DockerCluster {
 
     pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
         let credentials = aws_sdk_s3::config::Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY, None, None, "tc");
+        // The SDK bounds only the connect by default: a server that accepts and
+        // never answers (one still starting, one paused) would hold a call forever.
+        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .operation_attempt_timeout(Duration::from_secs(10))
+            .operation_timeout(Duration::from_secs(30))
+            .build();
         let config = aws_sdk_s3::config::Builder::new()
+            .timeout_config(timeouts)
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .region(aws_sdk_s3::config::Region::new("us-east-1"))
             .endpoint_url(endpoint)
@@ -148,6 +157,8 @@ impl DockerCluster {
         let member = &self.members[index];
         create_disk(&member.disk);
         let host = member.host.clone();
+        self.watchdog.step(format!("start m{index} ({host})"));
+        self.watchdog.watch(&host);
         let args: Vec<String> = vec![
             "agent".into(),
             "--member-control".into(),
@@ -245,7 +256,10 @@ impl DockerCluster {
     }
 
     pub async fn wait_healthy(&self, count: usize, timeout: Duration) -> bool {
-        wait_for(timeout, || async { self.healthy_count().await >= count }).await
+        self.watchdog.step(format!("wait up to {} s for {count} healthy", timeout.as_secs()));
+        let healthy = wait_for(timeout, || async { self.healthy_count().await >= count }).await;
+        self.watchdog.step(if healthy { "… healthy" } else { "… not healthy in time" });
+        healthy
     }
 
     /// etcd clients on this machine: every member's mapped client port that answers.
@@ -268,28 +282,34 @@ impl DockerCluster {
 
     /// `docker kill`: the machine stops at once (agent and etcd); its disk stays.
     pub async fn kill(&self, index: usize) {
+        self.watchdog.step(format!("docker kill m{index}"));
         docker(&["kill", self.container(index).id()]).expect("docker kill");
     }
 
     /// Starts a stopped or killed member's container again, with its disk.
     pub async fn restart(&self, index: usize) {
+        self.watchdog.step(format!("docker start m{index}"));
         self.container(index).start().await.expect("docker start");
     }
 
     pub async fn pause_s3(&self) {
+        self.watchdog.step("pause s3");
         self.s3.pause().await.expect("docker pause");
     }
 
     pub async fn unpause_s3(&self) {
+        self.watchdog.step("unpause s3");
         self.s3.unpause().await.expect("docker unpause");
     }
 
     /// Cuts the member off the network (peers, clients, store); `reconnect` heals it.
     pub fn disconnect(&self, index: usize) {
+        self.watchdog.step(format!("disconnect m{index}"));
         docker(&["network", "disconnect", &self.network, self.container(index).id()]).expect("disconnect");
     }
 
     pub fn reconnect(&self, index: usize) {
+        self.watchdog.step(format!("reconnect m{index}"));
         docker(&["network", "connect", &self.network, self.container(index).id()]).expect("connect");
     }
 
@@ -300,6 +320,7 @@ impl DockerCluster {
     /// Cuts the member off its peers and the clients but not the store: it moves to a
     /// network only the S3 server is also on. `rejoin` moves it back.
     pub fn isolate_keeping_store(&self, index: usize) {
+        self.watchdog.step(format!("isolate (store kept) m{index}"));
         let store = self.store_network();
         if docker(&["network", "inspect", &store]).is_err() {
             docker(&["network", "create", &store]).expect("create the store-only network");
@@ -310,18 +331,21 @@ impl DockerCluster {
     }
 
     pub fn rejoin(&self, index: usize) {
+        self.watchdog.step(format!("rejoin m{index}"));
         docker(&["network", "disconnect", &self.store_network(), self.container(index).id()]).expect("disconnect");
         self.reconnect(index);
     }
 
     /// `docker stop` (SIGTERM, then SIGKILL after `grace_seconds`): a clean shutdown.
     pub async fn stop(&self, index: usize, grace_seconds: i32) {
+        self.watchdog.step(format!("docker stop m{index}"));
         self.container(index).stop_with_timeout(Some(grace_seconds)).await.expect("docker stop");
     }
 
     /// The member's volume is wiped while its container is down; the same container
     /// (same name, same agent settings) then starts on the empty disk.
     pub async fn wipe(&self, index: usize) {
+        self.watchdog.step(format!("wipe m{index}"));
         self.kill(index).await;
         let disk = &self.members[index].disk;
         let _ = std::fs::remove_dir_all(disk);
@@ -332,6 +356,7 @@ impl DockerCluster {
     /// The machine is gone for good: its container and its disk. `start_member` then
     /// brings a fresh machine with an empty disk in its place.
     pub async fn lose(&mut self, index: usize) {
+        self.watchdog.step(format!("lose m{index}"));
         if let Some(container) = self.members[index].container.take() {
             let _ = container.rm().await;
         }
@@ -346,6 +371,7 @@ impl DockerCluster {
 
     /// The agents' logs (stderr) and journal tails, for a failure message.
     pub async fn logs(&self) -> String {
+        self.watchdog.step("collect the agents' logs");
         let mut out = String::new();
         for (index, member) in self.members.iter().enumerate() {
             out.push_str(&format!("--- {} ---\n", member.name));
@@ -384,6 +410,7 @@ impl DockerCluster {
 
 impl Drop for DockerCluster {
     fn drop(&mut self) {
+        self.watchdog.step("remove the cluster");
         // A store-only network of ours goes first (testcontainers knows only the main one).
         let store = self.store_network();
         if docker(&["network", "inspect", &store]).is_ok() {

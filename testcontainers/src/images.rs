@@ -213,10 +213,11 @@ pub fn shipped_image(lifeboat: &Path) -> Result<ImageRef, String> {
         inputs.push((binary(tool)?, tool.to_owned()));
     }
     let image = ImageRef { name: "lifeboat-test-agent".into(), tag: hash_files("", &inputs)? };
-    let present = std::process::Command::new("docker")
-        .args(["image", "inspect", "--format", "{{.Id}}", &image.full()])
-        .output()
-        .is_ok_and(|output| output.status.success());
+    let present = crate::watchdog::docker_within(
+        &["image", "inspect", "--format", "{{.Id}}", &image.full()],
+        crate::watchdog::DOCKER_CALL_LIMIT,
+    )
+    .is_ok();
     if present {
         return Ok(image);
     }
@@ -241,10 +242,9 @@ pub fn shipped_image(lifeboat: &Path) -> Result<ImageRef, String> {
 /// Whether Docker answers. Outside CI a missing engine skips the test with a message;
 /// under `CI=true` it fails it, as every real component must.
 pub fn require_docker() -> bool {
-    let answered = std::process::Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .output()
-        .is_ok_and(|output| output.status.success());
+    let answered =
+        crate::watchdog::docker_within(&["info", "--format", "{{.ServerVersion}}"], crate::watchdog::DOCKER_CALL_LIMIT)
+            .is_ok();
     if answered {
         return lifeboat_testkit::require(&["etcd", "etcdctl", "etcdutl", "weed"]);
     }

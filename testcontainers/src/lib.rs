@@ -10,3 +10,4 @@
 
 pub mod cluster;
 pub mod images;
+pub mod watchdog;
