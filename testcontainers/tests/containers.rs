@@ -5,6 +5,7 @@
 
 use lifeboat_testcontainers::cluster::{wait_for, DockerCluster, CHECK_INTERVAL_MS};
 use lifeboat_testcontainers::images::{self, require_docker, Overrides};
+use lifeboat_testcontainers::watchdog::{docker_within, Watchdog, DOCKER_CALL_LIMIT};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -409,20 +410,22 @@ async fn the_shipped_image_runs_and_can_be_overridden() {
         return;
     }
     let default = images::images().await.clone();
+    // A deadline for the whole test, and bounded Docker calls, as the clusters have.
+    let watchdog = Watchdog::arm();
     let inspect = |format: &str, image: &str| {
-        let output =
-            std::process::Command::new("docker").args(["image", "inspect", "--format", format, image]).output();
-        output.map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned()).unwrap_or_default()
+        docker_within(&["image", "inspect", "--format", format, image], DOCKER_CALL_LIMIT).unwrap_or_default()
     };
     assert_eq!(inspect("{{.Config.User}}", &default.agent.full()), "65532:65532", "the image runs unprivileged");
     assert_eq!(inspect("{{json .Config.Entrypoint}}", &default.agent.full()), r#"["/usr/local/bin/lifeboat"]"#);
     let other = images::ImageRef { name: "lifeboat-test-agent-override".into(), tag: default.agent.tag.clone() };
-    let tagged = std::process::Command::new("docker").args(["tag", &default.agent.full(), &other.full()]).status();
-    assert!(tagged.is_ok_and(|status| status.success()), "docker tag failed");
+    watchdog.step("docker tag");
+    let tagged = docker_within(&["tag", &default.agent.full(), &other.full()], DOCKER_CALL_LIMIT);
+    assert!(tagged.is_ok(), "{tagged:?}");
     let overrides = Overrides::from_lookup(|name| (name == "LIFEBOAT_AGENT_IMAGE").then(|| other.full()));
     let built = images::build(&overrides).await.expect("build with the override");
     assert_eq!(built.agent, other);
     let lifeboat = built.agent.generic().with_wait_for(WaitFor::message_on_stdout("lifeboat ")).with_cmd(["--version"]);
+    watchdog.step("run lifeboat --version");
     lifeboat.start().await.expect("the image answers `lifeboat --version`");
     // The etcd it launches, restores and trial-restores with is inside, with what it loads.
     for (tool, command, answer) in
@@ -434,9 +437,10 @@ async fn the_shipped_image_runs_and_can_be_overridden() {
             .with_entrypoint(&format!("/usr/local/bin/{tool}"))
             .with_wait_for(WaitFor::message_on_stdout(answer))
             .with_cmd([command]);
+        watchdog.step(format!("run {tool} {command}"));
         version.start().await.unwrap_or_else(|error| panic!("{tool} runs in the image: {error}"));
     }
-    let _ = std::process::Command::new("docker").args(["rmi", &other.full()]).status();
+    let _ = docker_within(&["rmi", &other.full()], DOCKER_CALL_LIMIT);
 }
 
 /// Every catalogue scenario the container harness can express has a test here.
