@@ -137,6 +137,8 @@ pub struct Cluster {
     pub digest: Option<String>,
     /// The last state computed by `state_at`, and its log length.
     checkpoint: Option<(usize, Arc<BTreeMap<String, u64>>)>,
+    /// Lock keys and their leases, by key: part of the cluster's data.
+    pub locks: BTreeMap<String, Lock>,
 }
 
 impl Cluster {
@@ -166,7 +168,9 @@ impl Cluster {
     }
 }
 
-#[derive(Clone, Debug)]
+/// A lock key attached to a lease, as etcd's `concurrency` mutex keeps it: in the
+/// cluster's own data, so a snapshot carries it and a restore brings it back.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Lock {
     pub holder: String,
     pub lease: i64,
@@ -198,6 +202,9 @@ pub struct SnapshotContent {
     pub cluster: u64,
     pub revision: i64,
     pub kv: BTreeMap<String, u64>,
+    /// The lock keys with their leases when the snapshot was taken.
+    #[serde(default)]
+    pub locks: BTreeMap<String, Lock>,
 }
 
 impl SnapshotContent {
@@ -274,7 +281,7 @@ pub struct World {
     pub store_cut: BTreeSet<usize>,
     /// Store calls fail this often (percent) and take this much longer (ms).
     pub store_flaky: Option<(u32, u64)>,
-    pub locks: BTreeMap<String, Lock>,
+    /// Lease IDs are unique across clusters, as etcd's random ones are in practice.
     next_lease: i64,
     pub writes: Vec<AckedWrite>,
     next_write: u64,
@@ -318,7 +325,6 @@ impl World {
             store_unconditional: false,
             store_cut: BTreeSet::new(),
             store_flaky: None,
-            locks: BTreeMap::new(),
             next_lease: 1,
             writes: Vec::new(),
             next_write: 1,
@@ -466,8 +472,15 @@ impl World {
                 let name = |node: Option<usize>| node.map(|node| self.nodes[node].name.clone());
                 let text = format!("cluster {:x}: leader {:?} -> {:?}", id, name(cluster.leader), name(leader));
                 self.event(text);
+                let now = self.now_ms();
                 if let Some(cluster) = self.clusters.get_mut(&id) {
                     cluster.leader = leader;
+                    // A new leader's lessor gives every lease its whole TTL again (etcd's
+                    // `Promote`), and without a leader none expires: a lock outlives a
+                    // quorum loss and a leader change, held by a holder that may be gone.
+                    if leader.is_some() {
+                        cluster.locks.values_mut().for_each(|lock| lock.expires_ms = now + lock.ttl_ms);
+                    }
                 }
             }
             if let Some(leader) = leader {
@@ -671,6 +684,7 @@ impl World {
                 source: None,
                 digest: None,
                 checkpoint: None,
+                locks: BTreeMap::new(),
             });
             self.event(format!("cluster {id:x} bootstrapped with token {token}"));
         }
@@ -886,32 +900,39 @@ impl World {
         Ok(())
     }
 
-    pub fn try_lock(&mut self, key: &str, holder: &str, ttl_seconds: i64) -> Option<i64> {
+    /// `cluster`'s live locks, expired leases dropped.
+    fn live_locks(&mut self, cluster: u64) -> Option<&mut BTreeMap<String, Lock>> {
         let now = self.now_ms();
-        self.locks.retain(|_, lock| lock.expires_ms > now);
+        let locks = &mut self.clusters.get_mut(&cluster)?.locks;
+        locks.retain(|_, lock| lock.expires_ms > now);
+        Some(locks)
+    }
+
+    pub fn try_lock(&mut self, cluster: u64, key: &str, holder: &str, ttl_seconds: i64) -> Option<i64> {
         let ttl_ms = ttl_seconds.max(1) as u64 * 1000;
-        let expires_ms = now + ttl_ms;
-        match self.locks.get_mut(key) {
+        let expires_ms = self.now_ms() + ttl_ms;
+        let lease = self.next_lease;
+        let locks = self.live_locks(cluster)?;
+        match locks.get_mut(key) {
             Some(lock) if lock.holder == holder => {
                 lock.expires_ms = expires_ms;
                 Some(lock.lease)
             }
             Some(_) => None,
             None => {
-                let lease = self.next_lease;
+                locks.insert(key.to_owned(), Lock { holder: holder.to_owned(), lease, expires_ms, ttl_ms });
                 self.next_lease += 1;
-                self.locks.insert(key.to_owned(), Lock { holder: holder.to_owned(), lease, expires_ms, ttl_ms });
-                self.event(format!("lock {key} taken by {holder}"));
+                self.event(format!("lock {key} taken by {holder} in {cluster:x}"));
                 Some(lease)
             }
         }
     }
 
-    /// Renews a live lease by its TTL; `false` once it expired.
-    pub fn keep_alive(&mut self, lease: i64) -> bool {
+    /// Renews a live lease of `cluster` by its TTL; `false` once it expired there.
+    pub fn keep_alive(&mut self, cluster: u64, lease: i64) -> bool {
         let now = self.now_ms();
-        self.locks.retain(|_, lock| lock.expires_ms > now);
-        match self.locks.values_mut().find(|lock| lock.lease == lease) {
+        let Some(locks) = self.live_locks(cluster) else { return false };
+        match locks.values_mut().find(|lock| lock.lease == lease) {
             Some(lock) => {
                 lock.expires_ms = now + lock.ttl_ms;
                 true
@@ -920,8 +941,10 @@ impl World {
         }
     }
 
-    pub fn unlock(&mut self, lease: i64) {
-        self.locks.retain(|_, lock| lock.lease != lease);
+    pub fn unlock(&mut self, cluster: u64, lease: i64) {
+        if let Some(locks) = self.live_locks(cluster) {
+            locks.retain(|_, lock| lock.lease != lease);
+        }
     }
 
     // ---- snapshots and restore ---------------------------------------------
@@ -931,7 +954,11 @@ impl World {
         let (cluster, len) = self.disk_of(node).map(|disk| (disk.cluster, disk.len))?;
         let cluster = self.clusters.get_mut(&cluster)?;
         let kv = cluster.state_at(len);
-        let content = SnapshotContent { cluster: cluster.id, revision: cluster.revision(len), kv: (*kv).clone() };
+        let now = virtual_ms();
+        let locks = cluster.locks.iter().filter(|(_, lock)| lock.expires_ms > now);
+        let locks = locks.map(|(key, lock)| (key.clone(), lock.clone())).collect();
+        let content =
+            SnapshotContent { cluster: cluster.id, revision: cluster.revision(len), kv: (*kv).clone(), locks };
         Some(content.to_file())
     }
 
@@ -1032,6 +1059,7 @@ impl World {
         self.stats.lost_without_log +=
             self.writes.iter().filter(|write| write.cluster == content.cluster && write.revision > without_log).count()
                 as u64;
+        let now = self.now_ms();
         self.clusters.insert(
             id,
             Cluster {
@@ -1045,14 +1073,27 @@ impl World {
                 source: Some((content.cluster, content.revision)),
                 digest: Some(digest),
                 checkpoint: None,
+                // etcd restores leases with the keys and gives each its whole TTL again
+                // once the new cluster has a leader: a lock held when the snapshot was
+                // taken is held again, by a holder that may be gone, until it expires.
+                locks: content
+                    .locks
+                    .iter()
+                    .map(|(key, lock)| (key.clone(), Lock { expires_ms: now + lock.ttl_ms, ..lock.clone() }))
+                    .collect(),
             },
         );
         self.stats.epochs.push(id);
+        let lost = lost.len();
+        for (key, lock) in &content.locks {
+            let text = format!("cluster {id:x} restored lock {key} held by {} (lease {})", lock.holder, lock.lease);
+            self.event(text);
+        }
         let text = format!(
             "cluster {id:x} restored from {:x} at revision {} ({} acknowledged writes after it left behind)",
             content.cluster,
             content.revision,
-            lost.len()
+            lost
         );
         self.event(text);
         Ok(())

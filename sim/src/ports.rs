@@ -246,17 +246,18 @@ impl EtcdCluster for SimEtcd {
 
     async fn try_lock(&self, key: &str, holder: &str, ttl_seconds: i64) -> Result<Option<i64>, EtcdError> {
         let free = self.flaw == Some(Flaw::LockAlwaysFree);
-        self.at_leader("lock", |world, _, _| {
-            let granted = world.try_lock(key, holder, ttl_seconds);
+        self.at_leader("lock", |world, cluster, _| {
+            let granted = world.try_lock(cluster, key, holder, ttl_seconds);
             // The flawed lock grants every request (a lease is made all the same).
-            Ok(granted
-                .or_else(|| free.then(|| world.try_lock(&format!("{key}/{holder}"), holder, ttl_seconds)).flatten()))
+            Ok(granted.or_else(|| {
+                free.then(|| world.try_lock(cluster, &format!("{key}/{holder}"), holder, ttl_seconds)).flatten()
+            }))
         })
         .await
     }
 
     async fn keep_alive(&self, lease: i64) -> Result<bool, EtcdError> {
-        self.at_leader("lease keep-alive", |world, _, _| Ok(world.keep_alive(lease))).await
+        self.at_leader("lease keep-alive", |world, cluster, _| Ok(world.keep_alive(cluster, lease))).await
     }
 
     /// Not modelled: saves in the simulator carry no hash (trial restores are not
@@ -266,8 +267,8 @@ impl EtcdCluster for SimEtcd {
     }
 
     async fn unlock(&self, lease: i64) -> Result<(), EtcdError> {
-        self.at_leader("unlock", |world, _, _| {
-            world.unlock(lease);
+        self.at_leader("unlock", |world, cluster, _| {
+            world.unlock(cluster, lease);
             Ok(())
         })
         .await
