@@ -307,6 +307,26 @@ pub fn catalogue() -> Vec<Scenario> {
             duration_ms: 600_000,
         },
         Scenario {
+            name: "survivors-at-the-same-revision",
+            title: "cluster: 3 of 5 lost at once, the two survivors hold the same revision; one of them claims (N=5)",
+            members: 5,
+            workload: workload(),
+            // m3 and m4 hold every acknowledged write: a tie, which defers to no one (were
+            // a tie a reason to defer, each would wait for the other's claim for good).
+            faults: vec![
+                at(90_000, LoseMember { member: 0 }),
+                at(90_000, LoseMember { member: 1 }),
+                at(90_000, LoseMember { member: 2 }),
+            ],
+            expected: expect(
+                Recovery::DisasterRecovery,
+                Loss::BoundedBySnapshotInterval,
+                &[Check::NewestSurvivorRestored],
+            ),
+            harnesses: SIMULATOR_ONLY,
+            duration_ms: 600_000,
+        },
+        Scenario {
             name: "store-outage-during-save",
             title: "store: S3 outage during a save, clean failure, next save succeeds (N=3)",
             members: 3,
