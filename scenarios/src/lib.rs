@@ -47,6 +47,9 @@ pub enum Fault {
     CrashRestart { member: usize, down_ms: u64 },
     /// The member's etcd stops and its data dir is wiped; its agent stays up.
     WipeMember { member: usize },
+    /// The member's data dir is damaged (a corrupt database or WAL): its etcd stops
+    /// and exits at every start after; its agent stays up.
+    DamageData { member: usize },
     /// The member's machine is gone for good: etcd and agent stop, disk wiped,
     /// then a fresh machine with an empty disk comes up in its place.
     LoseMember { member: usize },
@@ -210,6 +213,20 @@ pub fn catalogue() -> Vec<Scenario> {
             expected: expect(Recovery::Replace { count: 1 }, Loss::None, &[]),
             harnesses: ALL,
             duration_ms: 300_000,
+        },
+        Scenario {
+            name: "member-data-damaged",
+            title: "member: data dir damaged, etcd exits at every start while its agent runs; replaced (N=3)",
+            members: 3,
+            workload: workload(),
+            // The one catalogue case where a member's etcd keeps failing beside a
+            // running agent with its disk in place: only the failure count (K checks
+            // spanning the grace) leads to the replacement (mutation testing found no
+            // scenario that needed it).
+            faults: vec![at(60_000, DamageData { member: 1 })],
+            expected: expect(Recovery::Replace { count: 1 }, Loss::None, &[]),
+            harnesses: SIMULATOR_ONLY,
+            duration_ms: 600_000,
         },
         Scenario {
             name: "two-of-five-lost",
@@ -447,6 +464,7 @@ impl Fault {
         match self {
             Fault::CrashRestart { member, .. }
             | Fault::WipeMember { member }
+            | Fault::DamageData { member }
             | Fault::LoseMember { member }
             | Fault::IsolateAgent { member, .. }
             | Fault::AgentCrashMidReplace { member, .. }
@@ -492,7 +510,12 @@ mod tests {
             let lost: BTreeSet<usize> = scenario
                 .faults
                 .iter()
-                .filter(|scheduled| matches!(scheduled.fault, Fault::LoseMember { .. } | Fault::WipeMember { .. }))
+                .filter(|scheduled| {
+                    matches!(
+                        scheduled.fault,
+                        Fault::LoseMember { .. } | Fault::WipeMember { .. } | Fault::DamageData { .. }
+                    )
+                })
                 .flat_map(|scheduled| scheduled.fault.members())
                 .collect();
             let everyone_lost = scenario.faults.iter().any(|scheduled| scheduled.fault == Fault::RestartAllEmpty);

@@ -107,6 +107,8 @@ pub struct Disk {
     pub member: MemberId,
     /// How much of the cluster's log this disk holds.
     pub len: usize,
+    /// Damaged (a corrupt database or WAL): etcd exits at every start on it.
+    pub damaged: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -620,7 +622,7 @@ impl World {
     fn new_disk(&mut self, cluster: u64, member: MemberId) -> u64 {
         let id = self.next_disk;
         self.next_disk += 1;
-        self.disks.insert(id, Disk { cluster, member, len: 0 });
+        self.disks.insert(id, Disk { cluster, member, len: 0, damaged: false });
         id
     }
 
@@ -648,6 +650,10 @@ impl World {
             None if state == "new" => self.bootstrap(node, initial_cluster, token)?,
             None => self.join_existing(node)?,
         };
+        if self.disks.get(&disk).is_some_and(|disk| disk.damaged) {
+            self.event(format!("etcd {name} exits at start: its data dir is damaged"));
+            return Err("etcd exited at start: the data dir is damaged (corrupt database)".into());
+        }
         self.nodes[node].disk = Some(disk);
         self.nodes[node].running = true;
         self.nodes[node].catch_up = None;
@@ -742,6 +748,16 @@ impl World {
             self.event(format!("etcd {name} stopped"));
             self.settle();
         }
+    }
+
+    /// The disk stays but is damaged: the process stops, and exits at every start on it.
+    pub fn damage(&mut self, node: usize) {
+        self.stop(node);
+        if let Some(disk) = self.nodes[node].disk.and_then(|disk| self.disks.get_mut(&disk)) {
+            disk.damaged = true;
+        }
+        let name = self.nodes[node].name.clone();
+        self.event(format!("data dir of {name} damaged"));
     }
 
     /// The disk is gone: the process stops and the data dir vanishes.
@@ -1091,9 +1107,7 @@ impl World {
         }
         let text = format!(
             "cluster {id:x} restored from {:x} at revision {} ({} acknowledged writes after it left behind)",
-            content.cluster,
-            content.revision,
-            lost
+            content.cluster, content.revision, lost
         );
         self.event(text);
         Ok(())

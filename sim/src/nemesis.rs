@@ -48,6 +48,7 @@ pub fn kind(fault: &Fault) -> &'static str {
             "agent-crash"
         }
         Fault::WipeMember { .. } => "disk-wipe",
+        Fault::DamageData { .. } => "data-damaged",
         Fault::LoseMember { .. } | Fault::RestartAllEmpty => "machine-lost",
         Fault::Partition { .. } => "partition",
         Fault::IsolateAgent { .. } => "agent-isolated",
