@@ -968,9 +968,9 @@ impl World {
     /// `etcdctl snapshot save` from `node`: its state, framed as a bolt file with etcd's trailer.
     pub fn snapshot_bytes(&mut self, node: usize) -> Option<Bytes> {
         let (cluster, len) = self.disk_of(node).map(|disk| (disk.cluster, disk.len))?;
+        let now = self.now_ms();
         let cluster = self.clusters.get_mut(&cluster)?;
         let kv = cluster.state_at(len);
-        let now = virtual_ms();
         let locks = cluster.locks.iter().filter(|(_, lock)| lock.expires_ms > now);
         let locks = locks.map(|(key, lock)| (key.clone(), lock.clone())).collect();
         let content =

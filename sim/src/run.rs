@@ -404,16 +404,11 @@ async fn apply(machines: &Machines, fault: Fault) {
     match fault {
         Fault::CrashRestart { member, down_ms } => crash_etcd(machines, member, down_ms).await,
         Fault::WipeMember { member } => lock(&machines.world).wipe(member),
-        // Then its supervisor (the restart here, or systemd's `Restart=`) starts it
-        // again on the damaged disk, and it exits.
+        // Then its supervisor starts it again on the damaged disk, as after any
+        // crash, and it exits.
         Fault::DamageData { member } => {
             lock(&machines.world).damage(member);
-            if machines.systemds.is_empty() {
-                sleep_ms(1_000).await;
-                restart_etcd(machines, member).await;
-            } else {
-                crate::systemd::crash(&machines.world, member, 1_000);
-            }
+            crash_etcd(machines, member, 1_000).await;
         }
         Fault::LoseMember { member } => {
             machines.lose(member);

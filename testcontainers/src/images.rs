@@ -8,6 +8,7 @@
 //!   (root user and password from the environment, `server /data`); the default
 //!   flavour is `seaweedfs` (`weed mini`).
 
+use crate::watchdog::{docker_within, DOCKER_CALL_LIMIT};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use testcontainers::runners::AsyncBuilder;
@@ -213,11 +214,7 @@ pub fn shipped_image(lifeboat: &Path) -> Result<ImageRef, String> {
         inputs.push((binary(tool)?, tool.to_owned()));
     }
     let image = ImageRef { name: "lifeboat-test-agent".into(), tag: hash_files("", &inputs)? };
-    let present = crate::watchdog::docker_within(
-        &["image", "inspect", "--format", "{{.Id}}", &image.full()],
-        crate::watchdog::DOCKER_CALL_LIMIT,
-    )
-    .is_ok();
+    let present = docker_within(&["image", "inspect", "--format", "{{.Id}}", &image.full()], DOCKER_CALL_LIMIT).is_ok();
     if present {
         return Ok(image);
     }
@@ -242,9 +239,7 @@ pub fn shipped_image(lifeboat: &Path) -> Result<ImageRef, String> {
 /// Whether Docker answers. Outside CI a missing engine skips the test with a message;
 /// under `CI=true` it fails it, as every real component must.
 pub fn require_docker() -> bool {
-    let answered =
-        crate::watchdog::docker_within(&["info", "--format", "{{.ServerVersion}}"], crate::watchdog::DOCKER_CALL_LIMIT)
-            .is_ok();
+    let answered = docker_within(&["info", "--format", "{{.ServerVersion}}"], DOCKER_CALL_LIMIT).is_ok();
     if answered {
         return lifeboat_testkit::require(&["etcd", "etcdctl", "etcdutl", "weed"]);
     }
