@@ -21,6 +21,7 @@ const FOUND: &[(u64, MemberControl, &str)] = &[
     (31012314, MemberControl::Systemd, "a disk wiped between restore and start bootstrapped a cluster of its own"),
     (31016435, MemberControl::Systemd, "a recovered cluster that never formed was waited for forever"),
     (61003273, MemberControl::Child, "a second membership change while a stalled learner was still joining"),
+    (25000016949, MemberControl::Child, "a replacement begun before a recovery resumed in the recovered cluster"),
 ];
 
 /// Runs `scenario` at `seed` in `member_control` mode: it must break nothing.

@@ -335,6 +335,17 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         let may_have_run = coordination::started_in(&self.store, &self.layout, record.epoch, &spec.name).await?;
         let entry = recovery::entry(may_have_run);
         self.local.stop().await?;
+        // A replacement this member began in the old cluster ends here: the epoch's
+        // cluster lists other incarnations, and resumed there it would remove this
+        // member's new one and set its data aside (nemesis seed 25000016949: a
+        // healthy voter of the recovered cluster replaced 190 s after it had joined).
+        // Forgotten before the data dir moves, so no crash leaves it to resume.
+        if crate::host::files::abandon_replacement(&spec).map_err(|problem| AgentError::Replace(problem.into()))? {
+            self.record(
+                "replace-abandoned",
+                json!({ "epoch": record.epoch, "why": "the member restores into a recovered cluster; the replacement belonged to the cluster before it" }),
+            );
+        }
         let now = self.clock.now().0;
         if let Some(aside) = member::move_data_dir_aside(&spec, &spec.data_dir, now)? {
             self.record("moved-aside", json!({ "path": aside }));

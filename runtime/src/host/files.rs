@@ -159,6 +159,21 @@ pub fn clear_replacement(spec: &MemberSpec) {
     let _ = std::fs::remove_file(replacement_state_path(spec));
 }
 
+/// A replacement begun in a cluster this member is leaving for a recovered one:
+/// its member IDs name incarnations of the old cluster, and resumed in the new one
+/// it would remove this member's own, healthy incarnation. Its progress file goes
+/// before the data dir is touched; `Ok(true)` when there was one.
+pub fn abandon_replacement(spec: &MemberSpec) -> Result<bool, FileProblem> {
+    let path = replacement_state_path(spec);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => {
+            Err(FileProblem { path, detail: format!("{error}; remove it by hand, then let the agent retry") })
+        }
+    }
+}
+
 /// Whether a replacement of this member is under way (its progress file exists).
 pub fn replacement_in_progress(spec: &MemberSpec) -> bool {
     replacement_state_path(spec).exists()
