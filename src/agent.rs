@@ -107,7 +107,6 @@ pub struct Agent {
     quorum_lost_checks: u32,
     /// When the current run of checks without quorum began.
     quorum_lost_since: Option<Millis>,
-    snapshots: Vec<SnapshotMeta>,
     check_next: Millis,
     check_in_flight: bool,
     save_next: Millis,
@@ -137,7 +136,6 @@ impl Agent {
             quorum_holds: false,
             quorum_lost_checks: 0,
             quorum_lost_since: None,
-            snapshots: Vec::new(),
             check_next: now,
             check_in_flight: false,
             save_next: now,
@@ -198,9 +196,6 @@ impl Agent {
         let sees_quorum = checks.iter().filter(|check| check.healthy).count() >= quorum(voters.len().max(1));
         self.tracker.record(now, &checks, sees_quorum);
         self.leader = observation.leader;
-        if observation.store.reachable {
-            self.snapshots = observation.store.snapshots.clone();
-        }
 
         let healthy_voters = voters.iter().filter(|id| self.tracker.is_healthy(**id)).count();
         self.quorum_holds = !voters.is_empty() && healthy_voters >= quorum(voters.len());
@@ -233,10 +228,10 @@ impl Agent {
 
     pub fn handle_outcome(&mut self, now: Millis, outcome: Outcome) {
         match outcome {
-            Outcome::Saved { snapshot } => {
+            Outcome::Saved { .. } => {
+                // What the store holds is read afresh in every observation; nothing here
+                // keeps a copy that could go stale.
                 self.save_in_flight = false;
-                self.snapshots.retain(|known| known.name != snapshot.name);
-                self.snapshots.push(snapshot);
                 self.actions.push_back(Action::Prune);
             }
             Outcome::SaveFailed => {

@@ -546,6 +546,55 @@ fn lost_quorum_restores_the_newest_verified_snapshot() {
     assert_eq!(recoveries, vec![(2, snapshots[2].name.clone(), 3)]);
 }
 
+/// After its own recovery an agent gives the recovered cluster `recovery_settle_ms`
+/// to form: its members restore and start one by one, and until then it shows no
+/// quorum. Another recovery in that window would claim a second epoch over the
+/// first (SAFETY.md, finding 12); once it has passed, a cluster that never formed is
+/// recovered anew (nemesis seed 31016435). Checks every second, K = 3: the first
+/// recovery at t = 2 s, none before t = 2 s + settle, one exactly then.
+#[test]
+fn a_recovered_cluster_is_waited_for_before_another_recovery() {
+    let members: Vec<Member> = (1..=3).map(member).collect();
+    let mut agent = Agent::new(policy(), members.clone(), Millis(0));
+    let settle = policy().recovery_settle_ms;
+    let lost = |agent: &mut Agent, at: u64| {
+        agent.handle_observation(
+            Millis(at),
+            Observation {
+                members: None,
+                health: members.iter().map(|member| MemberHealth::new(member.id, member.id == MemberId(1))).collect(),
+                leader: None,
+                store: StoreObservation {
+                    reachable: true,
+                    snapshots: snapshot_metas(&[(10, true)]),
+                    ..StoreObservation::default()
+                },
+            },
+        );
+        std::iter::from_fn(|| agent.poll_action()).collect::<Vec<_>>()
+    };
+    let recovery = |actions: &[Action]| actions.iter().any(|action| matches!(action, Action::DisasterRecovery { .. }));
+    let mut first = None;
+    for at in (0..5).map(|round| round * 1_000) {
+        if recovery(&lost(&mut agent, at)) {
+            first = Some(at);
+            break;
+        }
+    }
+    let recovered_at = first.expect("quorum lost for K checks: a recovery");
+    agent.handle_outcome(Millis(recovered_at), Outcome::Recovered);
+    let mut awaited = false;
+    let mut at = recovered_at + 1_000;
+    while at < recovered_at + settle {
+        let actions = lost(&mut agent, at);
+        assert!(!recovery(&actions), "a second recovery {} ms after the first", at - recovered_at);
+        awaited |= actions.contains(&Action::Warn(Warning::AwaitingRecoveredMembers));
+        at += 1_000;
+    }
+    assert!(awaited, "the wait is reported");
+    assert!(recovery(&lost(&mut agent, recovered_at + settle)), "recovered anew once the settle time has passed");
+}
+
 /// Saves come once per snapshot interval from the agent beside a healthy leader,
 /// never while one is in flight, and the agent wakes exactly when the next check or
 /// save is due.
