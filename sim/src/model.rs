@@ -678,6 +678,36 @@ impl World {
     fn bootstrap(&mut self, node: usize, initial_cluster: &str, token: &str) -> Result<u64, String> {
         let id = stable_id(&[token, initial_cluster]);
         let peer_url = self.nodes[node].peer_url.clone();
+        // etcd keeps a cluster nowhere but in its members' data dirs. A member that had
+        // started, bootstrapping again from an empty data dir while no member of its
+        // cluster serves, starts that cluster afresh and empty (under the same ID: it
+        // comes from the token and the peer URLs), whatever the cluster held. Only a
+        // live member with the old log would tell, and raft then refuses the empty one
+        // (`empty_disk_for`). Without this the model refused such a start too, and an
+        // agent that bootstrapped over lost data went unseen (a mutant of
+        // `reconfigure::plan` that bootstraps where it should await a recovery).
+        let started_before = self.clusters.get(&id).is_some_and(|cluster| {
+            cluster.members.iter().any(|member| member.peer_url == peer_url && !member.name.is_empty())
+        });
+        let live = (0..self.nodes.len()).any(|peer| self.serving(peer).is_some_and(|(cluster, _)| cluster == id));
+        if started_before && !live {
+            self.clusters.remove(&id);
+            self.event(format!("cluster {id:x} bootstrapped anew from an empty data dir: everything it held is gone"));
+            // Its acknowledged writes are gone with it. With snapshots of it in the store
+            // that is a loss a recovery would have avoided (without any, there was nothing
+            // to restore and the disks took the data).
+            let lost: Vec<i64> =
+                self.writes.iter().filter(|write| write.cluster == id).map(|write| write.revision).collect();
+            let saved = self.objects.keys().any(|key| key.ends_with(".manifest.json"));
+            if let (true, Some(first), Some(last)) = (saved, lost.first(), lost.last()) {
+                let text = format!(
+                    "cluster {id:x} was bootstrapped anew, empty, while the store held snapshots of it: {} acknowledged writes (revisions {first}..={last}) are gone",
+                    lost.len()
+                );
+                self.violate(Invariant::NoAcknowledgedWriteLost, text);
+            }
+            self.writes.retain(|write| write.cluster != id);
+        }
         if let std::collections::btree_map::Entry::Vacant(entry) = self.clusters.entry(id) {
             entry.insert(Cluster {
                 id,
