@@ -265,11 +265,22 @@ impl AgentCluster {
 
     /// `systemctl ARGS` through the stand-in; true on success.
     fn systemctl(&self, args: &[&str]) -> bool {
-        Command::new(self.directory.path().join("bin").join("systemctl"))
+        // Run by bash, not exec'd: the stand-in was copied in moments ago, and a process
+        // another test forks meanwhile holds the copy open for writing until it execs,
+        // so exec'ing it can fail with "Text file busy" (CI, the 3.4.23 matrix run:
+        // `systemctl start` failed at boot with nothing in the unit's log).
+        match Command::new("bash")
+            .arg(self.directory.path().join("bin").join("systemctl"))
             .args(args)
             .env("LIFEBOAT_TEST_SYSTEMD", self.units_dir())
             .status()
-            .is_ok_and(|status| status.success())
+        {
+            Ok(status) => status.success(),
+            Err(error) => {
+                eprintln!("systemctl {}: {error}", args.join(" "));
+                false
+            }
+        }
     }
 
     /// What ExecStartPre (`reconfigure`) and etcd printed under the stand-in.

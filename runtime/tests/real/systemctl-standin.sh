@@ -29,14 +29,17 @@ start() {
   flock 9
   active "$unit" && return 0
   touch "$dir/wanted"
-  if ! "$dir/pre" >>"$dir/log" 2>&1; then
+  # Run by sh, not exec'd: the test writes these scripts just before the first start,
+  # and exec'ing a file another process still holds open for writing fails ("Text
+  # file busy"), as a process forked by another test meanwhile may.
+  if ! sh "$dir/pre" >>"$dir/log" 2>&1; then
     echo "Job for $unit failed because the control process exited with error code." >&2
     return 1
   fi
   # A `stop` while ExecStartPre ran cancels the job.
   [[ -e $dir/wanted ]] || { echo "Job for $unit canceled." >&2; return 1; }
   # The main process outlives this call, in its own session (as under systemd).
-  setsid "$dir/main" >>"$dir/log" 2>&1 </dev/null 9>&- &
+  setsid sh "$dir/main" >>"$dir/log" 2>&1 </dev/null 9>&- &
   echo $! >"$dir/pid"
 }
 
