@@ -679,8 +679,8 @@ impl World {
         let id = stable_id(&[token, initial_cluster]);
         let peer_url = self.nodes[node].peer_url.clone();
         // etcd keeps a cluster nowhere but in its members' data dirs. A member that had
-        // started, bootstrapping again from an empty data dir while no member of its
-        // cluster serves, starts that cluster afresh and empty (under the same ID: it
+        // started, bootstrapping again from an empty data dir while no data dir holds its
+        // cluster's log any more, starts that cluster afresh and empty (under the same ID: it
         // comes from the token and the peer URLs), whatever the cluster held. Only a
         // live member with the old log would tell, and raft then refuses the empty one
         // (`empty_disk_for`). Without this the model refused such a start too, and an
@@ -689,8 +689,18 @@ impl World {
         let started_before = self.clusters.get(&id).is_some_and(|cluster| {
             cluster.members.iter().any(|member| member.peer_url == peer_url && !member.name.is_empty())
         });
-        let live = (0..self.nodes.len()).any(|peer| self.serving(peer).is_some_and(|(cluster, _)| cluster == id));
-        if started_before && !live {
+        // Any data dir that still holds the cluster's log, running or stopped, keeps it: a
+        // lone empty member cannot elect a leader, and the others bring the log back when
+        // they start (nemesis seed 100000141928: a stray start on a wiped member while the
+        // others had stopped for a recovery was counted as every write lost).
+        let held = (0..self.nodes.len()).filter(|peer| *peer != node).any(|peer| {
+            std::fs::read_to_string(self.marker(peer))
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .and_then(|disk| self.disks.get(&disk))
+                .is_some_and(|disk| disk.cluster == id)
+        });
+        if started_before && !held {
             self.clusters.remove(&id);
             self.event(format!("cluster {id:x} bootstrapped anew from an empty data dir: everything it held is gone"));
             // Its acknowledged writes are gone with it. With snapshots of it in the store
