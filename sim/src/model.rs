@@ -630,6 +630,12 @@ impl World {
         self.nodes[node].data_dir.join("member").join("disk")
     }
 
+    /// The disk `node`'s data dir holds now, as etcd would find it there at start.
+    fn disk_in_data_dir(&self, node: usize) -> Option<u64> {
+        let on_disk = std::fs::read_to_string(self.marker(node)).ok().and_then(|text| text.trim().parse::<u64>().ok());
+        on_disk.filter(|disk| self.disks.contains_key(disk))
+    }
+
     fn write_marker(&self, node: usize, disk: u64) -> Result<(), String> {
         let path = self.marker(node);
         if let Some(parent) = path.parent() {
@@ -644,8 +650,7 @@ impl World {
             return Ok(());
         }
         let name = self.nodes[node].name.clone();
-        let on_disk = std::fs::read_to_string(self.marker(node)).ok().and_then(|text| text.trim().parse::<u64>().ok());
-        let disk = match on_disk.filter(|disk| self.disks.contains_key(disk)) {
+        let disk = match self.disk_in_data_dir(node) {
             Some(disk) => disk,
             None if state == "new" => self.bootstrap(node, initial_cluster, token)?,
             None => self.join_existing(node)?,
@@ -693,13 +698,10 @@ impl World {
         // lone empty member cannot elect a leader, and the others bring the log back when
         // they start (nemesis seed 100000141928: a stray start on a wiped member while the
         // others had stopped for a recovery was counted as every write lost).
-        let held = (0..self.nodes.len()).filter(|peer| *peer != node).any(|peer| {
-            std::fs::read_to_string(self.marker(peer))
-                .ok()
-                .and_then(|text| text.trim().parse::<u64>().ok())
-                .and_then(|disk| self.disks.get(&disk))
-                .is_some_and(|disk| disk.cluster == id)
-        });
+        let held = (0..self.nodes.len())
+            .filter(|peer| *peer != node)
+            .filter_map(|peer| self.disk_in_data_dir(peer))
+            .any(|disk| self.disks[&disk].cluster == id);
         if started_before && !held {
             self.clusters.remove(&id);
             self.event(format!("cluster {id:x} bootstrapped anew from an empty data dir: everything it held is gone"));

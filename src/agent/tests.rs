@@ -517,6 +517,17 @@ fn a_rejoined_member_that_is_catching_up_is_not_replaced() {
     assert_eq!(replaced_at, Some(29 + u64::from(K)), "K checks after its index stopped moving");
 }
 
+/// A round without quorum: only member 1 answers, no leader, the store reachable
+/// and holding `snapshots`.
+fn only_the_first_answers(members: &[Member], snapshots: Vec<SnapshotMeta>) -> Observation {
+    Observation {
+        members: None,
+        health: members.iter().map(|member| MemberHealth::new(member.id, member.id == MemberId(1))).collect(),
+        leader: None,
+        store: StoreObservation { reachable: true, snapshots, ..StoreObservation::default() },
+    }
+}
+
 #[test]
 fn lost_quorum_restores_the_newest_verified_snapshot() {
     let members: Vec<Member> = (1..=3).map(member).collect();
@@ -524,19 +535,7 @@ fn lost_quorum_restores_the_newest_verified_snapshot() {
     let snapshots = snapshot_metas(&[(10, true), (30, false), (20, true)]);
     let mut recoveries = Vec::new();
     for round in 0..5u64 {
-        agent.handle_observation(
-            Millis(round * 1_000),
-            Observation {
-                members: None,
-                health: members.iter().map(|member| MemberHealth::new(member.id, member.id == MemberId(1))).collect(),
-                leader: None,
-                store: StoreObservation {
-                    reachable: true,
-                    snapshots: snapshots.clone(),
-                    ..StoreObservation::default()
-                },
-            },
-        );
+        agent.handle_observation(Millis(round * 1_000), only_the_first_answers(&members, snapshots.clone()));
         while let Some(action) = agent.poll_action() {
             if let Action::DisasterRecovery { snapshot, members } = action {
                 recoveries.push((round, snapshot, members.len()));
@@ -558,19 +557,7 @@ fn a_recovered_cluster_is_waited_for_before_another_recovery() {
     let mut agent = Agent::new(policy(), members.clone(), Millis(0));
     let settle = policy().recovery_settle_ms;
     let lost = |agent: &mut Agent, at: u64| {
-        agent.handle_observation(
-            Millis(at),
-            Observation {
-                members: None,
-                health: members.iter().map(|member| MemberHealth::new(member.id, member.id == MemberId(1))).collect(),
-                leader: None,
-                store: StoreObservation {
-                    reachable: true,
-                    snapshots: snapshot_metas(&[(10, true)]),
-                    ..StoreObservation::default()
-                },
-            },
-        );
+        agent.handle_observation(Millis(at), only_the_first_answers(&members, snapshot_metas(&[(10, true)])));
         std::iter::from_fn(|| agent.poll_action()).collect::<Vec<_>>()
     };
     let recovery = |actions: &[Action]| actions.iter().any(|action| matches!(action, Action::DisasterRecovery { .. }));
