@@ -32,6 +32,12 @@ pub struct Facts {
     /// start` is what runs this very `ExecStartPre`.
     #[serde(default)]
     pub locked_elsewhere: bool,
+    /// That process has written etcd's launch settings and is starting etcd now
+    /// (its own `systemctl start` runs this `ExecStartPre`). Without it, a start
+    /// while the lock is held is someone else's: `Restart=` after a crash, or an
+    /// operator.
+    #[serde(default)]
+    pub start_prepared: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +49,13 @@ pub enum StartPlan {
     /// lock refuses, so the agent could never start the member it replaces: found
     /// by the simulator's systemd mode.)
     StartAsPrepared,
+    /// Another process holds the member's lock and is in the middle of changing
+    /// its data dir (it has not prepared a launch yet): etcd must not start now,
+    /// or it would run on a data dir moved aside or half restored, with launch
+    /// settings written for the cluster before. The holder starts etcd itself when
+    /// it is done. (Found by the nemesis, seed 100000141928: `Restart=` after a
+    /// disk wipe bootstrapped etcd `new` while its agent restored the member.)
+    AwaitLockHolder,
     /// Data present and current: start as is.
     StartAsIs,
     /// A recovery epoch newer than the local data was claimed: restore that
@@ -64,7 +77,7 @@ pub enum StartPlan {
 
 pub fn plan(facts: &Facts) -> StartPlan {
     if facts.locked_elsewhere {
-        return StartPlan::StartAsPrepared;
+        return if facts.start_prepared { StartPlan::StartAsPrepared } else { StartPlan::AwaitLockHolder };
     }
     if let Some(latest) = facts.latest_epoch {
         if latest > facts.local_epoch {
@@ -114,20 +127,32 @@ mod tests {
             snapshots_exist: true,
             holding: false,
             locked_elsewhere: false,
+            start_prepared: false,
         }
     }
 
-    /// While another process replaces the member, its launch stands, whatever the
-    /// other facts say (it took its decision under the cluster's membership lock).
+    /// While another process replaces or restores the member, its launch stands
+    /// when it starts etcd itself, whatever the other facts say (it took its
+    /// decision under the cluster's membership lock or a committed epoch); any other
+    /// start meanwhile waits for it, whatever the other facts say.
     #[test]
-    fn a_replacement_in_progress_elsewhere_starts_as_prepared() {
+    fn a_change_in_progress_elsewhere_starts_only_as_it_prepared() {
         for has_data in [true, false] {
             for holding in [true, false] {
                 for latest_epoch in [None, Some(0), Some(3)] {
-                    let facts = Facts { has_data, holding, latest_epoch, locked_elsewhere: true, ..facts() };
-                    assert_eq!(plan(&facts), StartPlan::StartAsPrepared);
-                    let alone = Facts { locked_elsewhere: false, ..facts };
-                    assert_ne!(plan(&alone), StartPlan::StartAsPrepared);
+                    for peers in [None, facts().peers] {
+                        let facts = Facts { has_data, holding, latest_epoch, peers, locked_elsewhere: true, ..facts() };
+                        assert_eq!(plan(&facts), StartPlan::AwaitLockHolder);
+                        let starting = Facts { start_prepared: true, ..facts.clone() };
+                        assert_eq!(plan(&starting), StartPlan::StartAsPrepared);
+                        for alone in [false, true] {
+                            let alone = Facts { locked_elsewhere: false, start_prepared: alone, ..facts.clone() };
+                            assert!(
+                                !matches!(plan(&alone), StartPlan::StartAsPrepared | StartPlan::AwaitLockHolder),
+                                "a stale marker without a holder means nothing: {alone:?}"
+                            );
+                        }
+                    }
                 }
             }
         }

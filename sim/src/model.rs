@@ -46,6 +46,9 @@ pub enum Invariant {
     NoCorruptRestore,
     /// 7. No partial object under a final name.
     NoPartialObject,
+    /// 10. etcd never starts on a data dir another process is changing (a restore
+    ///     or a replacement), except by that process's own start.
+    NoStartMidChange,
     /// The scenario's expected recovery and checks.
     Expectation,
 }
@@ -60,6 +63,7 @@ impl Invariant {
             Invariant::Liveness => "5 liveness",
             Invariant::NoCorruptRestore => "6 no corrupt restore",
             Invariant::NoPartialObject => "7 no partial object",
+            Invariant::NoStartMidChange => "10 no start mid-change",
             Invariant::Expectation => "scenario expectation",
         }
     }

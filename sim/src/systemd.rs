@@ -10,11 +10,12 @@
 //! and the nemesis draws the mode from the seed.
 
 use crate::flaws::Flaw;
-use crate::model::{lock, Shared};
+use crate::model::{lock, Invariant, Shared};
 use crate::ports::{SimBuilder, SimClock, SimEtcd, SimStore};
 use lifeboat::reconfigure::StartPlan;
 use lifeboat::StoreLayout;
 use lifeboat_runtime::agent::{AgentSettings, Driver};
+use lifeboat_runtime::host::files;
 use lifeboat_runtime::member::{Launch, MemberError, MemberSpec};
 use lifeboat_runtime::ports::LocalMember;
 use serde::Serialize;
@@ -69,7 +70,8 @@ impl Machine {
     /// `systemctl start etcd-member`: one start job at a time; ExecStartPre
     /// (`lifeboat reconfigure`) decides and writes the environment file, then etcd
     /// starts from it. A `systemctl stop` while the job runs cancels it.
-    pub async fn start_unit(&self) -> Result<(), String> {
+    /// `by_agent`: the agent's own `systemctl start`, not systemd's (boot, `Restart=`).
+    pub async fn start_unit(&self, by_agent: bool) -> Result<(), String> {
         loop {
             {
                 let mut world = lock(&self.world);
@@ -96,6 +98,19 @@ impl Machine {
             return Err("the start job was cancelled by `systemctl stop`".into());
         }
         prepared?;
+        // Checker: while a process holds the member lock it is changing the data dir
+        // (moved aside, half restored, a learner not yet added) and the environment
+        // file may still be the old cluster's; a start systemd began on its own may
+        // run etcd only when that process is starting it itself (the marker).
+        if !by_agent && files::member_locked_elsewhere(&self.spec) && !files::start_prepared_elsewhere(&self.spec) {
+            let name = world.nodes[self.index].name.clone();
+            world.violate(
+                Invariant::NoStartMidChange,
+                format!(
+                    "systemd started {name}'s etcd while another process held its member lock to change its data dir"
+                ),
+            );
+        }
         let launch = world.units[self.index].environment.clone().ok_or("no environment file to start etcd from")?;
         world.start(self.index, &launch.initial_cluster, &launch.initial_cluster_state, &launch.initial_cluster_token)
     }
@@ -117,13 +132,15 @@ impl Machine {
         let mut world = lock(&self.world);
         let name = &world.nodes[self.index].name;
         let text = match &outcome {
-            Ok(StartPlan::AwaitRecovery) => format!("{name} reconfigure: etcd must not start yet (exit 8)"),
+            Ok(plan @ (StartPlan::AwaitRecovery | StartPlan::AwaitLockHolder)) => {
+                format!("{name} reconfigure: {plan:?}: etcd must not start yet (exit 8)")
+            }
             Ok(plan) => format!("{name} reconfigure: {plan:?}"),
             Err(error) => format!("{name} reconfigure failed: {error}"),
         };
         world.event(text.clone());
         match outcome {
-            Ok(StartPlan::AwaitRecovery) | Err(_) => Err(text),
+            Ok(StartPlan::AwaitRecovery | StartPlan::AwaitLockHolder) | Err(_) => Err(text),
             Ok(_) => Ok(()),
         }
     }
@@ -152,7 +169,7 @@ impl Machine {
                 (down && now >= unit.down_until_ms, if down { unit.down_until_ms.saturating_sub(now) } else { 0 })
             };
             if due {
-                if let Err(error) = self.start_unit().await {
+                if let Err(error) = self.start_unit(false).await {
                     {
                         let mut world = lock(&self.world);
                         let name = world.nodes[self.index].name.clone();
@@ -209,7 +226,7 @@ impl LocalMember for SimUnitMember {
     async fn start(&self, launch: &Launch) -> Result<(), MemberError> {
         crate::ports::latency(5, 50).await;
         lock(&self.machine.world).units[self.machine.index].environment = Some(launch.clone());
-        self.machine.start_unit().await.map_err(|detail| MemberError::Systemd {
+        self.machine.start_unit(true).await.map_err(|detail| MemberError::Systemd {
             verb: "start",
             unit: UNIT.into(),
             detail,

@@ -22,7 +22,7 @@ const FOUND: &[(u64, MemberControl, &str)] = &[
     (31016435, MemberControl::Systemd, "a recovered cluster that never formed was waited for forever"),
     (61003273, MemberControl::Child, "a second membership change while a stalled learner was still joining"),
     (25000016949, MemberControl::Child, "a replacement begun before a recovery resumed in the recovered cluster"),
-    (100000141928, MemberControl::Systemd, "the model counted a stray start on a wiped member as every write lost"),
+    (100000141928, MemberControl::Systemd, "Restart= started etcd on a wiped member its agent was restoring"),
 ];
 
 /// Runs `scenario` at `seed` in `member_control` mode: it must break nothing.

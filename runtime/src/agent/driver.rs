@@ -427,6 +427,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         // empty new cluster over one whose backups we merely failed to see.
         let snapshots_exist =
             quick_metas(&self.store, &self.layout).await.map(|metas| !metas.is_empty()).unwrap_or(true);
+        let locked_elsewhere = crate::host::files::member_locked_elsewhere(&spec);
         let facts = Facts {
             has_data: member::has_data(&spec),
             local_epoch: self.epoch,
@@ -435,7 +436,8 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
             peers,
             peer_url: spec.peer_url.clone(),
             snapshots_exist,
-            locked_elsewhere: crate::host::files::member_locked_elsewhere(&spec),
+            locked_elsewhere,
+            start_prepared: locked_elsewhere && crate::host::files::start_prepared_elsewhere(&spec),
         };
         let plan = reconfigure::plan(&facts);
         self.record("reconfigure", json!({ "facts": facts, "plan": plan }));
@@ -496,7 +498,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                 },
                 None => Err(AgentError::EpochVanished),
             },
-            StartPlan::AwaitRecovery | StartPlan::StartAsPrepared => Ok(()),
+            StartPlan::AwaitRecovery | StartPlan::AwaitLockHolder | StartPlan::StartAsPrepared => Ok(()),
         };
         match result {
             Ok(()) => Ok(plan),

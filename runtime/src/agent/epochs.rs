@@ -311,7 +311,7 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         // process) may have restored this member into the epoch already, and since
         // then the new cluster's writes may live on it alone. Restoring twice would
         // move them aside (found by the simulator's systemd mode, nemesis seed 101933).
-        let _lock = crate::host::files::lock_member(&spec)
+        let lock = crate::host::files::lock_member(&spec)
             .map_err(|problem| AgentError::Replace(problem.into()))?
             .ok_or_else(|| AgentError::MemberBusy {
                 name: spec.name.clone(),
@@ -383,6 +383,8 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
         // bootstrap an empty cluster of its own while `existing` joins the epoch's
         // cluster as the never-started member it is (found by the nemesis, seeds
         // 31008682, 31012314, 31016435: a disk wiped between restore and start).
+        // Only this start may run etcd while the lock is held.
+        let _starting = lock.prepare_start().map_err(|problem| AgentError::Replace(problem.into()))?;
         self.start(Launch {
             initial_cluster: record.initial_cluster.clone(),
             initial_cluster_state: "existing".into(),

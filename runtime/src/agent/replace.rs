@@ -187,7 +187,7 @@ pub async fn replace<E: EtcdCluster, L: LocalMember>(
     let spec = local.spec().clone();
     let mut report = ReplaceReport { name: spec.name.clone(), dry_run: settings.dry_run, ..ReplaceReport::default() };
     // Before the state file is read, so two processes never act on the same state.
-    let _local = if settings.dry_run { None } else { Some(lock_locally(&spec)?) };
+    let local_lock = if settings.dry_run { None } else { Some(lock_locally(&spec)?) };
     let members = etcd.member_list().await?;
     let current = members.iter().find(|member| is_ours(member, &spec.peer_url)).cloned();
     let mut state = match load_state(&spec)? {
@@ -237,7 +237,8 @@ pub async fn replace<E: EtcdCluster, L: LocalMember>(
     // catch up; if it cannot be kept, the change stops at its next await (every step
     // resumes) rather than run on while another change may take the lock.
     let result = {
-        let change = std::pin::pin!(replace_locked(etcd, local, settings, &spec, &mut state, now_ms, &mut report));
+        let change =
+            std::pin::pin!(replace_locked(etcd, local, local_lock.as_ref(), settings, &mut state, now_ms, &mut report));
         let keeper = std::pin::pin!(keep_lock_alive(etcd, lease, &key, settings.lock_ttl_seconds));
         match futures::future::select(change, keeper).await {
             futures::future::Either::Left((result, _)) => result,
@@ -261,12 +262,13 @@ pub async fn replace<E: EtcdCluster, L: LocalMember>(
 async fn replace_locked<E: EtcdCluster, L: LocalMember>(
     etcd: &E,
     local: &L,
+    local_lock: Option<&files::LocalGuard>,
     settings: &ReplaceSettings,
-    spec: &MemberSpec,
     state: &mut ReplaceState,
     now_ms: u64,
     report: &mut ReplaceReport,
 ) -> Result<(), ReplaceError> {
+    let spec = local.spec();
     save_state(spec, state)?;
     let mut run = RunProgress::default();
     for _ in 0..replacement::MAX_STEPS {
@@ -354,6 +356,9 @@ async fn replace_locked<E: EtcdCluster, L: LocalMember>(
                 let launch = launch(&members, spec, settings);
                 report.launch = Some(launch.clone());
                 report.new_id = state.new_id.map(|id| id.to_string());
+                // Only this start may run etcd while the lock is held (see
+                // `LocalGuard::prepare_start`).
+                let _starting = local_lock.map(files::LocalGuard::prepare_start).transpose()?;
                 local.start(&launch).await?;
                 run.started = true;
                 report.steps.push("started the local member with initial-cluster-state=existing".into());

@@ -172,6 +172,15 @@ pub async fn reconfigure(resolved: &Resolved, args: &MemberArgs) -> anyhow::Resu
             );
             Ok(Exit::Refused)
         }
+        Ok(StartPlan::AwaitLockHolder) => {
+            eprintln!(
+                "lifeboat: etcd must not start yet: another lifeboat process holds this member's lock ({}) and is \
+                 in the middle of replacing or restoring it; it starts etcd itself when it is done. Nothing to do: \
+                 `lifeboat status --journal` shows its progress",
+                crate::host::files::member_lock_path(&config::member_spec(args)).display()
+            );
+            Ok(Exit::Refused)
+        }
         Ok(_) => Ok(Exit::Success),
         Err(error) => Err(anyhow::Error::new(error).context(format!("reconfigure could not prepare {}", args.name))),
     }

@@ -101,11 +101,46 @@ pub struct FileProblem {
 #[derive(Debug)]
 pub struct LocalGuard {
     _file: std::fs::File,
+    start_marker: PathBuf,
+}
+
+impl LocalGuard {
+    /// Says, until the returned value is dropped, that the lock holder has written
+    /// etcd's launch settings and is starting etcd itself. Under systemd its
+    /// `systemctl start` runs `reconfigure` as ExecStartPre, which lets etcd start
+    /// only then: any other start while the lock is held (`Restart=` after a crash,
+    /// an operator's `systemctl start`) meets a data dir in the middle of a change,
+    /// or a launch written for the cluster before it, and is refused (nemesis seed
+    /// 100000141928: etcd bootstrapped `new` on a wiped disk while its agent held
+    /// the lock to restore it into a recovery epoch).
+    pub fn prepare_start(&self) -> Result<StartPrepared, FileProblem> {
+        write_atomically(&self.start_marker, format!("{}\n", std::process::id()).as_bytes())
+            .map_err(|error| FileProblem { path: self.start_marker.clone(), detail: error.to_string() })?;
+        Ok(StartPrepared { path: self.start_marker.clone() })
+    }
+}
+
+/// The lock holder is starting etcd with the launch it prepared (see
+/// [`LocalGuard::prepare_start`]); dropped, it no longer is.
+#[derive(Debug)]
+pub struct StartPrepared {
+    path: PathBuf,
+}
+
+impl Drop for StartPrepared {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// The host-local member lock's file.
 pub fn member_lock_path(spec: &MemberSpec) -> PathBuf {
     beside_data_dir(spec, ".lifeboat-member.lock")
+}
+
+/// The marker a lock holder keeps while it starts etcd itself.
+pub fn start_prepared_path(spec: &MemberSpec) -> PathBuf {
+    beside_data_dir(spec, ".lifeboat-start-prepared")
 }
 
 /// Takes the host-local member lock; `Ok(None)` when another process holds it.
@@ -119,7 +154,17 @@ pub fn lock_member(spec: &MemberSpec) -> Result<Option<LocalGuard>, FileProblem>
         .open(&path)
         .map_err(|error| problem(error.to_string()))?;
     match file.try_lock() {
-        Ok(()) => Ok(Some(LocalGuard { _file: file })),
+        Ok(()) => {
+            // Left by a holder that died while starting etcd: it says nothing now.
+            let start_marker = start_prepared_path(spec);
+            match std::fs::remove_file(&start_marker) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(FileProblem { path: start_marker, detail: error.to_string() });
+                }
+                _ => {}
+            }
+            Ok(Some(LocalGuard { _file: file, start_marker }))
+        }
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(error)) => Err(problem(error.to_string())),
     }
@@ -132,6 +177,13 @@ pub fn member_locked_elsewhere(spec: &MemberSpec) -> bool {
         Ok(file) => matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
         Err(_) => false,
     }
+}
+
+/// Whether the process holding this member's lock is starting etcd with the launch
+/// it prepared (see [`LocalGuard::prepare_start`]). Only meaningful while the lock
+/// is held elsewhere: a marker without a holder is stale.
+pub fn start_prepared_elsewhere(spec: &MemberSpec) -> bool {
+    start_prepared_path(spec).exists()
 }
 
 /// The replacement's recorded progress, if any.
@@ -199,6 +251,30 @@ mod tests {
         drop(guard);
         assert!(!member_locked_elsewhere(&spec));
         assert!(lock_member(&spec).unwrap().is_some(), "probing leaves it free");
+    }
+
+    #[test]
+    fn only_the_holders_own_start_is_marked_prepared() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = MemberSpec {
+            name: "m0".into(),
+            data_dir: dir.path().join("data"),
+            client_url: "http://127.0.0.1:2379".into(),
+            peer_url: "http://127.0.0.1:2380".into(),
+            extra_args: Vec::new(),
+        };
+        let guard = lock_member(&spec).unwrap().expect("free");
+        assert!(!start_prepared_elsewhere(&spec), "holding the lock is not starting");
+        let starting = guard.prepare_start().unwrap();
+        assert!(start_prepared_elsewhere(&spec));
+        drop(starting);
+        assert!(!start_prepared_elsewhere(&spec), "the start is over");
+        // A holder that died while starting leaves its marker; the next holder clears it.
+        std::mem::forget(guard.prepare_start().unwrap());
+        drop(guard);
+        assert!(start_prepared_elsewhere(&spec));
+        let _next = lock_member(&spec).unwrap().expect("free");
+        assert!(!start_prepared_elsewhere(&spec), "a stale marker goes with the next lock");
     }
 
     #[test]

@@ -130,6 +130,19 @@ fn agent_refuses_an_unshared_file_store() {
     assert!(!data_dir.exists() && !directory.path().join("store").exists(), "nothing touched");
 }
 
+/// `lifeboat reconfigure` for member m0 of cluster `c`, everything under `root`
+/// (data, state, a file store, the environment file `etcd.env`), no etcd reachable.
+fn reconfigure_args(root: &std::path::Path) -> Vec<String> {
+    let path = |name: &str| root.join(name).display().to_string();
+    let mut args: Vec<String> = ["reconfigure", "--name", "m0", "--data-dir"].map(String::from).into();
+    args.extend([path("data"), "--state-dir".into(), path("state")]);
+    args.extend(["--client-url", "http://127.0.0.1:1", "--peer-url", "http://127.0.0.1:2"].map(String::from));
+    args.extend(["--initial-cluster", "m0=http://127.0.0.1:2", "--endpoints", "http://127.0.0.1:1"].map(String::from));
+    args.extend(["--environment-file".into(), path("etcd.env"), "--store".into(), format!("file://{}", path("store"))]);
+    args.extend(["--cluster", "c", "--timeout-ms", "300"].map(String::from));
+    args
+}
+
 /// `reconfigure` as etcd's ExecStartPre: a member that stopped its etcd for a recovery
 /// claim nobody has decided yet must not start as it was, so the unit's start fails
 /// (exit 8) and no launch settings are written; once the claim is abandoned it starts.
@@ -149,33 +162,8 @@ fn reconfigure_keeps_etcd_stopped_while_holding_for_a_claim() {
     std::fs::create_dir_all(root.join("state")).unwrap();
     std::fs::write(root.join("state/holding-epoch"), "1 90").unwrap();
     let env_file = root.join("etcd.env");
-    let store = format!("file://{}", root.join("store").display());
-    let (data_dir, state_dir) = (root.join("data"), root.join("state"));
-    let args = [
-        "reconfigure",
-        "--name",
-        "m0",
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-        "--state-dir",
-        state_dir.to_str().unwrap(),
-        "--client-url",
-        "http://127.0.0.1:1",
-        "--peer-url",
-        "http://127.0.0.1:2",
-        "--initial-cluster",
-        "m0=http://127.0.0.1:2",
-        "--endpoints",
-        "http://127.0.0.1:1",
-        "--environment-file",
-        env_file.to_str().unwrap(),
-        "--store",
-        &store,
-        "--cluster",
-        "c",
-        "--timeout-ms",
-        "300",
-    ];
+    let owned = reconfigure_args(root);
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let output = run(&args, &[]);
     assert_eq!(output.status.code(), Some(8), "{}", stderr(&output));
     assert!(stderr(&output).contains("holds for an undecided recovery claim"), "{}", stderr(&output));
@@ -191,6 +179,54 @@ fn reconfigure_keeps_etcd_stopped_while_holding_for_a_claim() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let launch = std::fs::read_to_string(&env_file).unwrap();
     assert!(launch.contains("ETCD_INITIAL_CLUSTER_STATE=existing"), "{launch}");
+}
+
+/// `reconfigure` as etcd's ExecStartPre while another process (the agent) holds the
+/// member's lock to restore or replace it: a start the holder did not prepare
+/// (`Restart=` after a crash, an operator) is refused and writes nothing, so etcd
+/// never runs on a data dir in the middle of a change with the old cluster's launch;
+/// the holder's own start goes ahead with the launch it wrote (nemesis seed
+/// 100000141928).
+#[test]
+fn reconfigure_lets_only_the_lock_holder_start_etcd() {
+    use lifeboat_runtime::host::files;
+    let directory = tempfile::tempdir().unwrap();
+    let root = directory.path();
+    std::fs::create_dir_all(root.join("store/c")).unwrap();
+    let env_file = root.join("etcd.env");
+    let owned = reconfigure_args(root);
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let spec = lifeboat_runtime::member::MemberSpec {
+        name: "m0".into(),
+        data_dir: root.join("data"),
+        client_url: "http://127.0.0.1:1".into(),
+        peer_url: "http://127.0.0.1:2".into(),
+        extra_args: Vec::new(),
+    };
+    let holder = files::lock_member(&spec).unwrap().expect("the test holds the member lock");
+
+    let output = run(&args, &[]);
+    assert_eq!(output.status.code(), Some(8), "a stray start is refused: {}", stderr(&output));
+    assert!(stderr(&output).contains("another lifeboat process holds this member's lock"), "{}", stderr(&output));
+    assert!(!env_file.exists(), "a refused start writes no launch");
+    assert!(!root.join("data").exists(), "nor touches the data dir");
+
+    let prepared = "ETCD_NAME=m0\nETCD_INITIAL_CLUSTER_STATE=existing\n";
+    std::fs::write(&env_file, prepared).unwrap();
+    let starting = holder.prepare_start().unwrap();
+    let output = run(&args, &[]);
+    assert_eq!(output.status.code(), Some(0), "the holder's own start goes ahead: {}", stderr(&output));
+    assert_eq!(std::fs::read_to_string(&env_file).unwrap(), prepared, "with the launch the holder wrote");
+
+    drop(starting);
+    let output = run(&args, &[]);
+    assert_eq!(output.status.code(), Some(8), "once started, another start waits again: {}", stderr(&output));
+    drop(holder);
+    // Without a holder, reconfigure decides again: nothing anywhere, a first start.
+    let output = run(&args, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let launch = std::fs::read_to_string(&env_file).unwrap();
+    assert!(launch.contains("ETCD_INITIAL_CLUSTER_STATE=new"), "{launch}");
 }
 
 /// Config file, environment and flags layer in that order.
