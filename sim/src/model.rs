@@ -5,8 +5,9 @@
 //!
 //! The etcd model is a leader-based replicated log kept per cluster (one per
 //! recovery epoch). A member's disk is a prefix of its cluster's log. A leader
-//! exists when a majority of voters run in one network zone; a write is
-//! acknowledged only then, and every member in the leader's zone stores it, so an
+//! is elected when a majority of voters run in one network zone, and answers an
+//! election timeout later (members name the deposed one in `status` meanwhile);
+//! a write is acknowledged only then, and every member in the leader's zone stores it, so an
 //! acknowledged write is on a majority. Membership changes follow etcd 3.5's
 //! strict reconfiguration checks. Invariants are checked where the state changes.
 
@@ -127,6 +128,17 @@ pub struct ClusterMember {
     pub started_at: Option<u64>,
 }
 
+/// etcd's default `--election-timeout`.
+pub const ELECTION_TIMEOUT_MS: u64 = 1_000;
+
+/// A leader that lost its place (see [`Cluster::deposed`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Deposed {
+    pub member: MemberId,
+    /// Until then the members still name it as their leader.
+    pub until_ms: u64,
+}
+
 #[derive(Clone, Debug)]
 pub struct Cluster {
     pub id: u64,
@@ -137,7 +149,18 @@ pub struct Cluster {
     /// Puts after `base`, in order: (key, write id).
     pub log: Vec<(String, u64)>,
     pub members: Vec<ClusterMember>,
+    /// The leader node, once elected; it answers only from `leader_ready_ms` on.
     pub leader: Option<usize>,
+    /// Raft's term: one more at every election.
+    pub term: u64,
+    /// When the current leader's election completes. Until then the cluster has
+    /// no leader to serve writes, reads or membership changes: an election takes
+    /// an election timeout, randomised in [1x, 2x) as etcd does.
+    pub leader_ready_ms: u64,
+    /// The leader that lost its place, which the members still report in `status`
+    /// until their own election timeout fires (a cut-off leader steps down only
+    /// then: etcd's CheckQuorum), though none answers a linearizable read.
+    pub deposed: Option<Deposed>,
     /// For a restored cluster: the cluster and revision it came from, and the content's digest.
     pub source: Option<(u64, i64)>,
     pub digest: Option<String>,
@@ -391,11 +414,32 @@ impl World {
         self.disk_of(node).map(|disk| (disk.cluster, disk.member))
     }
 
-    /// The leader node of `node`'s cluster, when `node` can reach it.
+    /// The leader node of `node`'s cluster, when its election is complete and
+    /// `node` can reach it.
     pub fn leader_seen_by(&self, node: usize) -> Option<usize> {
         let (cluster, _) = self.serving(node)?;
-        let leader = self.clusters.get(&cluster)?.leader?;
+        let leader = self.ready_leader(cluster)?;
         (self.nodes[leader].zone == self.nodes[node].zone).then_some(leader)
+    }
+
+    /// The cluster's leader once its election is complete.
+    fn ready_leader(&self, cluster: u64) -> Option<usize> {
+        let cluster = self.clusters.get(&cluster)?;
+        cluster.leader.filter(|_| self.now_ms() >= cluster.leader_ready_ms)
+    }
+
+    /// The leader `node` names in `status`, and the term: the one it reaches, or
+    /// for an election timeout after the leader lost its place, that one still
+    /// (a stale leader: it may be stopped or cut off, and answers no linearizable
+    /// read). `None` during an election.
+    pub fn leader_reported_by(&self, node: usize) -> (Option<MemberId>, u64) {
+        let Some((cluster, _)) = self.serving(node) else { return (None, 0) };
+        let Some(state) = self.clusters.get(&cluster) else { return (None, 0) };
+        if let Some(leader) = self.leader_seen_by(node) {
+            return (self.serving(leader).map(|(_, member)| member), state.term);
+        }
+        let stale = state.deposed.filter(|deposed| self.now_ms() < deposed.until_ms).map(|deposed| deposed.member);
+        (stale, state.term)
     }
 
     pub fn members_seen_by(&self, node: usize) -> Option<Vec<Member>> {
@@ -476,10 +520,31 @@ impl World {
             let cluster = &self.clusters[&id];
             if cluster.leader != leader {
                 let name = |node: Option<usize>| node.map(|node| self.nodes[node].name.clone());
-                let text = format!("cluster {:x}: leader {:?} -> {:?}", id, name(cluster.leader), name(leader));
-                self.event(text);
                 let now = self.now_ms();
+                // An election takes an election timeout, randomised per term.
+                let ready_ms = now
+                    + ELECTION_TIMEOUT_MS
+                    + stable_id(&[&id.to_string(), &cluster.term.to_string()]) % ELECTION_TIMEOUT_MS;
+                let text = format!(
+                    "cluster {:x}: leader {:?} -> {:?}{}",
+                    id,
+                    name(cluster.leader),
+                    name(leader),
+                    if leader.is_some() { format!(" (elected at {ready_ms} ms)") } else { String::new() }
+                );
+                let deposed = cluster
+                    .leader
+                    .and_then(|old| self.disk_of(old).filter(|disk| disk.cluster == id))
+                    .map(|disk| Deposed { member: disk.member, until_ms: now + ELECTION_TIMEOUT_MS });
+                self.event(text);
                 if let Some(cluster) = self.clusters.get_mut(&id) {
+                    if deposed.is_some() {
+                        cluster.deposed = deposed;
+                    }
+                    if leader.is_some() {
+                        cluster.term += 1;
+                        cluster.leader_ready_ms = ready_ms;
+                    }
                     cluster.leader = leader;
                     // A new leader's lessor gives every lease its whole TTL again (etcd's
                     // `Promote`), and without a leader none expires: a lock outlives a
@@ -599,7 +664,7 @@ impl World {
         let leader = self
             .clusters
             .values()
-            .filter_map(|cluster| cluster.leader.map(|leader| (cluster.id, leader)))
+            .filter_map(|cluster| self.ready_leader(cluster.id).map(|leader| (cluster.id, leader)))
             .find(|(_, leader)| self.nodes[*leader].zone == 0);
         let Some((id, leader)) = leader else {
             self.stats.writes_refused += 1;
@@ -733,6 +798,9 @@ impl World {
                 log: Vec::new(),
                 members: parse_initial_cluster(initial_cluster, token),
                 leader: None,
+                term: 0,
+                leader_ready_ms: 0,
+                deposed: None,
                 source: None,
                 digest: None,
                 checkpoint: None,
@@ -1132,6 +1200,9 @@ impl World {
                 log: Vec::new(),
                 members: parse_initial_cluster(initial_cluster, token),
                 leader: None,
+                term: 0,
+                leader_ready_ms: 0,
+                deposed: None,
                 source: Some((content.cluster, content.revision)),
                 digest: Some(digest),
                 checkpoint: None,

@@ -31,6 +31,19 @@ pub(crate) async fn latency(low: u64, high: u64) {
     madsim::time::sleep(Duration::from_millis(ms)).await;
 }
 
+/// How long etcd takes to stop on SIGTERM, serving all the while: a leader first
+/// hands its leadership over (etcd's `TransferLeadership`, up to an election
+/// timeout), then the server drains and exits. Writes acknowledged meanwhile are on
+/// its disk, so what an agent looked at before it asked for the stop may be stale
+/// once the stop returns. Stopping what does not run takes no such time.
+pub(crate) async fn graceful_stop(running: bool) {
+    if running {
+        latency(50, 1_500).await;
+    } else {
+        latency(5, 50).await;
+    }
+}
+
 async fn timeout() {
     madsim::time::sleep(Duration::from_millis(TIMEOUT_MS)).await;
 }
@@ -157,11 +170,8 @@ impl EtcdCluster for SimEtcd {
             endpoint: endpoint.into(),
             detail: "stopped".into(),
         })?;
-        let leader = world
-            .leader_seen_by(node)
-            .and_then(|leader| world.serving(leader))
-            .map(|(_, leader)| leader)
-            .unwrap_or(MemberId(0));
+        let (leader, term) = world.leader_reported_by(node);
+        let leader = leader.unwrap_or(MemberId(0));
         let (revision, index) = world.status_of(node).unwrap_or((0, 0));
         let is_learner = world
             .clusters
@@ -175,7 +185,7 @@ impl EtcdCluster for SimEtcd {
             leader,
             revision: Revision(revision),
             raft_index: index as u64,
-            raft_term: 1,
+            raft_term: term,
             db_size_bytes: 0,
             version: "3.5.1-sim".into(),
             is_learner,
@@ -480,7 +490,8 @@ impl LocalMember for SimMember {
     }
 
     async fn stop(&self) -> Result<(), MemberError> {
-        latency(5, 50).await;
+        let running = lock(&self.world).nodes[self.node].running;
+        graceful_stop(running).await;
         lock(&self.world).stop(self.node);
         Ok(())
     }

@@ -234,7 +234,8 @@ impl LocalMember for SimUnitMember {
     }
 
     async fn stop(&self) -> Result<(), MemberError> {
-        crate::ports::latency(5, 50).await;
+        let running = lock(&self.machine.world).nodes[self.machine.index].running;
+        crate::ports::graceful_stop(running).await;
         self.machine.stop_unit();
         Ok(())
     }

@@ -138,10 +138,14 @@ fn recovering_on_a_store_that_cannot_arbitrate_claims_is_caught() {
 
 #[test]
 fn votes_blind_to_newer_data_are_caught() {
-    // Nemesis seed 5951 (the schedule that found the stale vote): a partition heals
-    // while a member holds for a claim. A vote that cannot tell its data is newer
-    // than the claimed snapshot lets the recovery restore over acknowledged writes.
-    // The catalogue's survivors-at-different-revisions does not catch this one: there
-    // the claimer defers to the newest survivor's heartbeat before anyone votes.
-    assert_caught_on(&Ground::Nemesis(5945..5965), Flaw::DataDirsReadStale, &[Invariant::NoAcknowledgedWriteLost]);
+    // Nemesis seed 1694: while a partition and an isolated agent keep quorum away, a
+    // member looks, then stops its etcd for a claim; its etcd serves on through the
+    // graceful stop, and writes acknowledged meanwhile land on its disk. A vote that
+    // cannot tell its data is newer than the claimed snapshot lets the recovery
+    // restore over them. (Seed 5951 found the stale vote; with elections that take
+    // time and stops that take time, 1694 is the nearest schedule that shows it,
+    // 1 in about 3,000.) The catalogue's survivors-at-different-revisions does not
+    // catch this one: there the claimer defers to the newest survivor's heartbeat
+    // before anyone votes.
+    assert_caught_on(&Ground::Nemesis(1685..1705), Flaw::DataDirsReadStale, &[Invariant::NoAcknowledgedWriteLost]);
 }

@@ -235,16 +235,20 @@ pub fn replacement_in_progress(spec: &MemberSpec) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_held_replacement_lock_is_seen_from_elsewhere() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = MemberSpec {
+    fn spec_in(dir: &Path) -> MemberSpec {
+        MemberSpec {
             name: "m0".into(),
-            data_dir: dir.path().join("data"),
+            data_dir: dir.join("data"),
             client_url: "http://127.0.0.1:2379".into(),
             peer_url: "http://127.0.0.1:2380".into(),
             extra_args: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_held_replacement_lock_is_seen_from_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec_in(dir.path());
         assert!(!member_locked_elsewhere(&spec), "no lock file yet");
         let guard = lock_member(&spec).unwrap().expect("free");
         assert!(member_locked_elsewhere(&spec));
@@ -256,13 +260,7 @@ mod tests {
     #[test]
     fn only_the_holders_own_start_is_marked_prepared() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = MemberSpec {
-            name: "m0".into(),
-            data_dir: dir.path().join("data"),
-            client_url: "http://127.0.0.1:2379".into(),
-            peer_url: "http://127.0.0.1:2380".into(),
-            extra_args: Vec::new(),
-        };
+        let spec = spec_in(dir.path());
         let guard = lock_member(&spec).unwrap().expect("free");
         assert!(!start_prepared_elsewhere(&spec), "holding the lock is not starting");
         let starting = guard.prepare_start().unwrap();
