@@ -23,6 +23,11 @@ const FOUND: &[(u64, MemberControl, &str)] = &[
     (61003273, MemberControl::Child, "a second membership change while a stalled learner was still joining"),
     (25000016949, MemberControl::Child, "a replacement begun before a recovery resumed in the recovered cluster"),
     (100000141928, MemberControl::Systemd, "Restart= started etcd on a wiped member its agent was restoring"),
+    (
+        101000152681,
+        MemberControl::Systemd,
+        "a member removed mid-replacement, then restored into an epoch, was never added back",
+    ),
 ];
 
 /// Runs `scenario` at `seed` in `member_control` mode: it must break nothing.

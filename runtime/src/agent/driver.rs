@@ -112,6 +112,24 @@ impl<E: EtcdCluster, S: SnapshotStore, L: LocalMember, C: Clock, B: DataDirBuild
                     if let Err(error) = self.replace_local(now.0).await {
                         self.record("replace-failed", json!({ "error": error.to_string() }));
                     }
+                } else if !self.settings.supervise
+                    && !self.settings.dry_run
+                    && self.local_id.is_none()
+                    && !self.agent.members().is_empty()
+                    && !self.local.is_running().await
+                {
+                    // Under systemd the agent stopped the unit (to restore or to replace the
+                    // member) and the cluster no longer lists it: no `Restart=` will run
+                    // `reconfigure`, and no failing incarnation will make the core replace
+                    // it, so nothing would ever add it back. `reconfigure` decides (it
+                    // joins a cluster with quorum as a new member). Found by the long
+                    // sweep, seed 101000152681: a machine lost mid-replacement, then a
+                    // recovery's epoch applied, stayed out for good.
+                    self.record(
+                        "rejoin",
+                        json!({ "member": self.local.spec().name, "why": "not listed and not running" }),
+                    );
+                    let _ = self.reconfigure_and_start().await;
                 }
                 let observation = self.observe().await;
                 self.agent.handle_observation(self.clock.monotonic(), observation);
