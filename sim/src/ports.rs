@@ -36,7 +36,8 @@ pub(crate) async fn latency(low: u64, high: u64) {
 /// timeout), then the server drains and exits. Writes acknowledged meanwhile are on
 /// its disk, so what an agent looked at before it asked for the stop may be stale
 /// once the stop returns. Stopping what does not run takes no such time.
-pub(crate) async fn graceful_stop(running: bool) {
+pub(crate) async fn graceful_stop(world: &Shared, node: usize) {
+    let running = lock(world).nodes[node].running;
     if running {
         latency(50, 1_500).await;
     } else {
@@ -490,8 +491,7 @@ impl LocalMember for SimMember {
     }
 
     async fn stop(&self) -> Result<(), MemberError> {
-        let running = lock(&self.world).nodes[self.node].running;
-        graceful_stop(running).await;
+        graceful_stop(&self.world, self.node).await;
         lock(&self.world).stop(self.node);
         Ok(())
     }

@@ -234,8 +234,7 @@ impl LocalMember for SimUnitMember {
     }
 
     async fn stop(&self) -> Result<(), MemberError> {
-        let running = lock(&self.machine.world).nodes[self.machine.index].running;
-        crate::ports::graceful_stop(running).await;
+        crate::ports::graceful_stop(&self.machine.world, self.machine.index).await;
         self.machine.stop_unit();
         Ok(())
     }

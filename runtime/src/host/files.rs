@@ -28,6 +28,15 @@ impl FsStateDir {
     }
 }
 
+/// Removes `path`; `Ok(false)` when there was nothing to remove.
+fn remove_if_present(path: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
 /// The number a state-dir file starts with (more may follow it, as earlier
 /// versions wrote); absent or unreadable reads as `None`.
 fn read_number(path: &Path) -> Option<u64> {
@@ -51,11 +60,9 @@ impl StateDir for FsStateDir {
         let path = self.dir.join(HOLDING_FILE);
         match epoch {
             Some(epoch) => write_atomically(&path, epoch.to_string().as_bytes()),
-            None => match std::fs::remove_file(&path) {
-                Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
-                    Err(MemberError::Io { operation: "remove", path, source })
-                }
-                _ => Ok(()),
+            None => match remove_if_present(&path) {
+                Err(source) => Err(MemberError::Io { operation: "remove", path, source }),
+                Ok(_) => Ok(()),
             },
         }
     }
@@ -157,11 +164,8 @@ pub fn lock_member(spec: &MemberSpec) -> Result<Option<LocalGuard>, FileProblem>
         Ok(()) => {
             // Left by a holder that died while starting etcd: it says nothing now.
             let start_marker = start_prepared_path(spec);
-            match std::fs::remove_file(&start_marker) {
-                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(FileProblem { path: start_marker, detail: error.to_string() });
-                }
-                _ => {}
+            if let Err(error) = remove_if_present(&start_marker) {
+                return Err(FileProblem { path: start_marker, detail: error.to_string() });
             }
             Ok(Some(LocalGuard { _file: file, start_marker }))
         }
@@ -217,13 +221,8 @@ pub fn clear_replacement(spec: &MemberSpec) {
 /// before the data dir is touched; `Ok(true)` when there was one.
 pub fn abandon_replacement(spec: &MemberSpec) -> Result<bool, FileProblem> {
     let path = replacement_state_path(spec);
-    match std::fs::remove_file(&path) {
-        Ok(()) => Ok(true),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(error) => {
-            Err(FileProblem { path, detail: format!("{error}; remove it by hand, then let the agent retry") })
-        }
-    }
+    remove_if_present(&path)
+        .map_err(|error| FileProblem { path, detail: format!("{error}; remove it by hand, then let the agent retry") })
 }
 
 /// Whether a replacement of this member is under way (its progress file exists).
