@@ -61,19 +61,31 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    #[derive(Default)]
+    /// Counts only the reports of the thread that made it: the sink is process-wide, and
+    /// other tests (the pipeline's, the sealed store's) stream through it at the same time.
     struct Counter {
+        thread: std::thread::ThreadId,
         bytes: AtomicU64,
         phases: Mutex<Vec<String>>,
         finished: AtomicU64,
     }
 
+    impl Counter {
+        fn mine(&self) -> bool {
+            std::thread::current().id() == self.thread
+        }
+    }
+
     impl Sink for Counter {
         fn advance(&self, bytes: u64) {
-            self.bytes.fetch_add(bytes, Ordering::Relaxed);
+            if self.mine() {
+                self.bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
         }
         fn phase(&self, text: &str) {
-            self.phases.lock().unwrap().push(text.to_owned());
+            if self.mine() {
+                self.phases.lock().unwrap().push(text.to_owned());
+            }
         }
         fn finish(&self) {
             self.finished.fetch_add(1, Ordering::Relaxed);
@@ -83,7 +95,12 @@ mod tests {
     #[test]
     fn reports_reach_the_installed_sink_only_while_it_is_installed() {
         advance(5);
-        let counter = Arc::new(Counter::default());
+        let counter = Arc::new(Counter {
+            thread: std::thread::current().id(),
+            bytes: AtomicU64::new(0),
+            phases: Mutex::new(Vec::new()),
+            finished: AtomicU64::new(0),
+        });
         let guard = install(counter.clone());
         advance(7);
         advance(3);
