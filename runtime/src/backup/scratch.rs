@@ -6,6 +6,23 @@ use crate::backup::restore::{RestoreSettings, SnapshotChoice};
 use crate::member::{ChildMember, Launch, MemberError, MemberSpec};
 use crate::ports::LocalMember;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How many times a scratch member moves to fresh ports. Its ports are chosen free, then
+/// released for etcd to bind; in between, an outgoing connection or another listener on
+/// the host may take one (seen in CI: `bind: address already in use`), and etcd exits.
+const PORT_ATTEMPTS: u32 = 5;
+
+/// Why a scratch member did not come up.
+#[derive(Debug)]
+pub enum NotReady {
+    /// etcd could not be started at all (binary missing, log not writable).
+    Start(MemberError),
+    /// etcd exited before it answered: the tail of its log says why.
+    Exited { log: String },
+    /// It did not answer within `seconds`: the last error, and the tail of its log.
+    NoAnswer { seconds: u64, detail: String, log: String },
+}
 
 /// Bytes free for an unprivileged writer on the filesystem of `path`.
 pub fn free_bytes(path: &Path) -> Option<u64> {
@@ -24,9 +41,10 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     Some(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
 }
 
-/// A loopback port nobody listens on right now.
-fn free_port() -> Result<u16, std::io::Error> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// A client and a peer URL on loopback ports nobody listens on right now.
+fn loopback_urls() -> Result<(String, String), std::io::Error> {
+    let free_port = || Ok::<_, std::io::Error>(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
+    Ok((format!("http://127.0.0.1:{}", free_port()?), format!("http://127.0.0.1:{}", free_port()?)))
 }
 
 /// The identity of a scratch member: its name, loopback URLs and token.
@@ -42,13 +60,8 @@ pub struct ScratchMember {
 
 impl ScratchMember {
     pub fn new(dir: &Path, name: &str, token: &str) -> Result<ScratchMember, std::io::Error> {
-        Ok(ScratchMember {
-            name: name.to_owned(),
-            client_url: format!("http://127.0.0.1:{}", free_port()?),
-            peer_url: format!("http://127.0.0.1:{}", free_port()?),
-            token: token.to_owned(),
-            dir: dir.to_owned(),
-        })
+        let (client_url, peer_url) = loopback_urls()?;
+        Ok(ScratchMember { name: name.to_owned(), client_url, peer_url, token: token.to_owned(), dir: dir.to_owned() })
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -78,8 +91,69 @@ impl ScratchMember {
         }
     }
 
-    /// Starts etcd on the built data dir; stop it with `LocalMember::stop`.
-    pub async fn start(&self, etcd: &Path, extra_args: Vec<String>) -> Result<ChildMember, MemberError> {
+    /// Starts etcd on the built data dir and waits, up to `timeout`, until `ready`
+    /// succeeds against its client URL; returns the running member (stop it with
+    /// `LocalMember::stop`) and what `ready` gave. A port taken between its choice and
+    /// etcd's bind moves the member to fresh ports (a one-member cluster restarts on any
+    /// ports); any other exit is reported at once with the log, not after the timeout.
+    pub async fn start_ready<T, Ready>(
+        &mut self,
+        etcd: &Path,
+        extra_args: Vec<String>,
+        timeout: Duration,
+        mut ready: impl FnMut(String) -> Ready,
+    ) -> Result<(ChildMember, T), NotReady>
+    where
+        Ready: std::future::Future<Output = Result<T, String>>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut attempt = 1;
+        loop {
+            let logged_before = std::fs::metadata(self.log()).map(|metadata| metadata.len()).unwrap_or(0);
+            let running = self.start(etcd, extra_args.clone()).await.map_err(NotReady::Start)?;
+            let failure = loop {
+                match ready(self.client_url.clone()).await {
+                    Ok(value) => return Ok((running, value)),
+                    Err(_) if !running.is_running().await => break None,
+                    Err(detail) if tokio::time::Instant::now() >= deadline => break Some(detail),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            };
+            match failure {
+                None if attempt < PORT_ATTEMPTS && self.lost_a_port(logged_before) => {
+                    tracing::info!(client = %self.client_url, peer = %self.peer_url, "a port of the scratch member was taken before etcd bound it; moving to fresh ports");
+                    (self.client_url, self.peer_url) = loopback_urls().map_err(|source| {
+                        NotReady::Start(MemberError::Io {
+                            operation: "choose loopback ports for",
+                            path: self.dir.clone(),
+                            source,
+                        })
+                    })?;
+                    attempt += 1;
+                }
+                None => return Err(NotReady::Exited { log: self.log_tail() }),
+                Some(detail) => {
+                    if let Err(error) = running.stop().await {
+                        tracing::warn!(error = %error, "could not stop the scratch member; it is killed with its scratch dir");
+                    }
+                    return Err(NotReady::NoAnswer { seconds: timeout.as_secs(), detail, log: self.log_tail() });
+                }
+            }
+        }
+    }
+
+    /// Whether etcd's output since `offset` says a port was taken.
+    fn lost_a_port(&self, offset: u64) -> bool {
+        std::fs::read(self.log())
+            .map(|bytes| {
+                let from = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+                String::from_utf8_lossy(bytes.get(from..).unwrap_or_default()).contains("address already in use")
+            })
+            .unwrap_or(false)
+    }
+
+    /// Starts etcd on the built data dir.
+    async fn start(&self, etcd: &Path, extra_args: Vec<String>) -> Result<ChildMember, MemberError> {
         let spec = MemberSpec {
             name: self.name.clone(),
             data_dir: self.data_dir(),

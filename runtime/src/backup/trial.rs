@@ -7,7 +7,7 @@
 //! whatever happened; free space is checked first.
 
 use crate::backup::restore::{self, Etcdutl, RestoreError, SnapshotChoice};
-use crate::backup::scratch::{free_bytes, ScratchMember};
+use crate::backup::scratch::{free_bytes, NotReady, ScratchMember};
 use crate::etcd::EtcdClient;
 use crate::exit::{Classify, Exit};
 use crate::member::MemberError;
@@ -44,6 +44,8 @@ pub enum TrialError {
     Start(#[from] MemberError),
     #[error("the restored member did not answer within {seconds} s ({detail}); its log: {log}")]
     NoAnswer { seconds: u64, detail: String, log: String },
+    #[error("the restored member's etcd exited before it answered; its log: {log}")]
+    Exited { log: String },
 }
 
 impl Classify for TrialError {
@@ -51,7 +53,7 @@ impl Classify for TrialError {
         match self {
             TrialError::Restore(error) => error.exit(),
             TrialError::Start(_) | TrialError::Scratch { .. } => Exit::Usage,
-            TrialError::NoSpace { .. } | TrialError::NoAnswer { .. } => Exit::Failure,
+            TrialError::NoSpace { .. } | TrialError::NoAnswer { .. } | TrialError::Exited { .. } => Exit::Failure,
         }
     }
 }
@@ -75,36 +77,31 @@ pub async fn trial_restore<S: SnapshotStore>(
         .tempdir_in(&settings.scratch_parent)
         .map_err(|source| TrialError::Scratch { path: settings.scratch_parent.clone(), source })?;
     let scratch_error = |source: std::io::Error| TrialError::Scratch { path: scratch.path().to_owned(), source };
-    let member = ScratchMember::new(scratch.path(), "lifeboat-trial", &format!("lifeboat-trial-{}", manifest.name))
+    let mut member = ScratchMember::new(scratch.path(), "lifeboat-trial", &format!("lifeboat-trial-{}", manifest.name))
         .map_err(scratch_error)?;
     let restore_settings = member.restore_settings(SnapshotChoice::Named(manifest.name.clone()), &settings.cluster);
     restore::restore(store, layout, &restore_settings, &Etcdutl(settings.etcdutl.clone())).await?;
-    let client_url = member.client_url.clone();
-    let running = member.start(&settings.etcd, Vec::new()).await?;
-    let outcome = measure(&client_url, manifest, settings.start_timeout).await;
+    let (running, actual) = member
+        .start_ready(&settings.etcd, Vec::new(), settings.start_timeout, |url| async move {
+            let client = EtcdClient::new(vec![url.clone()], Duration::from_secs(5));
+            client.hash_kv(&url, manifest.revision).await.map_err(|error| error.to_string())
+        })
+        .await
+        .map_err(|failure| match failure {
+            NotReady::Start(error) => TrialError::Start(error),
+            NotReady::Exited { log } => TrialError::Exited { log },
+            NotReady::NoAnswer { seconds, detail, log } => TrialError::NoAnswer { seconds, detail, log },
+        })?;
     if let Err(error) = running.stop().await {
         tracing::warn!(error = %error, "could not stop the trial member; it is killed with its scratch dir");
     }
-    outcome.map_err(|detail| TrialError::NoAnswer {
-        seconds: settings.start_timeout.as_secs(),
-        detail,
-        log: member.log_tail(),
-    })
+    Ok(judge(manifest, &actual))
 }
 
-/// Waits for the restored member, then compares its HashKV with the manifest's.
-async fn measure(client_url: &str, manifest: &Manifest, timeout: Duration) -> Result<TrialOutcome, String> {
-    let client = EtcdClient::new(vec![client_url.to_owned()], Duration::from_secs(5));
-    let deadline = tokio::time::Instant::now() + timeout;
-    let actual: KvHash = loop {
-        match client.hash_kv(client_url, manifest.revision).await {
-            Ok(hash) => break hash,
-            Err(error) if tokio::time::Instant::now() >= deadline => return Err(error.to_string()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    };
+/// The restored member's HashKV at the snapshot's revision against the manifest's.
+fn judge(manifest: &Manifest, actual: &KvHash) -> TrialOutcome {
     let revision = manifest.revision.0;
-    Ok(match manifest.kv_hash {
+    match manifest.kv_hash {
         None => TrialOutcome::StartedWithoutReference { actual: actual.hash, revision },
         Some(expected) if expected.compact_revision != actual.compact_revision => TrialOutcome::Inconclusive {
             source_compaction: expected.compact_revision,
@@ -112,5 +109,5 @@ async fn measure(client_url: &str, manifest: &Manifest, timeout: Duration) -> Re
         },
         Some(expected) if expected.hash == actual.hash => TrialOutcome::Proven { hash: actual.hash, revision },
         Some(expected) => TrialOutcome::Mismatch { expected: expected.hash, actual: actual.hash, revision },
-    })
+    }
 }

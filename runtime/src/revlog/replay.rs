@@ -20,7 +20,7 @@ use super::{list, read, LogError};
 use crate::backup::catalog::{self, Entry};
 use crate::backup::restore::{self, Etcdutl, RestoreError, RestoreReport, RestoreSettings, SnapshotChoice};
 use crate::backup::save::{self, SaveError, SaveSettings};
-use crate::backup::scratch::{free_bytes, ScratchMember};
+use crate::backup::scratch::{free_bytes, NotReady, ScratchMember};
 use crate::etcd::log::ApplyError;
 use crate::etcd::EtcdClient;
 use crate::exit::{Classify, Exit};
@@ -107,6 +107,8 @@ pub enum ReplayError {
     Start(#[from] MemberError),
     #[error("the scratch member did not answer within {seconds} s ({detail}); its log: {log}")]
     NoAnswer { seconds: u64, detail: String, log: String },
+    #[error("the scratch member's etcd exited before it answered; its log: {log}")]
+    Exited { log: String },
     #[error("replay of revision {revision} failed: {source}")]
     Apply { revision: i64, source: ApplyError },
     #[error("cannot snapshot the replayed member: {0}")]
@@ -364,13 +366,24 @@ async fn with_replayed<T>(
         .tempdir_in(&settings.scratch_parent)
         .map_err(|source| ReplayError::Scratch { path: settings.scratch_parent.clone(), source })?;
     let scratch_error = |source: std::io::Error| ReplayError::Scratch { path: scratch.path().to_owned(), source };
-    let member = ScratchMember::new(scratch.path(), "lifeboat-replay", "lifeboat-replay").map_err(scratch_error)?;
+    let mut member = ScratchMember::new(scratch.path(), "lifeboat-replay", "lifeboat-replay").map_err(scratch_error)?;
     let build = member.restore_settings(SnapshotChoice::Latest, cluster);
     etcdutl.build(snapshot, &member.data_dir(), &build).await?;
-    let running = member.start(&settings.etcd, scratch_flags(&settings.etcd).await).await?;
-    let client = EtcdClient::new(vec![member.client_url.clone()], Duration::from_secs(30));
+    let flags = scratch_flags(&settings.etcd).await;
+    let (running, (client, mut connection)) = member
+        .start_ready(&settings.etcd, flags, settings.start_timeout, |url| async move {
+            let client = EtcdClient::new(vec![url.clone()], Duration::from_secs(30));
+            let mut connection = client.replay_target(&url).await.map_err(|error| error.to_string())?;
+            connection.revision().await.map_err(|error| error.to_string())?;
+            Ok((client, connection))
+        })
+        .await
+        .map_err(|failure| match failure {
+            NotReady::Start(error) => ReplayError::Start(error),
+            NotReady::Exited { log } => ReplayError::Exited { log },
+            NotReady::NoAnswer { seconds, detail, log } => ReplayError::NoAnswer { seconds, detail, log },
+        })?;
     let outcome = async {
-        let mut connection = wait_ready(&client, &member, settings).await?;
         // Every lease renewed in the background until the result is taken: none may
         // expire (and delete keys, adding revisions the log does not have) meanwhile.
         let _renewer = AbortOnDrop(tokio::spawn({
@@ -428,33 +441,6 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// Waits for the scratch member to answer.
-async fn wait_ready(
-    client: &EtcdClient,
-    member: &ScratchMember,
-    settings: &ReplaySettings,
-) -> Result<crate::etcd::log::ReplayTarget, ReplayError> {
-    let deadline = tokio::time::Instant::now() + settings.start_timeout;
-    loop {
-        let attempt = async {
-            let mut connection = client.replay_target(&member.client_url).await?;
-            connection.revision().await?;
-            Ok::<_, EtcdError>(connection)
-        };
-        match attempt.await {
-            Ok(connection) => return Ok(connection),
-            Err(error) if tokio::time::Instant::now() >= deadline => {
-                return Err(ReplayError::NoAnswer {
-                    seconds: settings.start_timeout.as_secs(),
-                    detail: error.to_string(),
-                    log: member.log_tail(),
-                })
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
     }
 }
 

@@ -87,3 +87,69 @@ fn a_snapshot_of_other_data_fails_the_trial() {
         fixture.list_keys()
     );
 }
+
+/// A scratch member (what a trial restore and a log replay start) whose port is taken
+/// between its choice and etcd's bind moves to fresh ports and comes up: CI once saw
+/// `bind: address already in use` fail a replay after a 60 s wait. An etcd that exits
+/// for any other reason is reported at once with its log, not after the timeout.
+#[test]
+fn a_scratch_member_moves_off_a_taken_port_and_reports_an_exit_at_once() {
+    use lifeboat_runtime::backup::scratch::{NotReady, ScratchMember};
+    use lifeboat_runtime::etcd::EtcdClient;
+    use std::time::Duration;
+    if !testkit::require(&["etcd"]) {
+        return;
+    }
+    let etcd = testkit::binary("etcd");
+    let directory = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let probe = |url: String| async move {
+        let client = EtcdClient::new(vec![url.clone()], Duration::from_secs(2));
+        let mut connection = client.replay_target(&url).await.map_err(|error| error.to_string())?;
+        connection.revision().await.map_err(|error| error.to_string())
+    };
+    runtime.block_on(async {
+        let mut member = ScratchMember::new(directory.path(), "scratch", "scratch").unwrap();
+        // No data dir, started as an existing member: etcd exits at once. A 10-minute
+        // timeout makes "reported only after the timeout" a hang, not a pass.
+        let exited = member.start_ready(&etcd, Vec::new(), Duration::from_secs(600), probe).await;
+        match exited {
+            Err(NotReady::Exited { log }) => assert!(!log.is_empty(), "the exit names etcd's log"),
+            Err(other) => panic!("expected an exit reported with the log, got {other:?}"),
+            Ok(_) => panic!("etcd cannot start as an existing member with no data"),
+        }
+
+        // A data dir of its own: one start as a new one-member cluster, stopped when ready.
+        let mut first = std::process::Command::new(&etcd)
+            .args(["--name", "scratch", "--data-dir"])
+            .arg(member.data_dir())
+            .args(["--listen-client-urls", &member.client_url, "--advertise-client-urls", &member.client_url])
+            .args(["--listen-peer-urls", &member.peer_url, "--initial-advertise-peer-urls", &member.peer_url])
+            .args(["--initial-cluster", &format!("scratch={}", member.peer_url), "--initial-cluster-token", "scratch"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while probe(member.client_url.clone()).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "the one-member cluster did not answer within 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        std::process::Command::new("kill").arg(first.id().to_string()).status().unwrap();
+        first.wait().unwrap();
+
+        // Someone takes its client port before etcd binds it.
+        let taken = member.client_url.clone();
+        let port = taken.rsplit(':').next().unwrap();
+        let _holder = std::net::TcpListener::bind(format!("127.0.0.1:{port}")).unwrap();
+        let (running, revision) = member
+            .start_ready(&etcd, Vec::new(), Duration::from_secs(600), probe)
+            .await
+            .unwrap_or_else(|error| panic!("the scratch member should move to fresh ports: {error:?}"));
+        assert!(revision.0 >= 1, "it answers with its data: revision {revision:?}");
+        assert_ne!(member.client_url, taken, "it moved off the taken port");
+        let log = std::fs::read_to_string(member.log()).unwrap();
+        assert!(log.contains("address already in use"), "the first start did hit the taken port:\n{log}");
+        lifeboat_runtime::ports::LocalMember::stop(&running).await.unwrap();
+    });
+}
