@@ -5,16 +5,58 @@ use crate::ports::{BoxError, ByteSource, EndpointHealth, EndpointStatus, EtcdClu
 use bytes::Bytes;
 use etcd_client::{AlarmAction, AlarmType, Client, ConnectOptions};
 use lifeboat::{Member, MemberId, Revision};
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Clients for one cluster, created per request so one dead member never blocks
-/// another (and so an auth token never outlives the request it was made for).
+/// Clients for one cluster: one connection per endpoint, so one dead member never
+/// blocks another. Short requests reuse a kept connection (see [`Connections`]);
+/// streams (a snapshot, the log's watch) get their own.
 #[derive(Clone, Debug)]
 pub struct EtcdClient {
     endpoints: Vec<String>,
     timeout: Duration,
     security: EtcdSecurity,
+    connections: Connections,
+}
+
+/// Connected clients by endpoint, kept between requests. Every new connection costs
+/// a TLS handshake and, under RBAC, an `Authenticate` call in which etcd checks the
+/// password with bcrypt (tens of milliseconds of the member's CPU) and writes the
+/// new token through raft. An agent checks each member twice a round and lists the
+/// members once: connecting afresh each time made a three-member cluster with 300 ms
+/// checks spend more than two cores on bcrypt, and its members missed enough checks
+/// to be replaced while they were healthy (CI, the RBAC chaos test). A kept client
+/// gets a new token when etcd refuses an expired one (etcd-client's token refresh);
+/// any failed request drops the connection, so the next one connects afresh
+/// (a restarted member, a rotated certificate, a changed password).
+#[derive(Clone, Default)]
+struct Connections(Arc<Mutex<HashMap<String, Client>>>);
+
+impl Connections {
+    fn get(&self, endpoint: &str) -> Option<Client> {
+        self.0.lock().ok()?.get(endpoint).cloned()
+    }
+
+    fn keep(&self, endpoint: &str, client: Client) {
+        if let Ok(mut connections) = self.0.lock() {
+            connections.insert(endpoint.to_owned(), client);
+        }
+    }
+
+    fn drop_connection(&self, endpoint: &str) {
+        if let Ok(mut connections) = self.0.lock() {
+            connections.remove(endpoint);
+        }
+    }
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kept = self.0.lock().map(|connections| connections.len()).unwrap_or_default();
+        formatter.debug_struct("Connections").field("kept", &kept).finish()
+    }
 }
 
 /// How lifeboat proves itself to etcd and checks etcd back: TLS (the CA that signed
@@ -129,12 +171,41 @@ fn connect_error(endpoints: String, error: &etcd_client::Error) -> EtcdError {
 
 impl EtcdClient {
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> EtcdClient {
-        EtcdClient { endpoints, timeout, security: EtcdSecurity::default() }
+        EtcdClient { endpoints, timeout, security: EtcdSecurity::default(), connections: Connections::default() }
     }
 
-    /// The same client, connecting with TLS and/or as an etcd user.
+    /// The same client, connecting with TLS and/or as an etcd user (no connection
+    /// made with the earlier settings is reused).
     pub fn with_security(self, security: EtcdSecurity) -> EtcdClient {
-        EtcdClient { security, ..self }
+        EtcdClient { security, connections: Connections::default(), ..self }
+    }
+
+    /// Runs one short request (`work`, under the request deadline) on the kept
+    /// connection to `endpoint`, connecting first when there is none. A failure of
+    /// any kind drops the connection: the next request starts from a new one.
+    pub(super) async fn on_endpoint<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        endpoint: &str,
+        work: F,
+    ) -> Result<T, EtcdError>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Result<T, EtcdError>>,
+    {
+        let client = match self.connections.get(endpoint) {
+            Some(client) => client,
+            None => {
+                let client = self.connect(&[endpoint.to_owned()], true).await?;
+                self.connections.keep(endpoint, client.clone());
+                client
+            }
+        };
+        let result = self.deadline(operation, endpoint, work(client)).await.and_then(|result| result);
+        if result.is_err() {
+            self.connections.drop_connection(endpoint);
+        }
+        result
     }
 
     pub(super) async fn connect(&self, endpoints: &[String], request_timeout: bool) -> Result<Client, EtcdError> {
@@ -188,16 +259,8 @@ impl EtcdClient {
     {
         let mut errors = Vec::new();
         for endpoint in &self.endpoints {
-            let client = match self.connect(std::slice::from_ref(endpoint), true).await {
-                Ok(client) => client,
-                Err(error) => {
-                    errors.push(error.to_string());
-                    continue;
-                }
-            };
-            match self.deadline(operation, endpoint, work(client, endpoint.clone())).await {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(error)) => errors.push(error.to_string()),
+            match self.on_endpoint(operation, endpoint, |client| work(client, endpoint.clone())).await {
+                Ok(value) => return Ok(value),
                 Err(error) => errors.push(error.to_string()),
             }
         }
@@ -211,28 +274,28 @@ impl EtcdClient {
     /// recover a cluster whose fix is a compaction and a defragmentation. The alarms
     /// are reported on their own.
     async fn try_health(&self, endpoint: &str) -> Result<Vec<String>, String> {
-        let mut client = self.connect(&[endpoint.to_owned()], true).await.map_err(|error| error.to_string())?;
-        // What `etcdctl endpoint health` does: a linearizable read (it needs quorum),
-        // where "permission denied" still proves the member serves requests.
-        match self.deadline("health", endpoint, client.get("health", None)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(etcd_client::Error::GRpcStatus(status))) if i32::from(status.code()) == GRPC_PERMISSION_DENIED => {}
-            Ok(Err(error)) => return Err(describe(&error)),
-            Err(error) => return Err(error.to_string()),
-        }
-        // Listing alarms needs the root role under auth: a refusal there is not a failed check.
-        match self.deadline("alarm list", endpoint, client.alarm(AlarmAction::Get, AlarmType::None, None)).await {
-            Ok(Ok(alarms)) => Ok(alarms
-                .alarms()
-                .iter()
-                .map(|alarm| format!("{} on member {:x}", alarm.alarm().as_str_name(), alarm.member_id()))
-                .collect()),
-            Ok(Err(etcd_client::Error::GRpcStatus(status))) if i32::from(status.code()) == GRPC_PERMISSION_DENIED => {
-                Ok(Vec::new())
+        let check = |mut client: Client| async move {
+            // What `etcdctl endpoint health` does: a linearizable read (it needs quorum),
+            // where "permission denied" still proves the member serves requests.
+            match client.get("health", None).await {
+                Ok(_) => {}
+                Err(etcd_client::Error::GRpcStatus(status)) if i32::from(status.code()) == GRPC_PERMISSION_DENIED => {}
+                Err(error) => return Err(request_error("health", endpoint, error)),
             }
-            Ok(Err(error)) => Err(describe(&error)),
-            Err(error) => Err(error.to_string()),
-        }
+            // Listing alarms needs the root role under auth: a refusal there is not a failed check.
+            match client.alarm(AlarmAction::Get, AlarmType::None, None).await {
+                Ok(alarms) => Ok(alarms
+                    .alarms()
+                    .iter()
+                    .map(|alarm| format!("{} on member {:x}", alarm.alarm().as_str_name(), alarm.member_id()))
+                    .collect()),
+                Err(etcd_client::Error::GRpcStatus(status)) if i32::from(status.code()) == GRPC_PERMISSION_DENIED => {
+                    Ok(Vec::new())
+                }
+                Err(error) => Err(request_error("alarm list", endpoint, error)),
+            }
+        };
+        self.on_endpoint("health", endpoint, check).await.map_err(|error| error.to_string())
     }
 }
 
@@ -298,11 +361,11 @@ impl EtcdCluster for EtcdClient {
         .await
     }
     async fn endpoint_status(&self, endpoint: &str) -> Result<EndpointStatus, EtcdError> {
-        let mut client = self.connect(&[endpoint.to_owned()], true).await?;
         let status = self
-            .deadline("status", endpoint, client.status())
-            .await?
-            .map_err(|error| request_error("status", endpoint, error))?;
+            .on_endpoint("status", endpoint, |mut client| async move {
+                client.status().await.map_err(|error| request_error("status", endpoint, error))
+            })
+            .await?;
         let header = status.header().ok_or_else(|| EtcdError::Request {
             operation: "status",
             endpoint: endpoint.to_owned(),
@@ -379,11 +442,11 @@ impl EtcdCluster for EtcdClient {
     }
 
     async fn hash_kv(&self, endpoint: &str, revision: lifeboat::Revision) -> Result<lifeboat::KvHash, EtcdError> {
-        let mut client = self.connect(&[endpoint.to_owned()], true).await?;
         let response = self
-            .deadline("hash kv", endpoint, client.hash_kv(revision.0))
-            .await?
-            .map_err(|error| request_error("hash kv", endpoint, error))?;
+            .on_endpoint("hash kv", endpoint, |mut client| async move {
+                client.hash_kv(revision.0).await.map_err(|error| request_error("hash kv", endpoint, error))
+            })
+            .await?;
         Ok(lifeboat::KvHash { hash: response.hash(), compact_revision: response.compact_version() })
     }
 

@@ -49,11 +49,14 @@ impl EtcdClient {
 
     /// The TTL a lease was granted with; `None` when it no longer exists.
     pub async fn lease_granted_ttl(&self, endpoint: &str, lease: i64) -> Result<Option<i64>, EtcdError> {
-        let mut client = self.connect(&[endpoint.to_owned()], true).await?;
         let response = self
-            .deadline("lease time-to-live", endpoint, client.lease_time_to_live(lease, None))
-            .await?
-            .map_err(|error| request_error("lease time-to-live", endpoint, error))?;
+            .on_endpoint("lease time-to-live", endpoint, |mut client| async move {
+                client
+                    .lease_time_to_live(lease, None)
+                    .await
+                    .map_err(|error| request_error("lease time-to-live", endpoint, error))
+            })
+            .await?;
         Ok((response.ttl() >= 0 && response.granted_ttl() > 0).then_some(response.granted_ttl()))
     }
 }

@@ -357,6 +357,22 @@ impl AgentCluster {
         http_get(&address, "/health").is_some_and(|(status, body)| status == 200 && body.contains("\"true\""))
     }
 
+    /// The gRPC calls of `method` the members have answered (any outcome), from
+    /// etcd's own metrics (served over plain HTTP with TLS); `None` if one is silent.
+    fn grpc_calls(&self, method: &str) -> Option<u64> {
+        let label = format!("grpc_method=\"{method}\"");
+        let mut calls = 0;
+        for node in &self.nodes {
+            let (_, body) = http_get(&node.etcd_metrics, "/metrics")?;
+            calls += body
+                .lines()
+                .filter(|line| line.starts_with("grpc_server_handled_total{") && line.contains(&label))
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64;
+        }
+        Some(calls)
+    }
+
     /// Member `index` answers a client with the CA and a client certificate, and
     /// refuses one with the CA alone.
     fn serves_mutual_tls(&self, index: usize) -> bool {
@@ -873,6 +889,24 @@ fn with_rbac_users_agents_keep_saving_and_replace_a_wiped_member() {
         let log = cluster.agent_log(index);
         assert!(!log.contains(password), "n{index}'s log shows the password");
     }
+    // Each new connection authenticates: etcd checks the password with bcrypt and
+    // writes a token through raft. An agent asks every member for its status each
+    // round, and its connections are kept, so etcd must see far fewer
+    // authentications than status calls. (Connecting per request made more
+    // authentications than status calls, and on a 2-core CI machine the members,
+    // busy with bcrypt, missed checks until a healthy one was replaced.)
+    let calls = || Some((cluster.grpc_calls("Status")?, cluster.grpc_calls("Authenticate")?));
+    let (status_before, auth_before) = calls().expect("etcd's metrics answer");
+    let measured =
+        wait_until(Duration::from_secs(60), || calls().is_some_and(|(status, _)| status >= status_before + 300));
+    let (status_after, auth_after) = calls().expect("etcd's metrics answer");
+    assert!(measured, "the agents made {} status calls in 60 s", status_after - status_before);
+    let (status_calls, authentications) = (status_after - status_before, auth_after - auth_before);
+    eprintln!("under RBAC: {authentications} authentications for {status_calls} status calls");
+    assert!(
+        authentications * 10 < status_calls,
+        "{authentications} authentications for {status_calls} status calls: the agents connect per request"
+    );
     let before = cluster.log_revision();
     wiped_one_is_replaced(&cluster, Control::Child, true);
     // The revision log's watch, opened under auth, carried the writes through.
