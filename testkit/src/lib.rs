@@ -61,32 +61,55 @@ pub fn require(names: &[&str]) -> bool {
 
 /// A loopback port that was free a moment ago, with `port + offset` free too for
 /// each offset (SeaweedFS opens gRPC at port + 10000).
+///
+/// The ports come from below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`), which the kernel hands out to outgoing
+/// connections and to binds on port 0: a port chosen from inside it and released
+/// for etcd to bind can become some connection's source port first, and etcd exits
+/// with "address already in use" (seen in CI for a scratch member, whose product
+/// code now moves to fresh ports). Below that range only an explicit bind takes a port.
 pub fn free_port(offsets: &[u16]) -> u16 {
-    // The kernel may hand the same ephemeral port to two binds in a row once the
-    // first is released: never give one out twice in this process (two members on
-    // one port fail with "duplicate url" or "address already in use").
+    // Never give a port out twice in this process: a member that has not bound its
+    // port yet looks free (two members on one port fail with "duplicate url").
     static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    for _ in 0..200 {
-        let Ok(listener) = TcpListener::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(address) = listener.local_addr() else {
-            continue;
-        };
-        let port = address.port();
+    let highest_offset = offsets.iter().copied().max().unwrap_or(0);
+    let lowest = PRIVATE_PORTS_FROM;
+    let mut end = ephemeral_ports_from().saturating_sub(highest_offset);
+    if end < lowest + 1000 {
+        // A host whose ephemeral range starts low: take any port, race and all.
+        end = u16::MAX - highest_offset;
+    }
+    // A random start: test processes that run at once mostly pick different ports.
+    let start = {
+        use std::hash::{BuildHasher, Hasher};
+        std::collections::hash_map::RandomState::new().build_hasher().finish()
+    };
+    let span = u64::from(end - lowest);
+    for attempt in 0..span {
+        let port = lowest + ((start.wrapping_add(attempt)) % span) as u16;
         let ports: Vec<u16> =
             std::iter::once(port).chain(offsets.iter().filter_map(|offset| port.checked_add(*offset))).collect();
         if ports.len() != offsets.len() + 1 || ports.iter().any(|port| handed_out.contains(port)) {
             continue;
         }
-        let extra_free = ports.iter().skip(1).all(|other| TcpListener::bind(("127.0.0.1", *other)).is_ok());
-        if extra_free {
+        if ports.iter().all(|port| TcpListener::bind(("127.0.0.1", *port)).is_ok()) {
             handed_out.extend(&ports);
             return port;
         }
     }
-    panic!("no free loopback port found after 200 tries");
+    panic!("no free loopback port in {lowest}..{end}");
+}
+
+/// The lowest port `free_port` hands out: above the well-known and common service ports.
+const PRIVATE_PORTS_FROM: u16 = 12_000;
+
+/// The first port of the kernel's ephemeral range (Linux's default when unreadable).
+fn ephemeral_ports_from() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Waits until `probe` returns true or `timeout` passes; returns whether it did.
@@ -129,5 +152,32 @@ pub fn terminate(child: &mut std::process::Child, grace: Duration) {
     if !exited {
         let _ = child.kill();
         let _ = child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_come_from_below_the_ephemeral_range_and_never_twice() {
+        let ephemeral = ephemeral_ports_from();
+        let mut seen = Vec::new();
+        for _ in 0..50 {
+            let port = free_port(&[10_000]);
+            if ephemeral >= PRIVATE_PORTS_FROM + 11_000 {
+                assert!(
+                    (PRIVATE_PORTS_FROM..ephemeral - 10_000).contains(&port),
+                    "{port} (ephemeral from {ephemeral})"
+                );
+            }
+            assert!(
+                TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok(),
+                "the offset port {} is free",
+                port + 10_000
+            );
+            assert!(!seen.contains(&port), "{port} handed out twice");
+            seen.push(port);
+        }
     }
 }
