@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli)) {
         Ok(exit) => exit.into(),
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", lifeboat_runtime::cli::output::error_chain(&error));
             commands::classify(&error).into()
         }
     }

@@ -492,10 +492,13 @@ pub enum SnapshotsCommand {
     /// and --keep-daily days, and always the newest verified snapshot. Also removes objects
     /// without a manifest (interrupted saves) older than an hour.
     Prune {
+        /// Keep the N newest snapshots [default: 10, or the config file's `[policy.retention]`]
         #[arg(long, value_name = "N")]
         keep_last: Option<u32>,
+        /// Keep the newest snapshot of each of the N newest hours that have one [default: 24]
         #[arg(long, value_name = "N")]
         keep_hourly: Option<u32>,
+        /// Keep the newest snapshot of each of the N newest days that have one [default: 7]
         #[arg(long, value_name = "N")]
         keep_daily: Option<u32>,
         /// Show what would be deleted, delete nothing

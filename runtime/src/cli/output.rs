@@ -9,6 +9,24 @@ pub enum Format {
     Json,
 }
 
+/// An error and its causes on one line, outermost first, as anyhow's `{:#}` prints them, but a
+/// cause is left out when the text already says it: our error types name their cause in their
+/// own message (`cannot run etcdutl: No such file…; install…`), and printing it again after
+/// that only makes the line harder to read.
+pub fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let said = cause.to_string();
+        if text.is_empty() {
+            text = said;
+        } else if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+    }
+    text
+}
+
 /// Left-aligned columns separated by two spaces; the header in upper case.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|title| title.len()).collect();
@@ -65,6 +83,28 @@ pub fn json<T: serde::Serialize>(value: &T) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot run etcdutl: {source}; install etcd's etcdutl or pass --etcdutl PATH")]
+    struct Missing {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_the_message_already_names_is_not_printed_twice() {
+        let missing = Missing { source: std::io::Error::new(std::io::ErrorKind::NotFound, "No such file") };
+        let error = anyhow::Error::new(missing).context("restore into /d failed; the data dir was not touched");
+        assert_eq!(
+            super::error_chain(&error),
+            "restore into /d failed; the data dir was not touched: cannot run etcdutl: No such file; install etcd's etcdutl or pass --etcdutl PATH"
+        );
+    }
+
+    #[test]
+    fn every_cause_the_message_does_not_name_is_printed() {
+        let error = anyhow::anyhow!("connection refused").context("cannot list the store").context("save failed");
+        assert_eq!(super::error_chain(&error), "save failed: cannot list the store: connection refused");
+    }
+
     #[test]
     fn tables_align() {
         let text =

@@ -92,6 +92,45 @@ fn member_names_are_validated_before_use() {
     }
 }
 
+/// A restore without a runnable etcdutl says so first, once, as a usage error: not "cannot
+/// bump revisions", and not after reading the store; the data dir is left alone.
+#[test]
+fn restore_without_etcdutl_names_the_fix() {
+    let directory = tempfile::tempdir().unwrap();
+    let data_dir = directory.path().join("data");
+    let missing = directory.path().join("no-etcdutl-here");
+    let store = format!("file://{}", directory.path().join("store").display());
+    let output = run(
+        &[
+            "restore",
+            "--store",
+            &store,
+            "--cluster",
+            "c",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--name",
+            "m0",
+            "--initial-cluster",
+            "m0=http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-cluster-token",
+            "t",
+            "--etcdutl",
+            missing.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(text.contains("--etcdutl PATH") && text.contains("no-etcdutl-here"), "{text}");
+    assert!(!text.contains("bump"), "a missing etcdutl read as an old one: {text}");
+    assert_eq!(text.matches("No such file").count(), 1, "the cause is printed once: {text}");
+    assert!(!data_dir.exists(), "the data dir was created");
+    assert!(!directory.path().join("store").exists(), "the store was touched");
+}
+
 /// Agents coordinate recoveries through the store: a file:// store must be declared
 /// shared by every member's agent, or the agent refuses to start (nothing touched).
 #[test]
