@@ -3,13 +3,14 @@
 //! by clap), which overrides the TOML config file, which overrides defaults.
 
 use crate::agent::{AgentSettings, ConfiguredMember};
-use crate::backup::restore::Etcdutl;
+use crate::backup::restore::{Etcdutl, RestoreError};
 use crate::cli::args::{Common, MemberArgs, MemberControl};
 use crate::cli::etcd_access::EtcdAccess;
 use crate::etcd::EtcdClient;
 use crate::exit::{Classify, Exit};
 use crate::member::MemberSpec;
 use crate::pipeline::PipelineSettings;
+use crate::ports::DataDirBuilder;
 use crate::store::settings::{Encryption, KeySource, S3Settings, StoreSettings, StoreUrl, StoreUrlError};
 use lifeboat::{Compression, Policy, Retention};
 use serde::Deserialize;
@@ -326,8 +327,30 @@ pub fn agent_settings(resolved: &Resolved, args: &MemberArgs) -> Result<AgentSet
     })
 }
 
-pub fn etcdutl(resolved: &Resolved, args: &MemberArgs) -> Etcdutl {
-    Etcdutl(args.etcdutl.clone().or_else(|| resolved.file.etcdutl.clone()).unwrap_or_else(|| "etcdutl".into()))
+/// The etcdutl a command restores with: its `--etcdutl` (or `LIFEBOAT_ETCDUTL`), else the
+/// config file's `etcdutl`, else `etcdutl` on PATH.
+pub fn etcdutl(resolved: &Resolved, flag: Option<&PathBuf>) -> Etcdutl {
+    Etcdutl(flag.cloned().or_else(|| resolved.file.etcdutl.clone()).unwrap_or_else(|| "etcdutl".into()))
+}
+
+/// [`etcdutl`], proven to run before the command reads anything. A command that restores
+/// (`restore`, `snapshots verify --restore`, the agent) would otherwise meet a missing
+/// etcdutl only when it first restores: for the agent, in the middle of a disaster recovery.
+pub fn runnable_etcdutl(resolved: &Resolved, flag: Option<&PathBuf>) -> Result<Etcdutl, ConfigError> {
+    let etcdutl = etcdutl(resolved, flag);
+    match etcdutl.ready() {
+        Ok(()) => Ok(etcdutl),
+        Err(error) => Err(ConfigError::Invalid {
+            what: "etcdutl",
+            value: etcdutl.0.display().to_string(),
+            hint: match error {
+                RestoreError::EtcdutlMissing { source, .. } => format!(
+                    "cannot run it ({source}): install etcd's etcdutl (3.5.10 or later), or pass its path with --etcdutl PATH, LIFEBOAT_ETCDUTL or the config file's `etcdutl`"
+                ),
+                other => other.to_string(),
+            },
+        }),
+    }
 }
 
 #[cfg(test)]

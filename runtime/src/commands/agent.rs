@@ -42,13 +42,16 @@ pub async fn run(resolved: &Resolved, args: &AgentArgs) -> anyhow::Result<Exit> 
             return Err(shared_file_store_refused(root).into());
         }
     }
+    // Proven before the agent starts: it restores only in a recovery, too late to learn
+    // that its etcdutl is missing.
+    let etcdutl = config::runnable_etcdutl(resolved, args.member.etcdutl.as_ref())?;
     let supervise = settings.supervise;
     let etcd = resolved.etcd()?;
     let (store, layout) = open_store(resolved).await?;
     let local = local_member(&args.member);
     let check_interval_ms = settings.policy.check_interval_ms;
     let builder = LogBuilder {
-        etcdutl: config::etcdutl(resolved, &args.member),
+        etcdutl,
         replay: ReplaySettings {
             etcd: args.member.etcd.clone(),
             scratch_parent: settings.state_dir.clone(),
@@ -159,7 +162,10 @@ pub async fn reconfigure(resolved: &Resolved, args: &MemberArgs) -> anyhow::Resu
         config::member_spec(args),
         args.environment_file.clone(),
     ));
-    let mut driver = Driver::new(settings, etcd, store, layout, local, SystemClock, config::etcdutl(resolved, args))
+    // Not proven to run here, unlike the agent's: as ExecStartPre, a missing etcdutl must not
+    // keep a healthy member's etcd from starting; a restore that needs it names it.
+    let etcdutl = config::etcdutl(resolved, args.etcdutl.as_ref());
+    let mut driver = Driver::new(settings, etcd, store, layout, local, SystemClock, etcdutl)
         .context("cannot open the agent's state dir")?;
     // As ExecStartPre: a non-zero exit keeps etcd from starting; systemd's Restart=
     // tries again later.

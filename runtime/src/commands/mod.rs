@@ -41,7 +41,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 false => None,
                 true => Some(crate::backup::trial::TrialSettings {
                     etcd,
-                    etcdutl: etcdutl.or_else(|| resolved.file.etcdutl.clone()).unwrap_or_else(|| "etcdutl".into()),
+                    etcdutl: config::runnable_etcdutl(&resolved, etcdutl.as_ref())?.0,
                     scratch_parent: scratch_dir.unwrap_or_else(std::env::temp_dir),
                     start_timeout: std::time::Duration::from_secs(60),
                     cluster: resolved.store_settings()?.cluster.clone(),

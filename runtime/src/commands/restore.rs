@@ -1,9 +1,9 @@
 //! `lifeboat restore`: a verified snapshot into a new member data dir.
 
 use super::open_store;
-use crate::backup::restore::{self, Etcdutl, RestoreSettings, SnapshotChoice};
+use crate::backup::restore::{self, RestoreSettings, SnapshotChoice};
 use crate::cli::args::RestoreArgs;
-use crate::cli::config::{ConfigError, Resolved};
+use crate::cli::config::{self, ConfigError, Resolved};
 use crate::cli::output::{self, Format};
 use crate::exit::Exit;
 use crate::ports::DataDirBuilder;
@@ -17,18 +17,9 @@ pub async fn run(resolved: &Resolved, args: &RestoreArgs, format: Format) -> any
         value: args.snapshot.clone(),
         hint,
     })?;
-    let etcdutl =
-        Etcdutl(args.etcdutl.clone().or_else(|| resolved.file.etcdutl.clone()).unwrap_or_else(|| "etcdutl".into()));
     // Before anything else asks it what it can do: a missing etcdutl would otherwise first
     // read as "cannot bump revisions" and fail only after the store has been read.
-    if let Err(error) = tokio::process::Command::new(&etcdutl.0).arg("version").output().await {
-        return Err(ConfigError::Invalid {
-            what: "etcdutl",
-            value: etcdutl.0.display().to_string(),
-            hint: format!("cannot run it ({error}): install etcd's etcdutl (3.5.10 or later) or pass --etcdutl PATH"),
-        }
-        .into());
-    }
+    let etcdutl = config::runnable_etcdutl(resolved, args.etcdutl.as_ref())?;
     let (store, layout) = open_store(resolved).await?;
     let bump_revision = match args.bump_revision {
         Some(0) => None,

@@ -3,13 +3,25 @@
 use crate::support::*;
 use std::process::Command;
 
+/// `lifeboat ARGS`, killed and failed if it has not exited in 60 s: a check that regresses
+/// (an agent that starts instead of refusing) fails the test instead of hanging it.
 fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut command: Command = lifeboat_command();
-    command.args(args);
+    command.args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     for (key, value) in env {
         command.env(key, value);
     }
-    command.output().unwrap()
+    let child = command.spawn().unwrap();
+    let pid = child.id().to_string();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || sender.send(child.wait_with_output()));
+    match receiver.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+            panic!("lifeboat {args:?} did not exit within 60 s");
+        }
+    }
 }
 
 #[test]
@@ -129,6 +141,62 @@ fn restore_without_etcdutl_names_the_fix() {
     assert_eq!(text.matches("No such file").count(), 1, "the cause is printed once: {text}");
     assert!(!data_dir.exists(), "the data dir was created");
     assert!(!directory.path().join("store").exists(), "the store was touched");
+}
+
+/// Every command that restores proves its etcdutl runs before it reads the store: the agent
+/// (which restores only in a recovery, too late to learn it is missing) and a trial restore.
+/// The path comes from the flag, else `LIFEBOAT_ETCDUTL`, else the config file.
+#[test]
+fn commands_that_restore_refuse_a_missing_etcdutl_first() {
+    let directory = tempfile::tempdir().unwrap();
+    let root = directory.path();
+    let path = |name: &str| root.join(name).display().to_string();
+    let store = format!("file://{}", path("store"));
+    let missing = path("no-etcdutl-here");
+    let config = root.join("lifeboat.toml");
+    std::fs::write(&config, format!("etcdutl = {missing:?}\n")).unwrap();
+    let agent: Vec<String> = ["agent", "--member-control", "child", "--shared-file-store", "--name", "m0"]
+        .map(String::from)
+        .into_iter()
+        .chain([
+            "--data-dir".into(),
+            path("data"),
+            "--state-dir".into(),
+            path("state"),
+            "--client-url".into(),
+            "http://127.0.0.1:1".into(),
+            "--peer-url".into(),
+            "http://127.0.0.1:2".into(),
+            "--initial-cluster".into(),
+            "m0=http://127.0.0.1:2".into(),
+            "--endpoints".into(),
+            "http://127.0.0.1:1".into(),
+        ])
+        .collect();
+    let verify: Vec<String> = ["snapshots", "verify", "--all", "--restore", "--scratch-dir"]
+        .map(String::from)
+        .into_iter()
+        .chain([path("scratch")])
+        .collect();
+    let common = ["--store".to_owned(), store, "--cluster".into(), "c".into()];
+    for command in [&agent, &verify] {
+        let given = [
+            (vec!["--etcdutl".into(), missing.clone()], vec![]),
+            (vec![], vec![("LIFEBOAT_ETCDUTL", missing.as_str())]),
+            (vec!["--config".into(), config.display().to_string()], vec![]),
+        ];
+        for (extra, env) in given {
+            let args: Vec<&str> = command.iter().chain(common.iter()).chain(extra.iter()).map(String::as_str).collect();
+            let output = run(&args, &env);
+            let text = stderr(&output);
+            assert_eq!(output.status.code(), Some(2), "{args:?} {env:?}: {text}");
+            assert!(text.contains("invalid etcdutl") && text.contains("no-etcdutl-here"), "{args:?}: {text}");
+            assert!(text.contains("--etcdutl PATH"), "{args:?}: {text}");
+            for name in ["data", "state", "store", "scratch"] {
+                assert!(!root.join(name).exists(), "{args:?} created {name}");
+            }
+        }
+    }
 }
 
 /// Agents coordinate recoveries through the store: a file:// store must be declared
