@@ -73,6 +73,8 @@ fn no_secret_reaches_logs_journal_or_json() {
         .args(["--client-url", &member.client_url, "--peer-url", &member.peer_url])
         .args(["--initial-cluster", &format!("{}={}", member.name, member.peer_url)])
         .args(["--check-interval-ms", "300", "--snapshot-interval-ms", "1000"])
+        .arg("--etcdutl")
+        .arg(testkit::binary("etcdutl"))
         .args(&common)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())
