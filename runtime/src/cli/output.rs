@@ -19,12 +19,26 @@ pub fn error_chain(error: &anyhow::Error) -> String {
         let said = cause.to_string();
         if text.is_empty() {
             text = said;
-        } else if !text.contains(&said) {
+        } else if !names_cause(&text, &said) {
             text.push_str(": ");
             text.push_str(&said);
         }
     }
     text
+}
+
+/// Whether `text` already names `cause` as a cause: the whole cause, set off the way our
+/// messages set one off (after `: ` or `(`, before `;`, `)`, `:`, `,` or the end). A short
+/// cause that merely occurs inside a longer phrase ("timed out" in "timed out after 5 s")
+/// is not named by it.
+fn names_cause(text: &str, cause: &str) -> bool {
+    !cause.is_empty()
+        && text.match_indices(cause).any(|(start, _)| {
+            let before = text.get(..start).unwrap_or_default();
+            let after = text.get(start + cause.len()..).unwrap_or_default();
+            (before.is_empty() || before.ends_with(": ") || before.ends_with('('))
+                && (after.is_empty() || after.starts_with([';', ')', ':', ',']))
+        })
 }
 
 /// Left-aligned columns separated by two spaces; the header in upper case.
@@ -97,6 +111,14 @@ mod tests {
             super::error_chain(&error),
             "restore into /d failed; the data dir was not touched: cannot run etcdutl: No such file; install etcd's etcdutl or pass --etcdutl PATH"
         );
+    }
+
+    #[test]
+    fn a_cause_inside_a_longer_phrase_is_still_printed() {
+        let error = anyhow::anyhow!("timed out").context("the store timed out after 5 s");
+        assert_eq!(super::error_chain(&error), "the store timed out after 5 s: timed out");
+        let error = anyhow::anyhow!("refused").context("upload (refused) failed, see: refused; retry");
+        assert_eq!(super::error_chain(&error), "upload (refused) failed, see: refused; retry");
     }
 
     #[test]
